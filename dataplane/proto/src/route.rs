@@ -1,0 +1,177 @@
+//! The route table: which origin a WebSocket upgrade goes to, by Host and path prefix.
+//!
+//! A [`RouteTable`] is immutable once built and carries a version; workers hold it behind an
+//! `Arc` and swap in a whole new table on change, so a lookup never takes a lock and an open
+//! tunnel keeps the origin it resolved.
+//!
+//! Matching: the longest path prefix wins, where a prefix matches at a segment boundary
+//! (`/db` matches `/db` and `/db/x`, not `/dbx`); a route with a host beats a host-less route
+//! with the same prefix. The query string is not part of the path (the handshake strips it).
+//! Lookup costs one hash probe per path segment, whatever the table size.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One route: where tunnels whose request matches go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Name for logs and metrics (defaults to the path prefix, with the host if any).
+    pub name: String,
+    /// Host header to match (lowercase, no port); `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix, starting with `/`.
+    pub path: String,
+    /// The TCP origin.
+    pub origin: SocketAddr,
+    /// Close a tunnel after this long without bytes in either direction; `None`: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Why a table could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// The path does not start with `/`.
+    BadPath(String),
+    /// Two routes have the same host and path.
+    Duplicate(String),
+}
+
+impl std::fmt::Display for RouteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteError::BadPath(p) => write!(f, "route path {p:?} must start with '/'"),
+            RouteError::Duplicate(p) => write!(f, "route {p:?} is defined twice"),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+/// An immutable, versioned set of routes.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    version: u64,
+    routes: Vec<Route>,
+    /// Path prefix → the routes with that prefix: (host, index into `routes`).
+    index: HashMap<String, Vec<(Option<String>, usize)>>,
+}
+
+impl RouteTable {
+    /// Builds a table; paths are normalised by dropping a trailing `/` (except the root).
+    pub fn new(version: u64, routes: Vec<Route>) -> Result<RouteTable, RouteError> {
+        let mut index = HashMap::with_capacity(routes.len());
+        let mut routes = routes;
+        for (i, r) in routes.iter_mut().enumerate() {
+            if !r.path.starts_with('/') {
+                return Err(RouteError::BadPath(r.path.clone()));
+            }
+            while r.path.len() > 1 && r.path.ends_with('/') {
+                r.path.pop();
+            }
+            if let Some(h) = &mut r.host {
+                *h = h.to_ascii_lowercase();
+            }
+            let same_path: &mut Vec<(Option<String>, usize)> =
+                index.entry(r.path.clone()).or_default();
+            if same_path.iter().any(|(h, _)| *h == r.host) {
+                return Err(RouteError::Duplicate(r.name.clone()));
+            }
+            same_path.push((r.host.clone(), i));
+        }
+        Ok(RouteTable {
+            version,
+            routes,
+            index,
+        })
+    }
+
+    /// The version this table was built with.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// All routes, in the order given.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route for a request, with its index in [`RouteTable::routes`].
+    pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
+        let path = path.split('?').next().unwrap_or(path);
+        let mut end = path.len();
+        loop {
+            let prefix = if end == 0 { "/" } else { &path[..end] };
+            if let Some(candidates) = self.index.get(prefix) {
+                let by_host = candidates
+                    .iter()
+                    .find(|(h, _)| h.is_some() && h.as_deref() == host);
+                let any_host = || candidates.iter().find(|(h, _)| h.is_none());
+                if let Some(&(_, i)) = by_host.or_else(any_host) {
+                    return Some((i, &self.routes[i]));
+                }
+            }
+            if end == 0 {
+                return None;
+            }
+            end = path[..end].rfind('/').unwrap_or(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: Option<&str>, path: &str, port: u16) -> Route {
+        Route {
+            name: path.to_string(),
+            host: host.map(str::to_string),
+            path: path.to_string(),
+            origin: SocketAddr::from(([127, 0, 0, 1], port)),
+            idle_timeout: None,
+        }
+    }
+
+    #[test]
+    fn longest_prefix_at_segment_boundary() {
+        let t = RouteTable::new(
+            1,
+            vec![
+                route(None, "/db", 1),
+                route(None, "/db/replica/", 2),
+                route(Some("Api.Example"), "/db", 3),
+            ],
+        )
+        .unwrap();
+        let port = |h, p| t.lookup(h, p).map(|(_, r)| r.origin.port());
+        assert_eq!(port(None, "/db"), Some(1));
+        assert_eq!(port(None, "/db/x"), Some(1));
+        assert_eq!(port(None, "/db/replica"), Some(2));
+        assert_eq!(port(None, "/db/replica/9"), Some(2));
+        assert_eq!(port(None, "/dbx"), None);
+        assert_eq!(port(None, "/"), None);
+        assert_eq!(port(Some("api.example"), "/db/1"), Some(3));
+        assert_eq!(port(Some("other"), "/db"), Some(1));
+        assert_eq!(port(None, "/db?address=x:5432"), Some(1));
+    }
+
+    #[test]
+    fn root_route_catches_all() {
+        let t = RouteTable::new(1, vec![route(None, "/", 7)]).unwrap();
+        assert_eq!(t.lookup(None, "/anything/at/all").unwrap().1.origin.port(), 7);
+        assert_eq!(t.lookup(None, "/").unwrap().1.origin.port(), 7);
+    }
+
+    #[test]
+    fn rejects_bad_and_duplicate_paths() {
+        assert!(matches!(
+            RouteTable::new(1, vec![route(None, "db", 1)]),
+            Err(RouteError::BadPath(_))
+        ));
+        assert!(matches!(
+            RouteTable::new(1, vec![route(None, "/db", 1), route(None, "/db/", 2)]),
+            Err(RouteError::Duplicate(_))
+        ));
+    }
+}

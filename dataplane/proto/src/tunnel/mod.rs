@@ -1,0 +1,591 @@
+//! The tunnel state machine: one per client connection, tying a WebSocket client to a TCP origin.
+//!
+//! Phases, each its own type: [`AwaitUpgrade`] → [`AwaitOrigin`] → [`Relaying`] → [`Closing`] →
+//! `Closed`. A transition consumes the old phase.
+//!
+//! Call order (quinn style): feed every event with a `handle_*` call, passing `now`; after each
+//! call, first act on its return value (a range of bytes to forward), then drain
+//! [`Tunnel::poll_intent`] until it returns `None`, then re-read [`Tunnel::poll_timeout`].
+//! Intents are ordered after the bytes the same call returned, so a driver that keeps one FIFO per
+//! direction preserves "data before Close".
+//!
+//! Invariants:
+//! - the origin is connected before the 101 is sent, and no client byte reaches the origin before
+//!   the 101 (bytes pipelined behind the upgrade request are held and forwarded after it);
+//! - every close path records which side caused it ([`CloseRecord`]);
+//! - a data frame is never buffered whole: payload is unmasked in the caller's buffer and
+//!   forwarded from there.
+
+mod flow;
+mod phase;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+pub use flow::Flow;
+pub use phase::{AwaitOrigin, AwaitUpgrade, Closing, Relaying};
+
+use crate::route::RouteTable;
+use crate::ws::decoder::{Decoder, DecoderLimits, Event};
+use crate::ws::encoder;
+use crate::ws::frame::{CloseCode, Opcode};
+use crate::ws::handshake;
+
+/// Limits and timeouts a tunnel runs with.
+#[derive(Clone, Copy, Debug)]
+pub struct TunnelConfig {
+    /// Largest upgrade request head (431 above it).
+    pub max_header_bytes: usize,
+    /// Largest frame payload a client may send (close 1009 above it).
+    pub max_payload: u64,
+    /// The client must finish its upgrade request within this.
+    pub handshake_timeout: Duration,
+    /// The origin must accept the connection within this (504 after it).
+    pub connect_timeout: Duration,
+    /// How long a closing handshake may wait for the peer's Close.
+    pub close_timeout: Duration,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> TunnelConfig {
+        TunnelConfig {
+            max_header_bytes: 8 * 1024,
+            max_payload: 64 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Which side caused a close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The WebSocket client.
+    Client,
+    /// The TCP origin.
+    Origin,
+    /// Ringway itself (timeouts, shutdown).
+    Server,
+}
+
+/// Why a tunnel closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a Close frame (its code, if any).
+    ClientClose(Option<u16>),
+    /// The client's TCP connection ended without a Close frame.
+    ClientEof,
+    /// The client's socket failed (errno).
+    ClientError(i32),
+    /// The client broke RFC 6455; we closed with this code.
+    Protocol(u16),
+    /// The upgrade was refused with this HTTP status.
+    Refused(u16),
+    /// The client did not finish the upgrade request in time.
+    HandshakeTimeout,
+    /// The origin refused or failed the connection (errno).
+    ConnectFailed(i32),
+    /// The origin did not accept in time.
+    ConnectTimeout,
+    /// The origin ended its stream.
+    OriginEof,
+    /// The origin's socket failed (errno).
+    OriginError(i32),
+    /// No bytes moved for the route's idle timeout.
+    IdleTimeout,
+    /// Ringway is shutting down.
+    Shutdown,
+}
+
+/// Who closed a tunnel and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseRecord {
+    /// The side that caused the close.
+    pub by: Side,
+    /// What happened.
+    pub reason: CloseReason,
+}
+
+/// What the driver must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Intent {
+    /// Open a TCP connection to the origin.
+    ConnectOrigin(SocketAddr),
+    /// Queue these bytes to the client (HTTP responses, control frames).
+    SendClient(Vec<u8>),
+    /// Queue these bytes to the origin (payload pipelined behind the upgrade request).
+    SendOrigin(Vec<u8>),
+    /// Once the origin queue is empty: half-close (SHUT_WR), discard further input until EOF or
+    /// the close timeout, then close the socket.
+    CloseOrigin,
+    /// The same for the client socket.
+    CloseClient,
+    /// Stop receiving from the origin and close it at once (a connect that will not complete).
+    AbortOrigin,
+    /// The tunnel reached `Closed`; [`Tunnel::close_record`] says why.
+    Finished,
+}
+
+/// Byte counters of one tunnel (payload bytes, not frame overhead).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    /// Payload bytes forwarded client → origin.
+    pub to_origin: u64,
+    /// Payload bytes forwarded origin → client.
+    pub to_client: u64,
+}
+
+enum Phase {
+    AwaitUpgrade(AwaitUpgrade),
+    AwaitOrigin(AwaitOrigin),
+    Relaying(Relaying),
+    Closing(Closing),
+    Closed,
+}
+
+/// One client connection's protocol state. See the module doc for the call order.
+pub struct Tunnel {
+    phase: Phase,
+    config: TunnelConfig,
+    intents: VecDeque<Intent>,
+    record: Option<CloseRecord>,
+    route: Option<usize>,
+    idle_timeout: Option<Duration>,
+    last_activity: Instant,
+    stats: TunnelStats,
+}
+
+impl Tunnel {
+    /// A tunnel for a freshly accepted client connection.
+    pub fn new(config: TunnelConfig, now: Instant) -> Tunnel {
+        Tunnel {
+            phase: Phase::AwaitUpgrade(AwaitUpgrade::new(now + config.handshake_timeout)),
+            config,
+            intents: VecDeque::new(),
+            record: None,
+            route: None,
+            idle_timeout: None,
+            last_activity: now,
+            stats: TunnelStats::default(),
+        }
+    }
+
+    /// Index of the route in the table the upgrade was looked up in.
+    pub fn route(&self) -> Option<usize> {
+        self.route
+    }
+
+    /// Who closed the tunnel and why, once known.
+    pub fn close_record(&self) -> Option<CloseRecord> {
+        self.record
+    }
+
+    /// Payload byte counters.
+    pub fn stats(&self) -> TunnelStats {
+        self.stats
+    }
+
+    /// True once the tunnel has emitted [`Intent::Finished`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// True while the WebSocket is up (101 sent, no Close sent or received).
+    pub fn is_relaying(&self) -> bool {
+        matches!(self.phase, Phase::Relaying(_))
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_intent(&mut self) -> Option<Intent> {
+        self.intents.pop_front()
+    }
+
+    /// When [`Tunnel::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::AwaitUpgrade(p) => Some(p.deadline),
+            Phase::AwaitOrigin(p) => Some(p.deadline),
+            Phase::Relaying(_) => self.idle_timeout.map(|t| self.last_activity + t),
+            Phase::Closing(p) => Some(p.deadline),
+            Phase::Closed => None,
+        }
+    }
+
+    fn finish(&mut self, by: Side, reason: CloseReason) {
+        self.record.get_or_insert(CloseRecord { by, reason });
+    }
+
+    fn refuse(&mut self, status: u16, reason: &str, by: Side, why: CloseReason) {
+        let mut out = Vec::with_capacity(160);
+        let extra: &[(&str, &str)] = if status == 426 {
+            &[("Sec-WebSocket-Version", "13")]
+        } else {
+            &[]
+        };
+        handshake::write_refusal(status, reason, extra, &mut out);
+        self.intents.push_back(Intent::SendClient(out));
+        self.intents.push_back(Intent::CloseClient);
+        self.intents.push_back(Intent::Finished);
+        self.finish(by, why);
+        self.phase = Phase::Closed;
+    }
+
+    fn send_close(&mut self, code: Option<CloseCode>, reason: &str) {
+        let mut frame = [0u8; 127];
+        let n = encoder::close_frame(code, reason, &mut frame);
+        self.intents.push_back(Intent::SendClient(frame[..n].to_vec()));
+    }
+
+    /// Bytes received from the client, in the caller's buffer. Returns the range of `buf` to
+    /// forward to the origin (unmasked, contiguous); empty when there is nothing to forward.
+    pub fn handle_client_bytes(
+        &mut self,
+        buf: &mut [u8],
+        routes: &RouteTable,
+        now: Instant,
+    ) -> Range<usize> {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::AwaitUpgrade(mut p) => {
+                p.head.extend_from_slice(buf);
+                self.phase = Phase::AwaitUpgrade(p);
+                self.try_upgrade(routes, now);
+                0..0
+            }
+            Phase::AwaitOrigin(mut p) => {
+                if p.pipelined.len() + buf.len() > self.config.max_header_bytes + 64 * 1024 {
+                    self.intents.push_back(Intent::AbortOrigin);
+                    self.refuse(
+                        400,
+                        "too many bytes sent before the upgrade completed",
+                        Side::Client,
+                        CloseReason::Refused(400),
+                    );
+                    return 0..0;
+                }
+                p.pipelined.extend_from_slice(buf);
+                self.phase = Phase::AwaitOrigin(p);
+                0..0
+            }
+            Phase::Relaying(mut r) => {
+                self.last_activity = now;
+                let (range, ended) = self.decode_relaying(&mut r, buf);
+                self.stats.to_origin += range.len() as u64;
+                if !ended {
+                    self.phase = Phase::Relaying(r);
+                }
+                range
+            }
+            Phase::Closing(c) => {
+                self.phase = Phase::Closing(c);
+                self.closing_input(buf, now);
+                0..0
+            }
+            Phase::Closed => 0..0,
+        }
+    }
+
+    fn try_upgrade(&mut self, routes: &RouteTable, now: Instant) {
+        let Phase::AwaitUpgrade(p) = &self.phase else {
+            return;
+        };
+        match handshake::parse_upgrade(&p.head, self.config.max_header_bytes) {
+            Ok(None) => {}
+            Err(e) => {
+                let status = e.status();
+                self.refuse(status, e.reason(), Side::Client, CloseReason::Refused(status));
+            }
+            Ok(Some((req, head_len))) => {
+                let Some((idx, route)) = routes.lookup(req.host.as_deref(), &req.path) else {
+                    self.refuse(404, "no route for this path", Side::Client, CloseReason::Refused(404));
+                    return;
+                };
+                self.route = Some(idx);
+                self.idle_timeout = route.idle_timeout;
+                let origin = route.origin;
+                let Phase::AwaitUpgrade(p) = std::mem::replace(&mut self.phase, Phase::Closed)
+                else {
+                    return;
+                };
+                let next = p.upgraded(req, head_len, now + self.config.connect_timeout);
+                self.phase = Phase::AwaitOrigin(next);
+                self.intents.push_back(Intent::ConnectOrigin(origin));
+            }
+        }
+    }
+
+    /// The origin accepted the connection: answer 101 and forward any pipelined bytes.
+    pub fn handle_origin_connected(&mut self, now: Instant) {
+        let Phase::AwaitOrigin(p) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            return;
+        };
+        let mut response = Vec::with_capacity(160);
+        handshake::write_switching_protocols(&p.request, &mut response);
+        self.intents.push_back(Intent::SendClient(response));
+        self.last_activity = now;
+        let mut relaying = Relaying::new(Decoder::new(DecoderLimits {
+            max_payload: self.config.max_payload,
+        }));
+        let mut pipelined = p.pipelined;
+        let at = self.intents.len();
+        let (range, ended) = self.decode_relaying(&mut relaying, &mut pipelined);
+        self.stats.to_origin += range.len() as u64;
+        if !range.is_empty() {
+            pipelined.copy_within(range.clone(), 0);
+            pipelined.truncate(range.len());
+            // The data precedes whatever the decode queued (a pong, a Close).
+            self.intents.insert(at, Intent::SendOrigin(pipelined));
+        }
+        if !ended {
+            self.phase = Phase::Relaying(relaying);
+        }
+    }
+
+    /// The origin connection failed (negated errno from the kernel, or a positive errno).
+    pub fn handle_origin_connect_failed(&mut self, errno: i32, _now: Instant) {
+        if !matches!(self.phase, Phase::AwaitOrigin(_)) {
+            return;
+        }
+        self.intents.push_back(Intent::AbortOrigin);
+        let reason = "origin refused the connection";
+        self.refuse(502, reason, Side::Origin, CloseReason::ConnectFailed(errno.abs()));
+    }
+
+    /// Bytes from the origin at `slot[payload]`; `slot` has at least
+    /// [`encoder::HEADROOM`] bytes in front of the payload. Returns the range of the complete
+    /// binary frame (header written into the headroom) to send to the client, or an empty range
+    /// when the bytes must be dropped (the WebSocket is closing).
+    pub fn handle_origin_bytes(
+        &mut self,
+        slot: &mut [u8],
+        payload: Range<usize>,
+        now: Instant,
+    ) -> Range<usize> {
+        if !matches!(self.phase, Phase::Relaying(_)) || payload.is_empty() {
+            return 0..0;
+        }
+        self.last_activity = now;
+        self.stats.to_client += payload.len() as u64;
+        let start = encoder::write_header_before(slot, payload.start, Opcode::Binary, payload.len());
+        start..payload.end
+    }
+
+    /// The origin ended its stream: Close 1000 after the bytes already queued.
+    pub fn handle_origin_eof(&mut self, now: Instant) {
+        self.origin_ended(CloseReason::OriginEof, CloseCode::NORMAL, "origin closed", now);
+    }
+
+    /// The origin's socket failed: Close 1011 after the bytes already queued.
+    pub fn handle_origin_error(&mut self, errno: i32, now: Instant) {
+        let why = CloseReason::OriginError(errno.abs());
+        self.origin_ended(why, CloseCode::INTERNAL_ERROR, "origin connection failed", now);
+    }
+
+    fn origin_ended(&mut self, why: CloseReason, code: CloseCode, text: &str, now: Instant) {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Relaying(r) => {
+                self.finish(Side::Origin, why);
+                self.send_close(Some(code), text);
+                self.intents.push_back(Intent::CloseOrigin);
+                self.phase = Phase::Closing(Closing::new(
+                    r.into_decoder(),
+                    now + self.config.close_timeout,
+                ));
+            }
+            other => self.phase = other,
+        }
+    }
+
+    /// The client's stream ended without a Close frame (or after ours).
+    pub fn handle_client_eof(&mut self, now: Instant) {
+        self.client_ended(CloseReason::ClientEof, now);
+    }
+
+    /// The client's socket failed.
+    pub fn handle_client_error(&mut self, errno: i32, now: Instant) {
+        self.client_ended(CloseReason::ClientError(errno.abs()), now);
+    }
+
+    fn client_ended(&mut self, why: CloseReason, _now: Instant) {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Closed => {}
+            Phase::AwaitOrigin(_) => {
+                self.finish(Side::Client, why);
+                self.intents.push_back(Intent::AbortOrigin);
+                self.intents.push_back(Intent::CloseClient);
+                self.intents.push_back(Intent::Finished);
+            }
+            Phase::AwaitUpgrade(_) => {
+                self.finish(Side::Client, why);
+                self.intents.push_back(Intent::CloseClient);
+                self.intents.push_back(Intent::Finished);
+            }
+            Phase::Relaying(_) => {
+                self.finish(Side::Client, why);
+                self.intents.push_back(Intent::CloseOrigin);
+                self.intents.push_back(Intent::CloseClient);
+                self.intents.push_back(Intent::Finished);
+            }
+            Phase::Closing(_) => {
+                self.intents.push_back(Intent::CloseClient);
+                self.intents.push_back(Intent::Finished);
+            }
+        }
+    }
+
+    /// A deadline from [`Tunnel::poll_timeout`] passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::AwaitUpgrade(_) => {
+                let why = CloseReason::HandshakeTimeout;
+                self.refuse(408, "upgrade request not completed in time", Side::Client, why);
+            }
+            Phase::AwaitOrigin(_) => {
+                self.intents.push_back(Intent::AbortOrigin);
+                let why = CloseReason::ConnectTimeout;
+                self.refuse(504, "origin did not accept in time", Side::Origin, why);
+            }
+            Phase::Relaying(r) => {
+                self.finish(Side::Server, CloseReason::IdleTimeout);
+                self.send_close(Some(CloseCode::GOING_AWAY), "idle timeout");
+                self.intents.push_back(Intent::CloseOrigin);
+                self.phase = Phase::Closing(Closing::new(
+                    r.into_decoder(),
+                    now + self.config.close_timeout,
+                ));
+            }
+            Phase::Closing(_) => {
+                self.intents.push_back(Intent::CloseClient);
+                self.intents.push_back(Intent::Finished);
+            }
+            Phase::Closed => {}
+        }
+    }
+
+    /// Graceful shutdown: open tunnels get Close 1001 after their queued bytes; tunnels not yet
+    /// up are refused with 503.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::AwaitUpgrade(_) => {
+                let why = CloseReason::Shutdown;
+                self.refuse(503, "server shutting down", Side::Server, why);
+            }
+            Phase::AwaitOrigin(_) => {
+                self.intents.push_back(Intent::AbortOrigin);
+                let why = CloseReason::Shutdown;
+                self.refuse(503, "server shutting down", Side::Server, why);
+            }
+            Phase::Relaying(r) => {
+                self.finish(Side::Server, CloseReason::Shutdown);
+                self.send_close(Some(CloseCode::GOING_AWAY), "server shutting down");
+                self.intents.push_back(Intent::CloseOrigin);
+                self.phase = Phase::Closing(Closing::new(
+                    r.into_decoder(),
+                    now + self.config.close_timeout,
+                ));
+            }
+            other => self.phase = other,
+        }
+    }
+
+    /// Decodes client frames in `buf` while relaying. Handles control frames (pong, close
+    /// handshake, protocol errors) by queueing intents and possibly moving to Closing/Closed;
+    /// returns the contiguous unmasked payload range to forward, and whether the WebSocket
+    /// ended (the caller then leaves the phase `Closed`).
+    fn decode_relaying(&mut self, r: &mut Relaying, buf: &mut [u8]) -> (Range<usize>, bool) {
+        let mut out = 0..0;
+        let mut pos = 0;
+        while pos < buf.len() {
+            let d = r.decoder.decode(&mut buf[pos..]);
+            let data = (pos + d.data.start)..(pos + d.data.end);
+            if !data.is_empty() {
+                if out.is_empty() {
+                    out = data;
+                } else {
+                    buf.copy_within(data.clone(), out.end);
+                    out.end += data.len();
+                }
+            }
+            pos += d.consumed;
+            match d.event {
+                None => {
+                    if d.consumed == 0 {
+                        break;
+                    }
+                }
+                Some(Event::Ping) => {
+                    let mut frame = [0u8; 127];
+                    let n = encoder::control_frame(
+                        Opcode::Pong,
+                        r.decoder.control_payload(),
+                        &mut frame,
+                    );
+                    self.intents.push_back(Intent::SendClient(frame[..n].to_vec()));
+                }
+                Some(Event::Pong) => {}
+                Some(Event::Close { code }) => {
+                    // Echo the peer's code (an empty Close answers an empty Close), flush what
+                    // was forwarded, half-close the origin.
+                    self.finish(Side::Client, CloseReason::ClientClose(code.map(|c| c.0)));
+                    self.send_close(code, "");
+                    self.intents.push_back(Intent::CloseOrigin);
+                    self.intents.push_back(Intent::CloseClient);
+                    self.intents.push_back(Intent::Finished);
+                    return (out, true);
+                }
+                Some(Event::Error(code)) => {
+                    self.finish(Side::Client, CloseReason::Protocol(code.0));
+                    self.send_close(Some(code), protocol_reason(code));
+                    self.intents.push_back(Intent::CloseOrigin);
+                    self.intents.push_back(Intent::CloseClient);
+                    self.intents.push_back(Intent::Finished);
+                    return (out, true);
+                }
+            }
+        }
+        (out, false)
+    }
+
+    /// Client input while we wait for the client's Close: data is dropped (we already sent
+    /// our Close), a Close or an error ends the tunnel.
+    fn closing_input(&mut self, buf: &mut [u8], _now: Instant) {
+        let Phase::Closing(c) = &mut self.phase else {
+            return;
+        };
+        let mut pos = 0;
+        let mut done = false;
+        while pos < buf.len() {
+            let d = c.decoder.decode(&mut buf[pos..]);
+            pos += d.consumed;
+            match d.event {
+                Some(Event::Close { .. }) | Some(Event::Error(_)) => {
+                    done = true;
+                    break;
+                }
+                Some(_) => {}
+                None if d.consumed == 0 => break,
+                None => {}
+            }
+        }
+        if done {
+            self.intents.push_back(Intent::CloseClient);
+            self.intents.push_back(Intent::Finished);
+            self.phase = Phase::Closed;
+        }
+    }
+}
+
+fn protocol_reason(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::TOO_BIG => "frame too large",
+        CloseCode::INVALID_PAYLOAD => "invalid UTF-8 in text message",
+        _ => "protocol error",
+    }
+}

@@ -1,0 +1,105 @@
+//! One tunnel's I/O side: its two sockets, their send queues, and the teardown of each socket.
+//!
+//! An [`Endpoint`] is one socket (client or origin). Bytes queued to it go out in FIFO order with
+//! at most one send in flight, so frames never interleave. Its `flow` counts the bytes queued
+//! to it: past the cap, the *other* endpoint stops being read (backpressure).
+//!
+//! Teardown of an endpoint, in order: `Open` → (queue drained) shutdown(SHUT_WR) → `ShutSent`
+//! (input discarded until EOF or the linger deadline) → recv cancelled → close(2) once no
+//! operation is in flight on the fd (I2) → `Closed`.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ringway_proto::route::RouteTable;
+use ringway_proto::tunnel::{Flow, Tunnel};
+use ringway_uring::{OpId, TxBuf};
+
+/// Where an endpoint is in its teardown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Not connected yet (origin before the connect completes) or open.
+    Open,
+    /// Close requested: shutdown(SHUT_WR) once the queue is empty.
+    Draining,
+    /// shutdown submitted or done; reading until EOF or the deadline.
+    ShutSent,
+    /// Close(2) is due as soon as no operation is in flight.
+    Closing,
+    /// The fd is closed (or never existed).
+    Closed,
+}
+
+/// One socket of a tunnel.
+pub(crate) struct Endpoint {
+    pub(crate) fd: Option<OwnedFd>,
+    /// Operations in flight that name this fd.
+    pub(crate) ops: u32,
+    /// The armed recv, if any (to cancel it).
+    pub(crate) recv: Option<OpId>,
+    /// The in-flight connect (origin only).
+    pub(crate) connect: Option<OpId>,
+    pub(crate) out: VecDeque<TxBuf>,
+    pub(crate) sending: bool,
+    /// Bytes queued to this endpoint and not yet sent.
+    pub(crate) flow: Flow,
+    pub(crate) stage: Stage,
+    /// Received EOF (or an error) on this socket.
+    pub(crate) eof: bool,
+    /// The socket is connected and may be read.
+    pub(crate) up: bool,
+    /// While `ShutSent`: close at this instant even without EOF.
+    pub(crate) linger_until: Option<Instant>,
+    /// The recv ended for lack of buffers; re-arm when buffers come back.
+    pub(crate) starved: bool,
+}
+
+impl Endpoint {
+    pub(crate) fn new(fd: Option<OwnedFd>, cap: usize) -> Endpoint {
+        Endpoint {
+            up: fd.is_some(),
+            fd,
+            ops: 0,
+            recv: None,
+            connect: None,
+            out: VecDeque::new(),
+            sending: false,
+            flow: Flow::new(cap),
+            stage: Stage::Open,
+            eof: false,
+            linger_until: None,
+            starved: false,
+        }
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// True when the fd is gone and nothing names it.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.stage == Stage::Closed && self.ops == 0
+    }
+}
+
+/// A live connection slot.
+pub(crate) struct Conn {
+    pub(crate) gen: u32,
+    pub(crate) tunnel: Tunnel,
+    /// The table the upgrade was routed with (kept so logs name the route it resolved).
+    pub(crate) routes: Arc<RouteTable>,
+    pub(crate) client: Endpoint,
+    pub(crate) origin: Endpoint,
+    pub(crate) started: Instant,
+    /// The tunnel emitted Finished.
+    pub(crate) finished: bool,
+}
+
+impl Conn {
+    /// True when both sockets are closed and no operation of this slot is in flight.
+    pub(crate) fn is_done(&self) -> bool {
+        self.finished && self.client.is_closed() && self.origin.is_closed()
+    }
+}

@@ -1,0 +1,212 @@
+//! `ringway`: WebSocket-to-TCP tunnels on a thread-per-core io_uring engine.
+//!
+//! `ringway run [--config FILE]` serves (without a config: the embedded default, a listener on
+//! 127.0.0.1:8080 with `/echo` routed to a built-in echo origin); `ringway check --config FILE`
+//! validates a config. The main thread parses the config, binds one SO_REUSEPORT listener per
+//! worker and listener address, starts the pinned workers, then waits for SIGINT/SIGTERM and
+//! flips the shared shutdown flag the workers poll on their tick.
+#![forbid(unsafe_code)]
+
+mod config;
+mod conn;
+mod echo;
+mod worker;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::worker::{Worker, WorkerConfig};
+
+#[derive(Parser)]
+#[command(name = "ringway", version, about = "WebSocket-to-TCP tunnels on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve tunnels. Without --config: 127.0.0.1:8080, route /echo to a built-in echo origin.
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and exit (0: valid, 2: invalid).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Check { config } => match load(&config) {
+            Ok(c) => {
+                println!(
+                    "config ok: {} listener(s), {} route(s), {} worker(s)",
+                    c.listeners.len(),
+                    c.routes.routes().len(),
+                    c.cpus.len()
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                2
+            }
+        },
+        Command::Run { config } => {
+            let loaded = match &config {
+                Some(path) => load(path),
+                None => embedded_default(),
+            };
+            match loaded.and_then(|c| run(c, config.is_none())) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    Ok(Config::parse(&text, &path.display().to_string())?)
+}
+
+fn embedded_default() -> anyhow::Result<Config> {
+    let origin = echo::spawn().context("cannot start the built-in echo origin")?;
+    let text = format!(
+        "[[listener]]\naddr = \"127.0.0.1:8080\"\n\n[[route]]\npath = \"/echo\"\norigin = \"{origin}\"\nname = \"echo (built-in)\"\n"
+    );
+    Ok(Config::parse(&text, "<embedded default>")?)
+}
+
+/// One listening socket with SO_REUSEPORT, so every worker can bind its own on the same port.
+fn listen(addr: SocketAddr) -> std::io::Result<Socket> {
+    let s = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s)
+}
+
+fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let routes = Arc::new(config.routes.clone());
+    // Bind every worker's listeners first, so a port-0 address resolves to one port for all.
+    let mut per_worker: Vec<Vec<OwnedFd>> = config.cpus.iter().map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for &addr in &config.listeners {
+        let mut addr = addr;
+        for fds in per_worker.iter_mut() {
+            let s = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+            if addr.port() == 0 {
+                addr = s
+                    .local_addr()?
+                    .as_socket()
+                    .context("listener has no IP address")?;
+            }
+            fds.push(s.into());
+        }
+        bound.push(addr);
+    }
+    let mut handles = Vec::new();
+    for (id, (cpu, listeners)) in config.cpus.iter().zip(per_worker).enumerate() {
+        let wc = WorkerConfig {
+            id,
+            cpu: *cpu,
+            listeners,
+            routes: routes.clone(),
+            tunnel: config.tunnel(),
+            backpressure: config.limits.backpressure_bytes,
+            ring_entries: config.engine.ring_entries,
+            buffers: config.engine.buffers,
+            buffer_size: config.engine.buffer_size,
+            shutdown: shutdown.clone(),
+            shutdown_timeout: Duration::from_millis(config.timeouts.shutdown_ms),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let h = std::thread::Builder::new()
+            .name(format!("ringway-w{id}"))
+            .spawn(move || {
+                if let Some(cpu) = wc.cpu {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                        tracing::warn!(worker = id, cpu, "could not pin worker to cpu");
+                    }
+                }
+                match Worker::new(wc) {
+                    Ok(w) => {
+                        let _ = ready_tx.send(Ok(()));
+                        if let Err(e) = w.run() {
+                            error!(worker = id, "worker failed: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("worker {id} could not set up io_uring: {e}"),
+            Err(_) => bail!("worker {id} died during setup"),
+        }
+        handles.push(h);
+    }
+    let mut out = std::io::stdout().lock();
+    for addr in &bound {
+        writeln!(out, "listening on ws://{addr}")?;
+    }
+    out.flush()?;
+    drop(out);
+    info!(workers = handles.len(), routes = routes.routes().len(), "ringway serving");
+    if embedded {
+        let port = bound.first().map_or(8080, |a| a.port());
+        eprintln!(
+            "ringway: embedded default config. Try it:\n  python3 -m websockets ws://127.0.0.1:{port}/echo\n  (anything you send comes back from the built-in echo origin; Ctrl-C stops)"
+        );
+    }
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    if let Some(sig) = signals.forever().next() {
+        info!(signal = sig, "signal received, draining tunnels");
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    info!("ringway stopped");
+    Ok(())
+}

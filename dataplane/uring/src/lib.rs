@@ -1,0 +1,24 @@
+//! Ringway's io_uring driver — the only crate in the workspace with `unsafe` code.
+//!
+//! It owns a worker's ring, the table of operations in flight and the provided buffer pool, and
+//! offers a safe API: push an operation with a caller tag, reap [`Completion`]s. The unsafe
+//! contract it keeps:
+//!
+//! - I1: every pointer in a submitted SQE points into memory owned by that operation's in-flight
+//!   entry until its completion has been reaped, cancelled operations included.
+//! - I2: a file descriptor named by an SQE stays open until every completion that names it is
+//!   reaped (the caller closes an fd only once its operations have completed; see
+//!   [`Ring::close`]).
+//! - I3: user space touches a provided-buffer slot only between the completion that lends it and
+//!   the moment it is handed back ([`PoolBuf`] is the proof of the loan).
+//!
+//! Every `unsafe` block carries a `// SAFETY:` line naming the invariant it relies on, and
+//! `Ring::push` is the one place that writes to the submission queue.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod bufpool;
+mod ring;
+mod sockaddr;
+
+pub use bufpool::{PoolBuf, HEADROOM};
+pub use ring::{Completion, Features, OpId, Ring, TxBuf};

@@ -1,0 +1,23 @@
+//! Harness for Ringway's end-to-end tests: it runs the real `ringway` binary as a child process and
+//! talks to it only over loopback (127.0.0.1), the way a deployment would.
+//!
+//! The pieces are: [`server::Ringway`] (spawn with a config, learn the port from the
+//! `listening on ws://127.0.0.1:PORT` stdout line, SIGTERM, kill on drop), [`origin::Origin`]
+//! (in-process TCP origins: echo, echo-then-close, and a refused address), [`raw::RawConn`] (a
+//! hand-driven TCP client for hostile requests and frames, RFC 6455 §5.2) and [`ws`] (helpers
+//! around tokio-tungstenite, the third-party client).
+//!
+//! Invariants every test relies on: every wait is bounded by a `tokio::time::timeout` or a
+//! deadline, every loop has a bound, a missing binary is a panic telling how to build it (never a
+//! silent skip), and no traffic leaves 127.0.0.1.
+
+pub mod config;
+pub mod origin;
+pub mod raw;
+pub mod server;
+pub mod ws;
+
+use std::time::Duration;
+
+/// Bound for one network step (connect, one handshake, reading one reply) in the tests.
+pub const STEP: Duration = Duration::from_secs(10);

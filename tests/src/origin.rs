@@ -1,0 +1,101 @@
+//! In-process TCP origins for the tunnel's far side, bound on 127.0.0.1:0 inside the test's tokio
+//! runtime: a plain echo, an echo that closes its write side after N bytes, and an address that
+//! refuses connections.
+//!
+//! Invariant: dropping an [`Origin`] aborts its accept loop and, through the `JoinSet` it owns,
+//! every connection task, so nothing outlives the test. Connection tasks bound each wait.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::timeout;
+
+/// How long an origin connection lives at most; tests are far shorter.
+const CONN_LIFETIME: Duration = Duration::from_secs(180);
+
+/// A running origin; its tasks stop when it is dropped.
+#[derive(Debug)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    Echo,
+    EchoThenClose(usize),
+}
+
+impl Origin {
+    /// Echoes every byte back; on EOF from the tunnel it half-closes its own write side.
+    pub async fn echo() -> Origin {
+        Self::spawn(Behaviour::Echo).await
+    }
+
+    /// Reads exactly `n` bytes, echoes them, then shuts its write side (the tunnel sees EOF) and
+    /// drains the read side until EOF so the kernel never answers unread data with RST.
+    pub async fn echo_then_close(n: usize) -> Origin {
+        Self::spawn(Behaviour::EchoThenClose(n)).await
+    }
+
+    /// An address where nothing listens: a port bound and immediately released.
+    pub fn refused() -> SocketAddr {
+        let l = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = l.local_addr().expect("local_addr");
+        drop(l);
+        addr
+    }
+
+    async fn spawn(behaviour: Behaviour) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind origin on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("origin local_addr");
+        let accept = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                // Reap finished connections so the set does not grow without bound.
+                while conns.try_join_next().is_some() {}
+                conns.spawn(async move {
+                    let _ = timeout(CONN_LIFETIME, serve(stream, behaviour)).await;
+                });
+            }
+        });
+        Origin { addr, accept }
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn serve(stream: TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
+    let (mut rd, mut wr) = stream.into_split();
+    match behaviour {
+        Behaviour::Echo => {
+            tokio::io::copy(&mut rd, &mut wr).await?;
+            wr.shutdown().await?;
+        }
+        Behaviour::EchoThenClose(n) => {
+            let mut buf = vec![0u8; n];
+            rd.read_exact(&mut buf).await?;
+            wr.write_all(&buf).await?;
+            wr.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            for _ in 0..100_000 {
+                if rd.read(&mut sink).await? == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
