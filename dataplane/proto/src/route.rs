@@ -159,7 +159,10 @@ mod tests {
     #[test]
     fn root_route_catches_all() {
         let t = RouteTable::new(1, vec![route(None, "/", 7)]).unwrap();
-        assert_eq!(t.lookup(None, "/anything/at/all").unwrap().1.origin.port(), 7);
+        assert_eq!(
+            t.lookup(None, "/anything/at/all").unwrap().1.origin.port(),
+            7
+        );
         assert_eq!(t.lookup(None, "/").unwrap().1.origin.port(), 7);
     }
 

@@ -181,7 +181,10 @@ impl Config {
             }
         })?;
         let at = |span: std::ops::Range<usize>, key: &str, msg: String| {
-            ConfigError(format!("{file}: line {}: `{key}`: {msg}", line_of(text, span.start)))
+            ConfigError(format!(
+                "{file}: line {}: `{key}`: {msg}",
+                line_of(text, span.start)
+            ))
         };
         let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cpus = match raw.workers {
@@ -298,9 +301,12 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let e = Config::parse("[[listener]]\naddr = \"127.0.0.1:1\"\nbogus = 1\n", "t.toml")
-            .unwrap_err()
-            .0;
+        let e = Config::parse(
+            "[[listener]]\naddr = \"127.0.0.1:1\"\nbogus = 1\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .0;
         assert!(e.contains("bogus") && e.contains("line 3"), "{e}");
     }
 

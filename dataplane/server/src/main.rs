@@ -29,7 +29,11 @@ use crate::config::Config;
 use crate::worker::{Worker, WorkerConfig};
 
 #[derive(Parser)]
-#[command(name = "ringway", version, about = "WebSocket-to-TCP tunnels on io_uring")]
+#[command(
+    name = "ringway",
+    version,
+    about = "WebSocket-to-TCP tunnels on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,6 +60,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let code = match cli.command {
@@ -189,7 +194,11 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    info!(workers = handles.len(), routes = routes.routes().len(), "ringway serving");
+    info!(
+        workers = handles.len(),
+        routes = routes.routes().len(),
+        "ringway serving"
+    );
     if embedded {
         let port = bound.first().map_or(8080, |a| a.port());
         eprintln!(

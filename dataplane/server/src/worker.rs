@@ -60,7 +60,12 @@ fn untag(t: u64) -> (Op, Side, u32, u32) {
     } else {
         Side::Client
     };
-    (op, side, ((t >> 24) & 0xFFFF_FFFF) as u32, (t & 0xFF_FFFF) as u32)
+    (
+        op,
+        side,
+        ((t >> 24) & 0xFFFF_FFFF) as u32,
+        (t & 0xFF_FFFF) as u32,
+    )
 }
 
 /// Settings a worker starts with.
@@ -147,7 +152,11 @@ impl Worker {
             if let Some(by) = self.stop_by {
                 if self.live == 0 || now >= by {
                     if self.live > 0 {
-                        warn!(worker = self.id, open = self.live, "shutdown deadline passed");
+                        warn!(
+                            worker = self.id,
+                            open = self.live,
+                            "shutdown deadline passed"
+                        );
                     }
                     return Ok(());
                 }
@@ -158,7 +167,8 @@ impl Worker {
     fn arm_accept(&mut self, i: usize) {
         if let Some(l) = &self.listeners[i] {
             let fd = l.as_raw_fd();
-            self.ring.accept(fd, tag(Op::Accept, Side::Client, i as u32, 0));
+            self.ring
+                .accept(fd, tag(Op::Accept, Side::Client, i as u32, 0));
             self.accepting[i] = true;
         }
     }
@@ -175,7 +185,8 @@ impl Worker {
             Op::Accept => self.on_accept(idx as usize, c, now),
             Op::Cancel => {}
             _ => {
-                let live = matches!(self.conns.get(idx as usize), Some(Some(conn)) if conn.gen == gen);
+                let live =
+                    matches!(self.conns.get(idx as usize), Some(Some(conn)) if conn.gen == gen);
                 if !live {
                     // Cannot happen while slots outlive their operations; keep the buffers.
                     self.release(c);
@@ -281,7 +292,10 @@ impl Worker {
         let gen = self.gens[idx as usize];
         let mut client = Endpoint::new(Some(fd), self.backpressure);
         let origin = Endpoint::new(None, self.backpressure);
-        client.recv = Some(self.ring.recv(client.raw(), tag(Op::Recv, Side::Client, idx, gen)));
+        client.recv = Some(
+            self.ring
+                .recv(client.raw(), tag(Op::Recv, Side::Client, idx, gen)),
+        );
         client.ops += 1;
         self.conns[idx as usize] = Some(Conn {
             gen,
@@ -328,11 +342,10 @@ impl Worker {
                                 );
                                 (HEADROOM + r.start)..(HEADROOM + r.end)
                             }
-                            Side::Origin => conn.tunnel.handle_origin_bytes(
-                                slot,
-                                HEADROOM..HEADROOM + len,
-                                now,
-                            ),
+                            Side::Origin => {
+                                conn.tunnel
+                                    .handle_origin_bytes(slot, HEADROOM..HEADROOM + len, now)
+                            }
                         };
                         if range.is_empty() || !matches!(other.stage, Stage::Open) {
                             ring.recycle(buf);
@@ -404,7 +417,11 @@ impl Worker {
                         ring.recycle(buf);
                     }
                     drop_queue(ring, ep);
-                    let err = if c.result == 0 { -libc::EPIPE } else { c.result };
+                    let err = if c.result == 0 {
+                        -libc::EPIPE
+                    } else {
+                        c.result
+                    };
                     if ep.stage == Stage::Open {
                         ep.eof = true;
                         match side {
@@ -461,11 +478,27 @@ impl Worker {
                 },
                 Intent::SendClient(v) => {
                     let tx = TxBuf::Owned { vec: v, start: 0 };
-                    queue(ring, &mut conn.client, &mut conn.origin, tx, Side::Client, idx, gen);
+                    queue(
+                        ring,
+                        &mut conn.client,
+                        &mut conn.origin,
+                        tx,
+                        Side::Client,
+                        idx,
+                        gen,
+                    );
                 }
                 Intent::SendOrigin(v) => {
                     let tx = TxBuf::Owned { vec: v, start: 0 };
-                    queue(ring, &mut conn.origin, &mut conn.client, tx, Side::Origin, idx, gen);
+                    queue(
+                        ring,
+                        &mut conn.origin,
+                        &mut conn.client,
+                        tx,
+                        Side::Origin,
+                        idx,
+                        gen,
+                    );
                 }
                 Intent::CloseOrigin => request_close(&mut conn.origin),
                 Intent::CloseClient => request_close(&mut conn.client),
@@ -686,7 +719,16 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        for op in [Op::Tick, Op::Accept, Op::Recv, Op::Send, Op::Connect, Op::Shutdown, Op::Close, Op::Cancel] {
+        for op in [
+            Op::Tick,
+            Op::Accept,
+            Op::Recv,
+            Op::Send,
+            Op::Connect,
+            Op::Shutdown,
+            Op::Close,
+            Op::Cancel,
+        ] {
             for side in [Side::Client, Side::Origin] {
                 let t = tag(op, side, 0xFFFF_FFFF, 0xAB_CDEF);
                 assert_eq!(untag(t), (op, side, 0xFFFF_FFFF, 0xAB_CDEF));

@@ -76,7 +76,8 @@ impl BufPool {
         // SAFETY: both layouts have a non-zero size (entries >= 1, size > HEADROOM); the memory
         // is freed in Drop with the same layout.
         let (ring, mem) = unsafe { (alloc::alloc_zeroed(ring_layout), alloc::alloc(mem_layout)) };
-        let (Some(ring), Some(mem)) = (NonNull::new(ring.cast::<BufRingEntry>()), NonNull::new(mem))
+        let (Some(ring), Some(mem)) =
+            (NonNull::new(ring.cast::<BufRingEntry>()), NonNull::new(mem))
         else {
             alloc::handle_alloc_error(mem_layout);
         };

@@ -38,7 +38,11 @@ pub struct Features {
 #[derive(Debug)]
 pub enum TxBuf {
     /// `buf`'s slot bytes `start..end` (offsets into [`Ring::slot`], headroom included).
-    Pool { buf: PoolBuf, start: usize, end: usize },
+    Pool {
+        buf: PoolBuf,
+        start: usize,
+        end: usize,
+    },
     /// `vec[start..]`.
     Owned { vec: Vec<u8>, start: usize },
 }
@@ -113,7 +117,9 @@ pub struct Ring {
     inflight: Vec<Option<InFlight>>,
     free: Vec<u32>,
     live: usize,
-    /// Free boxed sockaddrs, reused so a connect allocates nothing after warm-up.
+    /// Free boxed sockaddrs, reused so a connect allocates nothing after warm-up. Boxed because
+    /// the kernel reads them through a pointer while they sit in an in-flight entry.
+    #[allow(clippy::vec_box)]
     addr_cache: Vec<Box<SockAddr>>,
     overflow: VecDeque<squeue::Entry>,
 }
@@ -134,13 +140,14 @@ impl Ring {
                     features.defer_taskrun = true;
                     r
                 }
-                Err(_) => IoUring::builder().setup_cqsize(entries * 8).build(entries)?,
+                Err(_) => IoUring::builder()
+                    .setup_cqsize(entries * 8)
+                    .build(entries)?,
             }
         };
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe)?;
-        if !probe.is_supported(opcode::RecvMulti::CODE) || !probe.is_supported(opcode::Send::CODE)
-        {
+        if !probe.is_supported(opcode::RecvMulti::CODE) || !probe.is_supported(opcode::Send::CODE) {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "kernel io_uring lacks recv/send (need Linux 5.19+)",
@@ -161,8 +168,12 @@ impl Ring {
         // SAFETY: the pool's ring memory is page aligned, holds `entries` initialised entries and
         // stays allocated until after the io_uring is closed (ManuallyDrop, see Drop).
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(pool.ring_addr(), pool.entries(), BGID, 0)?;
+            ring.submitter().register_buf_ring_with_flags(
+                pool.ring_addr(),
+                pool.entries(),
+                BGID,
+                0,
+            )?;
         }
         Ok(Ring {
             ring,
@@ -264,9 +275,13 @@ impl Ring {
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
         } else {
-            opcode::Accept::new(types::Fd(listener), std::ptr::null_mut(), std::ptr::null_mut())
-                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
-                .build()
+            opcode::Accept::new(
+                types::Fd(listener),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+            .build()
         };
         // SAFETY: no pointers (null address out-params); the caller keeps `listener` open (I2).
         unsafe { self.push(sqe.user_data(ud)) };

@@ -238,7 +238,8 @@ impl Tunnel {
     fn send_close(&mut self, code: Option<CloseCode>, reason: &str) {
         let mut frame = [0u8; 127];
         let n = encoder::close_frame(code, reason, &mut frame);
-        self.intents.push_back(Intent::SendClient(frame[..n].to_vec()));
+        self.intents
+            .push_back(Intent::SendClient(frame[..n].to_vec()));
     }
 
     /// Bytes received from the client, in the caller's buffer. Returns the range of `buf` to
@@ -297,11 +298,21 @@ impl Tunnel {
             Ok(None) => {}
             Err(e) => {
                 let status = e.status();
-                self.refuse(status, e.reason(), Side::Client, CloseReason::Refused(status));
+                self.refuse(
+                    status,
+                    e.reason(),
+                    Side::Client,
+                    CloseReason::Refused(status),
+                );
             }
             Ok(Some((req, head_len))) => {
                 let Some((idx, route)) = routes.lookup(req.host.as_deref(), &req.path) else {
-                    self.refuse(404, "no route for this path", Side::Client, CloseReason::Refused(404));
+                    self.refuse(
+                        404,
+                        "no route for this path",
+                        Side::Client,
+                        CloseReason::Refused(404),
+                    );
                     return;
                 };
                 self.route = Some(idx);
@@ -352,7 +363,12 @@ impl Tunnel {
         }
         self.intents.push_back(Intent::AbortOrigin);
         let reason = "origin refused the connection";
-        self.refuse(502, reason, Side::Origin, CloseReason::ConnectFailed(errno.abs()));
+        self.refuse(
+            502,
+            reason,
+            Side::Origin,
+            CloseReason::ConnectFailed(errno.abs()),
+        );
     }
 
     /// Bytes from the origin at `slot[payload]`; `slot` has at least
@@ -370,19 +386,30 @@ impl Tunnel {
         }
         self.last_activity = now;
         self.stats.to_client += payload.len() as u64;
-        let start = encoder::write_header_before(slot, payload.start, Opcode::Binary, payload.len());
+        let start =
+            encoder::write_header_before(slot, payload.start, Opcode::Binary, payload.len());
         start..payload.end
     }
 
     /// The origin ended its stream: Close 1000 after the bytes already queued.
     pub fn handle_origin_eof(&mut self, now: Instant) {
-        self.origin_ended(CloseReason::OriginEof, CloseCode::NORMAL, "origin closed", now);
+        self.origin_ended(
+            CloseReason::OriginEof,
+            CloseCode::NORMAL,
+            "origin closed",
+            now,
+        );
     }
 
     /// The origin's socket failed: Close 1011 after the bytes already queued.
     pub fn handle_origin_error(&mut self, errno: i32, now: Instant) {
         let why = CloseReason::OriginError(errno.abs());
-        self.origin_ended(why, CloseCode::INTERNAL_ERROR, "origin connection failed", now);
+        self.origin_ended(
+            why,
+            CloseCode::INTERNAL_ERROR,
+            "origin connection failed",
+            now,
+        );
     }
 
     fn origin_ended(&mut self, why: CloseReason, code: CloseCode, text: &str, now: Instant) {
@@ -445,7 +472,12 @@ impl Tunnel {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::AwaitUpgrade(_) => {
                 let why = CloseReason::HandshakeTimeout;
-                self.refuse(408, "upgrade request not completed in time", Side::Client, why);
+                self.refuse(
+                    408,
+                    "upgrade request not completed in time",
+                    Side::Client,
+                    why,
+                );
             }
             Phase::AwaitOrigin(_) => {
                 self.intents.push_back(Intent::AbortOrigin);
@@ -527,7 +559,8 @@ impl Tunnel {
                         r.decoder.control_payload(),
                         &mut frame,
                     );
-                    self.intents.push_back(Intent::SendClient(frame[..n].to_vec()));
+                    self.intents
+                        .push_back(Intent::SendClient(frame[..n].to_vec()));
                 }
                 Some(Event::Pong) => {}
                 Some(Event::Close { code }) => {
