@@ -1,12 +1,13 @@
 //! Tunnel behaviour seen by a well-behaved third-party client (tokio-tungstenite): bytes go to the
 //! origin and come back byte-exact whatever the message sizes and however the server re-frames
-//! them, under 200 concurrent tunnels too; control frames, close codes, refusals (404, 502),
-//! query strings and the `binary` subprotocol follow the contract.
+//! them, under 200 concurrent tunnels too; control frames, close codes, refusals (404, 502, and
+//! 504 for an origin that never answers the connect), query strings and the `binary` subprotocol
+//! follow the contract.
 //!
 //! Each test starts its own in-process origin and its own `ringway` on port 0, so tests run in
 //! parallel; every wait is bounded.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
@@ -17,6 +18,7 @@ use ringway_e2e::server::Ringway;
 use ringway_e2e::ws::{self, read_bytes, read_close};
 use ringway_e2e::STEP;
 use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -196,6 +198,38 @@ async fn origin_eof_after_echo_gives_bytes_then_close_1000() {
 async fn origin_refusing_connections_gives_502() {
     let server = Ringway::start(&ConfigToml::echo(Origin::refused()).build());
     assert_eq!(ws::refusal_status(&server.url("/echo")).await, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_connect_timeout_gives_504() {
+    // An origin whose accept queue is full: the kernel drops further SYNs, so connects hang.
+    let full = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
+    let addr = full.local_addr().expect("origin addr");
+    let mut held = Vec::new();
+    let mut saturated = false;
+    for _ in 0..5000 {
+        match timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => panic!("filling the origin's accept queue: {e}"),
+            Err(_) => {
+                saturated = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        saturated,
+        "could not fill the accept queue of a test listener"
+    );
+    let server = Ringway::start(&ConfigToml::echo(addr).timeout("connect_ms", 1000).build());
+    let started = Instant::now();
+    assert_eq!(ws::refusal_status(&server.url("/echo")).await, 504);
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_millis(900)..=Duration::from_secs(5)).contains(&took),
+        "504 came after {took:?}; expected ~connect_ms = 1 s"
+    );
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

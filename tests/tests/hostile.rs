@@ -1,7 +1,8 @@
 //! Hostile clients, driven over raw TCP so malformed requests and frames reach the server exactly
 //! as written: refusals with the right HTTP status (400, 426, 431), protocol errors closed with the
-//! right code (1002, 1007, 1009 — RFC 6455 §5.2, §5.5, §7.4.1), a slow-loris handshake cut at
-//! `handshake_ms`, and 2,000 idle half-handshakes that must not starve a real client.
+//! right code (1002, 1007, 1009 for a frame over `max_message_bytes` — RFC 6455 §5.2, §5.5,
+//! §7.4.1), a slow-loris handshake cut at `handshake_ms`, and 2,000 idle half-handshakes that must
+//! not starve a real client.
 //!
 //! Invariant: after every hostile client the same server must still serve a normal
 //! tokio-tungstenite echo ([`assert_still_serves`]). Each test has its own server on port 0.
@@ -86,8 +87,32 @@ async fn header_line_of_64_kib_gives_431() {
 
 /// Upgrades, sends `bytes` as the first frame(s), and expects a Close with `code`.
 async fn closed_with(bytes: &[u8], code: u16) {
-    let (_origin, server) = start(ConfigToml::new()).await;
+    closed_with_config(ConfigToml::new(), &[], bytes, code).await;
+}
+
+/// Upgrades on a server with `config`, round-trips `first` as one binary frame (its echo must
+/// come back byte-exact), sends `bytes`, and expects a Close with `code`.
+async fn closed_with_config(config: ConfigToml, first: &[u8], bytes: &[u8], code: u16) {
+    let (_origin, server) = start(config).await;
     let mut conn = RawConn::upgrade(server.port, "/echo").await;
+    if !first.is_empty() {
+        conn.send(&masked(0x2, first))
+            .await
+            .expect("send first frame");
+        let mut echoed = Vec::new();
+        for _ in 0..first.len() {
+            let frame = conn
+                .read_frame()
+                .await
+                .unwrap_or_else(|e| panic!("echo of the first frame: {e}"));
+            assert_eq!(frame.opcode, 0x2, "expected a binary echo, got {frame:?}");
+            echoed.extend_from_slice(&frame.payload);
+            if echoed.len() >= first.len() {
+                break;
+            }
+        }
+        assert!(echoed == first, "echo of the first frame differs");
+    }
     let _ = conn.send(bytes).await;
     let close = conn
         .read_close()
@@ -142,6 +167,12 @@ fn header_with_64bit_len(len: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn length_2_pow_63_minus_1_is_closed_1009() {
     closed_with(&header_with_64bit_len((1 << 63) - 1), 1009).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_over_max_message_bytes_is_closed_1009() {
+    let config = ConfigToml::new().limit("max_message_bytes", 1024);
+    closed_with_config(config, &[0x42; 1024], &masked(0x2, &[0x43; 1025]), 1009).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,15 +1,19 @@
 //! Process lifecycle of `ringway run`: on SIGTERM an open tunnel first receives every byte the
 //! origin already echoed, then Close 1001, and the process exits 0 within `shutdown_ms`; SIGINT
-//! with no tunnels exits 0 as well.
+//! with no tunnels exits 0 as well, and so does SIGTERM sent the moment the `listening on` line
+//! appears (a supervisor may do exactly that).
 //!
 //! Each test has its own server on port 0; every wait is bounded.
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use ringway_e2e::config::ConfigToml;
 use ringway_e2e::origin::Origin;
-use ringway_e2e::server::Ringway;
+use ringway_e2e::server::{binary, write_config, Ringway};
 use ringway_e2e::ws::{self, read_bytes, read_close};
 use ringway_e2e::STEP;
 use tokio::time::timeout;
@@ -78,4 +82,93 @@ async fn sigint_without_tunnels_exits_0() {
         .await
         .unwrap_or_else(|| panic!("ringway still running {bound:?} after SIGINT"));
     assert_eq!(status.code(), Some(0), "exit status after SIGINT: {status}");
+}
+
+/// A child process that is killed and reaped when dropped, whatever the test's outcome.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// A supervisor may signal the moment the port is known. To leave no gap of our own, the SIGTERM
+/// comes from an `sh` that is already running and blocked in `read`: the stdout reader wakes it
+/// the instant the `listening on` line arrives, and `kill` is a shell builtin (no fork/exec).
+#[test]
+fn sigterm_right_after_listening_line_exits_0() {
+    let config = ConfigToml::echo(Origin::refused())
+        .timeout("shutdown_ms", SHUTDOWN_MS)
+        .build();
+    let path = write_config(&config);
+    let path_str = path.to_str().expect("utf-8 temp path").to_owned();
+    let mut failures = Vec::new();
+    for attempt in 0..10 {
+        let mut server = Reaped(
+            Command::new(binary())
+                .args(["run", "--config", &path_str])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn ringway"),
+        );
+        let mut trigger = Reaped(
+            Command::new("sh")
+                .args(["-c", &format!("read go && kill -TERM {}", server.0.id())])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("spawn sh"),
+        );
+        let mut go = trigger.0.stdin.take().expect("piped stdin");
+        let stdout = server.0.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            if line.starts_with("listening on ws://127.0.0.1:") {
+                let _ = go.write_all(b"go\n");
+            }
+            let _ = tx.send(line);
+            // Drain the rest so the server never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no stdout line within 10 s");
+        assert!(
+            line.starts_with("listening on"),
+            "first stdout line: {line:?}"
+        );
+        let bound = Duration::from_millis(SHUTDOWN_MS) + EXIT_SLACK;
+        match wait_exit(&mut server.0, bound) {
+            Some(status) if status.code() == Some(0) => {}
+            Some(status) => failures.push(format!("attempt {attempt}: {status}")),
+            None => failures.push(format!("attempt {attempt}: still running after {bound:?}")),
+        }
+        let _ = wait_exit(&mut trigger.0, Duration::from_secs(5));
+    }
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        failures.is_empty(),
+        "SIGTERM sent right after `listening on` must exit 0 (the handler must be installed \
+         before the line is printed); {} of 10 attempts failed: {failures:?}",
+        failures.len()
+    );
 }

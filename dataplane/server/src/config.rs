@@ -56,6 +56,10 @@ pub(crate) struct Engine {
     /// Bytes per receive buffer.
     #[serde(default = "d_buffer_size")]
     pub(crate) buffer_size: usize,
+    /// Accept each connection on the worker of the CPU that received it
+    /// (SO_ATTACH_REUSEPORT_CBPF); pair with NIC queue IRQ affinity.
+    #[serde(default)]
+    pub(crate) steer_by_cpu: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -14,7 +14,7 @@ mod worker;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -144,6 +144,19 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             fds.push(s.into());
         }
         bound.push(addr);
+    }
+    // Steer each connection to the worker on the CPU that received it, when worker i runs on
+    // CPU i (the socket joined i-th is worker i's).
+    let identity = config.cpus.iter().enumerate().all(|(i, c)| *c == Some(i));
+    if config.engine.steer_by_cpu && !identity {
+        bail!("`engine.steer_by_cpu` needs worker i on CPU i (workers = N or [0, 1, ...])");
+    }
+    if config.engine.steer_by_cpu && config.cpus.len() > 1 {
+        for fd in &per_worker[0] {
+            if let Err(e) = ringway_uring::steer_to_cpu(fd.as_fd()) {
+                tracing::warn!("cannot steer connections by CPU (SO_ATTACH_REUSEPORT_CBPF): {e}");
+            }
+        }
     }
     let mut handles = Vec::new();
     for (id, (cpu, listeners)) in config.cpus.iter().zip(per_worker).enumerate() {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ringway_proto::route::RouteTable;
 use ringway_proto::tunnel::{Intent, Tunnel, TunnelConfig};
-use ringway_uring::{Completion, Ring, TxBuf, HEADROOM};
+use ringway_uring::{Completion, OpId, Ring, TxBuf, HEADROOM};
 use tracing::{debug, info, warn};
 
 use crate::conn::{Conn, Endpoint, Stage};
@@ -92,7 +92,8 @@ pub(crate) struct Worker {
     free: Vec<u32>,
     live: usize,
     listeners: Vec<Option<OwnedFd>>,
-    accepting: Vec<bool>,
+    /// The armed accept per listener.
+    accepting: Vec<Option<OpId>>,
     routes: Arc<RouteTable>,
     tunnel: TunnelConfig,
     backpressure: usize,
@@ -116,7 +117,7 @@ impl Worker {
             free: Vec::new(),
             live: 0,
             listeners: cfg.listeners.into_iter().map(Some).collect(),
-            accepting: vec![false; n],
+            accepting: vec![None; n],
             routes: cfg.routes,
             tunnel: cfg.tunnel,
             backpressure: cfg.backpressure,
@@ -167,9 +168,8 @@ impl Worker {
     fn arm_accept(&mut self, i: usize) {
         if let Some(l) = &self.listeners[i] {
             let fd = l.as_raw_fd();
-            self.ring
-                .accept(fd, tag(Op::Accept, Side::Client, i as u32, 0));
-            self.accepting[i] = true;
+            let t = tag(Op::Accept, Side::Client, i as u32, 0);
+            self.accepting[i] = Some(self.ring.accept(fd, t));
         }
     }
 
@@ -216,7 +216,7 @@ impl Worker {
             self.begin_shutdown(now);
         }
         for i in 0..self.listeners.len() {
-            if !self.accepting[i] && self.stop_by.is_none() {
+            if self.accepting[i].is_none() && self.stop_by.is_none() {
                 self.arm_accept(i);
             }
         }
@@ -244,12 +244,14 @@ impl Worker {
     fn begin_shutdown(&mut self, now: Instant) {
         info!(worker = self.id, open = self.live, "shutting down");
         self.stop_by = Some(now + self.shutdown_timeout);
-        // Closing the listeners ends their accepts (the kernel holds its own reference until
-        // the accept completes, and the completion is ignored).
-        for l in &mut self.listeners {
-            if let Some(fd) = l.take() {
-                let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
-                drop(fd);
+        // Stop accepting: cancel each accept; its listener is closed when the accept's last
+        // completion arrives (I2), and new connections are refused from then on.
+        for i in 0..self.listeners.len() {
+            match self.accepting[i] {
+                Some(op) => self
+                    .ring
+                    .cancel(op, tag(Op::Cancel, Side::Client, i as u32, 0)),
+                None => self.listeners[i] = None,
             }
         }
         for idx in 0..self.conns.len() as u32 {
@@ -262,7 +264,10 @@ impl Worker {
 
     fn on_accept(&mut self, i: usize, c: Completion, now: Instant) {
         if !c.more {
-            self.accepting[i] = false;
+            self.accepting[i] = None;
+            if self.stop_by.is_some() {
+                self.listeners[i] = None;
+            }
         }
         match c.fd {
             Some(fd) if self.stop_by.is_none() => self.open_conn(fd, now),
@@ -274,7 +279,7 @@ impl Worker {
             }
         }
         // Re-armed at once unless it failed (then at the next tick, so EMFILE cannot spin).
-        if !self.accepting[i] && c.result >= 0 && self.stop_by.is_none() {
+        if self.accepting[i].is_none() && c.result >= 0 && self.stop_by.is_none() {
             self.arm_accept(i);
         }
     }

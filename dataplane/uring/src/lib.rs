@@ -19,6 +19,8 @@
 mod bufpool;
 mod ring;
 mod sockaddr;
+mod steer;
 
 pub use bufpool::{PoolBuf, HEADROOM};
 pub use ring::{Completion, Features, OpId, Ring, TxBuf};
+pub use steer::steer_to_cpu;
