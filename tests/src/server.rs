@@ -87,10 +87,26 @@ impl Ringway {
         Self::spawn(&["run"], None)
     }
 
+    /// Like [`Ringway::start`], with extra environment variables for the server process.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Ringway {
+        let config_path = write_config(config);
+        let args = [
+            "run",
+            "--config",
+            config_path.to_str().expect("utf-8 temp path"),
+        ];
+        Self::spawn_env(&args, Some(config_path.clone()), env)
+    }
+
     fn spawn(args: &[&str], config_path: Option<PathBuf>) -> Ringway {
+        Self::spawn_env(args, config_path, &[])
+    }
+
+    fn spawn_env(args: &[&str], config_path: Option<PathBuf>, env: &[(&str, &str)]) -> Ringway {
         let log_path = temp_path("log");
         let log = fs::File::create(&log_path).expect("create server log file");
         let mut child = Command::new(binary())
+            .envs(env.iter().copied())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -84,7 +84,11 @@ where
     if timeout(bound, read).await.is_err() {
         panic!("only {} of {n} echoed bytes within {bound:?}", got.len());
     }
-    assert_eq!(got.len(), n, "server sent more bytes than were echoed");
+    assert_eq!(
+        got.len(),
+        n,
+        "server sent more bytes than the tunnel carried"
+    );
     got
 }
 

@@ -201,6 +201,11 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
         }
         handles.push(h);
     }
+    // Install the handler before announcing the port: a supervisor may signal at once.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     let mut out = std::io::stdout().lock();
     for addr in &bound {
         writeln!(out, "listening on ws://{addr}")?;
@@ -218,10 +223,6 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             "ringway: embedded default config. Try it:\n  python3 -m websockets ws://127.0.0.1:{port}/echo\n  (anything you send comes back from the built-in echo origin; Ctrl-C stops)"
         );
     }
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
     if let Some(sig) = signals.forever().next() {
         info!(signal = sig, "signal received, draining tunnels");
     }

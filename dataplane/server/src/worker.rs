@@ -151,7 +151,7 @@ impl Worker {
                 self.unstarve(now);
             }
             if let Some(by) = self.stop_by {
-                if self.live == 0 || now >= by {
+                if self.live == 0 || now >= by || self.quiescent() {
                     if self.live > 0 {
                         warn!(
                             worker = self.id,
@@ -163,6 +163,19 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// During shutdown: every tunnel finished and every byte handed to the kernel, so exiting
+    /// loses nothing (sockets still lingering for their peer's FIN are closed by the exit).
+    fn quiescent(&self) -> bool {
+        self.conns.iter().flatten().all(|c| {
+            c.finished
+                && [&c.client, &c.origin].iter().all(|ep| {
+                    ep.out.is_empty()
+                        && !ep.sending
+                        && matches!(ep.stage, Stage::ShutSent | Stage::Closing | Stage::Closed)
+                })
+        })
     }
 
     fn arm_accept(&mut self, i: usize) {
@@ -381,6 +394,7 @@ impl Worker {
                         }
                     }
                     r if r == -libc_enobufs() => {
+                        debug!(worker = self.id, slot = idx, "receive buffers exhausted");
                         ep.starved = true;
                         self.starved.push((idx, gen, side));
                     }

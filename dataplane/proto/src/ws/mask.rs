@@ -6,8 +6,9 @@
 //!
 //! Speed without `unsafe`: the key is rotated to the starting offset once, repeated into a
 //! 64-byte block, and whole 64-byte chunks are XORed with it in a fixed-length loop that LLVM
-//! turns into SIMD code (SSE2 on baseline x86_64). Since 64 is a multiple of 4, every chunk and
-//! the tail start at key position 0 of the rotated key.
+//! turns into SIMD code (SSE2 on baseline x86_64); the < 64-byte tail goes as 8-byte words, then
+//! single bytes. Since 64 and 8 are multiples of 4, every chunk, word and the last bytes start at
+//! key position 0 of the rotated key.
 
 /// Bytes XORed per iteration of the vectorised loop.
 const BLOCK: usize = 64;
