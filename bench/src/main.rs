@@ -1,0 +1,279 @@
+//! `ringbench`: the command line. Parses arguments (clap), runs one subcommand, prints the human
+//! table (stdout, or stderr when the JSON goes to stdout), writes the JSON if asked, and exits 1
+//! if any error was counted, 2 on bad usage.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ringway_bench::origin::{Origin, OriginMode};
+use ringway_bench::report::Report;
+use ringway_bench::target::Target;
+use ringway_bench::workload::{bulk, connect, hold, latency, rate, Common};
+
+#[derive(Parser)]
+#[command(
+    name = "ringbench",
+    version,
+    about = "Ringway's load generator and test origin"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A TCP origin: echo, sink or source, on an epoll event loop per thread.
+    Origin {
+        /// Address to listen on, e.g. 127.0.0.1:0 (port 0 picks a free port).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// echo (write back), sink (read and discard) or source (write continuously).
+        #[arg(long, default_value = "echo", value_parser = parse_mode)]
+        mode: OriginMode,
+        /// Event-loop threads sharing the port (SO_REUSEPORT).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+    /// Closed-loop ping-pong: C connections, one S-byte message in flight each.
+    Latency {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Connections.
+        #[arg(short = 'c', long = "connections", default_value_t = 1)]
+        connections: usize,
+        /// Payload bytes per message (one ws frame).
+        #[arg(short = 's', long = "size", default_value_t = 64)]
+        size: usize,
+    },
+    /// Open loop at a fixed total rate; latency from each message's scheduled time.
+    Rate {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Connections.
+        #[arg(short = 'c', long = "connections", default_value_t = 1)]
+        connections: usize,
+        /// Payload bytes per message (one ws frame).
+        #[arg(short = 's', long = "size", default_value_t = 64)]
+        size: usize,
+        /// Messages per second, all connections together.
+        #[arg(short = 'r', long = "rate")]
+        rate: u64,
+    },
+    /// C connections streaming F-byte frames both ways through an echo origin.
+    Bulk {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Connections.
+        #[arg(short = 'c', long = "connections", default_value_t = 8)]
+        connections: usize,
+        /// Payload bytes per message (one ws frame).
+        #[arg(short = 'f', long = "frame", default_value_t = 16384)]
+        frame: usize,
+    },
+    /// K loops of connect + upgrade + one 64-byte round trip + close.
+    Connect {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Concurrent setup loops.
+        #[arg(short = 'k', long = "concurrency", default_value_t = 1)]
+        concurrency: usize,
+    },
+    /// Open N idle tunnels, report RSS growth of --pid per tunnel, hold, close.
+    Hold {
+        /// tcp://HOST:PORT or ws://HOST:PORT/PATH
+        #[arg(long)]
+        target: String,
+        /// Tunnels to open.
+        #[arg(short = 'n', long = "tunnels")]
+        tunnels: usize,
+        /// Server process whose VmRSS is read before and after.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Seconds to keep the tunnels open after the RSS reading.
+        #[arg(long, default_value_t = 2.0)]
+        hold_secs: f64,
+        /// Most setups in flight during the ramp.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Seconds between the last tunnel up and the RSS reading.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Client event-loop threads; tunnels are spread over them.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Write the JSON report to FILE ("-" for stdout).
+        #[arg(long)]
+        json: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// tcp://HOST:PORT or ws://HOST:PORT/PATH
+    #[arg(long)]
+    target: String,
+    /// Seconds measured (after the warmup).
+    #[arg(short = 'd', long = "duration", default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds run before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Client event-loop threads; connections are spread over them.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Write the JSON report to FILE ("-" for stdout).
+    #[arg(long)]
+    json: Option<String>,
+}
+
+fn parse_mode(s: &str) -> Result<OriginMode, String> {
+    s.parse()
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(v).with_context(|| format!("--{name} {v}: not a duration"))
+}
+
+impl CommonArgs {
+    fn common(&self) -> Result<Common> {
+        Ok(Common {
+            target: Target::parse(&self.target).map_err(anyhow::Error::msg)?,
+            warmup: secs("warmup", self.warmup)?,
+            duration: secs("duration", self.duration)?,
+            threads: self.threads.max(1),
+        })
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("ringbench: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let (report, json) = match cli.cmd {
+        Cmd::Origin {
+            listen,
+            mode,
+            threads,
+        } => {
+            let origin = Origin::start(listen, mode, threads)
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let mut out = std::io::stdout();
+            writeln!(out, "origin listening on {}", origin.addr())?;
+            out.flush()?;
+            origin.wait().context("origin failed")?;
+            return Ok(0);
+        }
+        Cmd::Latency {
+            common,
+            connections,
+            size,
+        } => {
+            let c = common.common()?;
+            let args = latency::Latency { connections, size };
+            (latency::run(&c, args), common.json)
+        }
+        Cmd::Rate {
+            common,
+            connections,
+            size,
+            rate,
+        } => {
+            let c = common.common()?;
+            let args = rate::Rate {
+                connections,
+                size,
+                rate,
+            };
+            (rate::run(&c, args), common.json)
+        }
+        Cmd::Bulk {
+            common,
+            connections,
+            frame,
+        } => {
+            let c = common.common()?;
+            (
+                bulk::run(&c, bulk::Bulk { connections, frame }),
+                common.json,
+            )
+        }
+        Cmd::Connect {
+            common,
+            concurrency,
+        } => {
+            let c = common.common()?;
+            (
+                connect::run(&c, connect::Connect { concurrency }),
+                common.json,
+            )
+        }
+        Cmd::Hold {
+            target,
+            tunnels,
+            pid,
+            hold_secs,
+            batch,
+            warmup,
+            threads,
+            json,
+        } => {
+            let target = Target::parse(&target).map_err(anyhow::Error::msg)?;
+            let args = hold::Hold {
+                tunnels,
+                pid,
+                hold: secs("hold-secs", hold_secs)?,
+                batch: batch.max(1),
+                settle: secs("warmup", warmup)?,
+                threads,
+            };
+            (hold::run(&target, args), json)
+        }
+    };
+    emit(&report, json.as_deref())?;
+    if report.error_total > 0 {
+        let counts: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        eprintln!(
+            "ringbench: {} errors: {}",
+            report.error_total,
+            counts.join(" ")
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn emit(report: &Report, json: Option<&str>) -> Result<()> {
+    match json {
+        Some("-") => {
+            eprint!("{}", report.to_table());
+            println!("{}", report.to_json());
+        }
+        Some(path) => {
+            print!("{}", report.to_table());
+            std::fs::write(path, report.to_json() + "\n")
+                .with_context(|| format!("cannot write {path}"))?;
+        }
+        None => print!("{}", report.to_table()),
+    }
+    if report.connections_up == 0 && report.error_total == 0 {
+        bail!("no connection was opened");
+    }
+    Ok(())
+}

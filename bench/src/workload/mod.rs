@@ -1,0 +1,297 @@
+//! The load workloads and what they share: the thread harness ([`run_threads`]), the measurement
+//! window, opening all of a thread's connections up front ([`dial_all`]), and the client's own CPU
+//! use.
+//!
+//! Timeline of a run: every thread opens its connections, all threads meet at a barrier, the main
+//! thread fixes one [`Window`] (`start`, `measure_from = start + warmup`, `end = measure_from +
+//! duration`) and hands it to all threads, which then load until `end`. Only what completes
+//! inside `[measure_from, end)` is counted; connections that fail are counted as errors and not
+//! reopened (except in `connect`, whose unit of work is the setup itself).
+
+pub mod bulk;
+pub mod connect;
+pub mod hold;
+pub mod latency;
+pub mod rate;
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::{Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token};
+
+use crate::client::{Dial, Io, Stream};
+use crate::pattern;
+use crate::progress::Progress;
+use crate::report::Params;
+use crate::stats::{ErrorKind, Tally};
+use crate::target::Target;
+
+/// How long opening the connections of latency, rate and bulk may take.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings every load workload takes.
+#[derive(Clone, Debug)]
+pub struct Common {
+    pub target: Target,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub threads: usize,
+}
+
+impl Common {
+    /// Whether progress lines are printed (runs longer than 3 s).
+    pub fn show_progress(&self) -> bool {
+        self.warmup + self.duration > Duration::from_secs(3)
+    }
+
+    pub fn params(&self) -> Params {
+        Params {
+            duration_secs: self.duration.as_secs_f64(),
+            warmup_secs: self.warmup.as_secs_f64(),
+            threads: self.threads,
+            ..Params::default()
+        }
+    }
+}
+
+/// The measurement window.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub start: Instant,
+    pub measure_from: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    pub fn contains(&self, t: Instant) -> bool {
+        t >= self.measure_from && t < self.end
+    }
+}
+
+/// Where threads wait for each other before the window starts.
+struct Gate {
+    barrier: Barrier,
+    window: OnceLock<Window>,
+}
+
+/// One thread's view of the gate.
+pub struct ThreadGate<'a> {
+    gate: &'a Gate,
+    passed: Cell<bool>,
+}
+
+impl ThreadGate<'_> {
+    /// Waits until every thread has opened its connections; returns the window. Call once.
+    pub fn ready(&self) -> Window {
+        if !self.passed.replace(true) {
+            self.gate.barrier.wait();
+            self.gate.barrier.wait();
+        }
+        *self
+            .gate
+            .window
+            .get()
+            .expect("the main thread sets the window between the waits")
+    }
+}
+
+/// What a whole run measured.
+pub struct Measured {
+    pub tally: Tally,
+    pub window_secs: f64,
+    pub client_cpu_percent: Option<f64>,
+}
+
+/// Runs `body(thread_index, gate)` on `threads` threads. Each body must call `gate.ready()` once
+/// (if it returns or panics without doing so, the harness calls it for it, so no one waits
+/// forever), then load until the window ends.
+pub fn run_threads(
+    common: &Common,
+    threads: usize,
+    body: impl Fn(usize, &ThreadGate<'_>) -> Tally + Sync,
+) -> Measured {
+    let gate = Gate {
+        barrier: Barrier::new(threads + 1),
+        window: OnceLock::new(),
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (gate, body) = (&gate, &body);
+                scope.spawn(move || {
+                    let mine = ThreadGate {
+                        gate,
+                        passed: Cell::new(false),
+                    };
+                    let r = catch_unwind(AssertUnwindSafe(|| body(t, &mine)));
+                    mine.ready();
+                    r.unwrap_or_else(|p| resume_unwind(p))
+                })
+            })
+            .collect();
+        gate.barrier.wait();
+        let start = Instant::now();
+        let measure_from = start + common.warmup;
+        let window = Window {
+            start,
+            measure_from,
+            end: measure_from + common.duration,
+        };
+        let _ = gate.window.set(window);
+        gate.barrier.wait();
+        std::thread::sleep(common.warmup);
+        let cpu0 = process_cpu_secs();
+        let t0 = Instant::now();
+        std::thread::sleep(window.end.saturating_duration_since(Instant::now()));
+        let cpu1 = process_cpu_secs();
+        let wall = t0.elapsed().as_secs_f64();
+        let mut tally = Tally::default();
+        for h in handles {
+            match h.join() {
+                Ok(t) => tally.merge(t),
+                Err(p) => resume_unwind(p),
+            }
+        }
+        Measured {
+            tally,
+            window_secs: common.duration.as_secs_f64(),
+            client_cpu_percent: match (cpu0, cpu1) {
+                (Some(a), Some(b)) if wall > 0.0 => Some((b - a) / wall * 100.0),
+                _ => None,
+            },
+        }
+    })
+}
+
+/// Opens this thread's share of the connections concurrently on `poll`, local connection `i`
+/// under `Token(i)` with the pattern seed of its global index, each message `msg_len` bytes.
+/// Failures are counted in `tally`; their slots are `None`.
+pub fn dial_all(
+    target: &Target,
+    poll: &mut Poll,
+    share: Share,
+    msg_len: usize,
+    io: &mut Io,
+    tally: &mut Tally,
+    progress: &Progress,
+) -> Vec<Option<Stream>> {
+    let count = share.count();
+    let fail = |tally: &mut Tally, e: &ErrorKind| {
+        tally.errors.add(e);
+        progress.error();
+    };
+    let mut dials: Vec<Option<Dial>> = (0..count)
+        .map(
+            |i| match Dial::start(target, poll.registry(), Token(i), &mut io.rng) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    fail(tally, &e);
+                    None
+                }
+            },
+        )
+        .collect();
+    let mut streams: Vec<Option<Stream>> = (0..count).map(|_| None).collect();
+    let mut waiting = dials.iter().flatten().count();
+    let deadline = Instant::now() + DIAL_TIMEOUT;
+    let mut events = Events::with_capacity(1024);
+    while waiting > 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if let Err(e) = poll.poll(&mut events, Some(deadline - now)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                fail(tally, &ErrorKind::Io(format!("epoll_wait: {e}")));
+                break;
+            }
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some(Some(dial)) = dials.get_mut(i) else {
+                continue;
+            };
+            match dial.advance() {
+                Ok(false) => continue,
+                Ok(true) => {
+                    if let Some(d) = dials[i].take() {
+                        streams[i] = Some(d.into_stream(msg_len, pattern::seed(share.global(i))));
+                    }
+                }
+                Err(e) => {
+                    fail(tally, &e);
+                    dials[i] = None;
+                }
+            }
+            waiting -= 1;
+        }
+    }
+    for _ in dials.iter().flatten() {
+        fail(tally, &ErrorKind::Timeout("connect and upgrade"));
+    }
+    streams
+}
+
+/// The connections thread `thread` of `threads` runs out of `total`: global indices `thread`,
+/// `thread + threads`, ...
+#[derive(Clone, Copy, Debug)]
+pub struct Share {
+    pub total: usize,
+    pub threads: usize,
+    pub thread: usize,
+}
+
+impl Share {
+    /// How many connections the thread runs.
+    pub fn count(&self) -> usize {
+        (self.total + self.threads - 1 - self.thread) / self.threads
+    }
+
+    /// The global index of the thread's connection `i`.
+    pub fn global(&self, i: usize) -> usize {
+        i * self.threads + self.thread
+    }
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
+pub fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3, "state".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // /proc reports clock ticks in USER_HZ, which is 100 on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_covers_every_connection_once() {
+        for total in 0..20 {
+            for threads in 1..5 {
+                let sum: usize = (0..threads)
+                    .map(|thread| {
+                        let s = Share {
+                            total,
+                            threads,
+                            thread,
+                        };
+                        s.count()
+                    })
+                    .sum();
+                assert_eq!(sum, total, "{total} over {threads}");
+            }
+        }
+    }
+
+    #[test]
+    fn cpu_time_is_readable() {
+        assert!(process_cpu_secs().is_some());
+    }
+}
