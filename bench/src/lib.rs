@@ -11,6 +11,7 @@
 //! - [`client`]: dialling (TCP connect, WebSocket upgrade) and the open stream both speak.
 //! - [`ws`]: the client side of RFC 6455 on top of `ringway_proto`'s frame header and mask.
 //! - [`report`]: the human table and the JSON object.
+//! - [`summary`]: BENCHMARKS.md and the latency plot from the reports of one `bench/compare`.
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -19,6 +20,7 @@ pub mod pattern;
 pub mod progress;
 pub mod report;
 pub mod stats;
+pub mod summary;
 pub mod target;
 pub mod timer;
 pub mod workload;

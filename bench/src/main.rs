@@ -83,6 +83,21 @@ enum Cmd {
         #[arg(short = 'k', long = "concurrency", default_value_t = 1)]
         concurrency: usize,
     },
+    /// Write BENCHMARKS.md and the latency plot from the JSON reports of `bench/compare`.
+    Summarize {
+        /// Directory of `<workload>__<candidate>__r<round>.json` reports and `meta.json`.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Markdown file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// SVG plot to write.
+        #[arg(long)]
+        plot: std::path::PathBuf,
+        /// How the markdown refers to the plot (a path relative to the markdown file).
+        #[arg(long)]
+        plot_ref: String,
+    },
     /// Open N idle tunnels, report RSS growth of --pid per tunnel, hold, close.
     Hold {
         /// tcp://HOST:PORT or ws://HOST:PORT/PATH
@@ -174,6 +189,15 @@ fn run(cli: Cli) -> Result<i32> {
             writeln!(out, "origin listening on {}", origin.addr())?;
             out.flush()?;
             origin.wait().context("origin failed")?;
+            return Ok(0);
+        }
+        Cmd::Summarize {
+            dir,
+            out,
+            plot,
+            plot_ref,
+        } => {
+            ringway_bench::summary::summarize(&dir, &out, &plot, &plot_ref)?;
             return Ok(0);
         }
         Cmd::Latency {

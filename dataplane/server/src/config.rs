@@ -60,6 +60,9 @@ pub(crate) struct Engine {
     /// (SO_ATTACH_REUSEPORT_CBPF); pair with NIC queue IRQ affinity.
     #[serde(default)]
     pub(crate) steer_by_cpu: bool,
+    /// Microseconds a worker polls for completions before it sleeps (0: never poll).
+    #[serde(default = "d_busy_poll")]
+    pub(crate) busy_poll_us: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -123,10 +126,13 @@ fn d_ring_entries() -> u32 {
     1024
 }
 fn d_buffers() -> u16 {
-    2048
+    1024
+}
+fn d_busy_poll() -> u64 {
+    50
 }
 fn d_buffer_size() -> usize {
-    32 * 1024
+    64 * 1024
 }
 
 impl Default for Limits {

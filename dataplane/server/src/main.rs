@@ -172,6 +172,7 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             buffer_size: config.engine.buffer_size,
             shutdown: shutdown.clone(),
             shutdown_timeout: Duration::from_millis(config.timeouts.shutdown_ms),
+            busy_poll: Duration::from_micros(config.engine.busy_poll_us),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::Builder::new()

@@ -81,6 +81,7 @@ pub(crate) struct WorkerConfig {
     pub(crate) buffer_size: usize,
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) busy_poll: Duration,
 }
 
 /// A running worker's state.
@@ -103,6 +104,7 @@ pub(crate) struct Worker {
     stop_by: Option<Instant>,
     starved: Vec<(u32, u32, Side)>,
     tick_armed: bool,
+    busy_poll: Duration,
 }
 
 impl Worker {
@@ -127,6 +129,7 @@ impl Worker {
             stop_by: None,
             starved: Vec::new(),
             tick_armed: false,
+            busy_poll: cfg.busy_poll,
         })
     }
 
@@ -140,9 +143,22 @@ impl Worker {
         self.ring.tick(TICK, tag(Op::Tick, Side::Client, 0, 0));
         self.tick_armed = true;
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
+        let mut duty = Duty::default();
+        let mut busy_since = Instant::now();
         loop {
-            self.ring.submit_and_wait(1)?;
+            // Poll before sleeping only while the worker is mostly idle: then a spare core is
+            // likely and polling saves the wake-up; a busy worker's idle gaps belong to the
+            // processes it waits for (on a shared box, the client and the origin).
+            let spin = if duty.mostly_idle() {
+                self.busy_poll
+            } else {
+                Duration::ZERO
+            };
+            let waiting_since = Instant::now();
+            self.ring.wait_spinning(spin)?;
             let now = Instant::now();
+            duty.record(waiting_since - busy_since, now - waiting_since);
+            busy_since = now;
             self.ring.reap(&mut cqes);
             for c in cqes.drain(..) {
                 self.dispatch(c, now);
@@ -566,6 +582,29 @@ impl Worker {
             ep.starved = false;
             arm_recv(&mut self.ring, ep, other, side, idx, gen);
         }
+    }
+}
+
+/// Exponentially weighted share of loop time spent working rather than waiting.
+#[derive(Default)]
+struct Duty {
+    busy_share: f32,
+}
+
+impl Duty {
+    /// Below this share of busy time the worker polls before sleeping.
+    const IDLE_BELOW: f32 = 0.25;
+
+    fn record(&mut self, busy: Duration, waited: Duration) {
+        let total = (busy + waited).as_secs_f32();
+        if total > 0.0 {
+            let share = busy.as_secs_f32() / total;
+            self.busy_share += (share - self.busy_share) / 16.0;
+        }
+    }
+
+    fn mostly_idle(&self) -> bool {
+        self.busy_share < Self::IDLE_BELOW
     }
 }
 

@@ -134,6 +134,7 @@ impl Ring {
             b.setup_cqsize(entries * 8)
                 .setup_single_issuer()
                 .setup_defer_taskrun()
+                .setup_taskrun_flag()
                 .setup_submit_all();
             match b.build(entries) {
                 Ok(r) => {
@@ -401,6 +402,32 @@ impl Ring {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Like [`Ring::submit_and_wait`] with `want == 1`, but first polls for up to `spin`:
+    /// submits, then watches the completion queue and the kernel's "task work pending" flag
+    /// (IORING_SQ_TASKRUN, set when a socket has news for a deferred-task-run ring) without
+    /// sleeping. A completion that arrives within `spin` is picked up without the wake-up of a
+    /// sleeping thread, which dominates round-trip latency on an idle core. Zero: never spin.
+    pub fn wait_spinning(&mut self, spin: Duration) -> io::Result<()> {
+        if spin.is_zero() || !self.features.defer_taskrun {
+            return self.submit_and_wait(1);
+        }
+        self.submit_and_wait(0)?;
+        let start = std::time::Instant::now();
+        loop {
+            if !self.ring.completion().is_empty() {
+                return Ok(());
+            }
+            if self.ring.submission().taskrun() {
+                self.submit_and_wait(0)?;
+                continue;
+            }
+            if start.elapsed() >= spin {
+                return self.submit_and_wait(1);
+            }
+            std::hint::spin_loop();
         }
     }
 

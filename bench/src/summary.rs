@@ -1,0 +1,387 @@
+//! `ringbench summarize`: turns the JSON reports of one `bench/compare` invocation into
+//! BENCHMARKS.md (machine, versions, a table of every figure as the median over rounds with its
+//! ratio to direct TCP and to the best peer) and a latency-percentile plot drawn with plotters.
+//!
+//! Input files are named `<workload>__<candidate>__r<round>.json` (one ringbench `--json`
+//! report each) next to `meta.json` (free-form machine and version facts from the script).
+//! A candidate that failed a run simply has no file for it; the table shows `n/a`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// One workload row of the table.
+struct Workload {
+    key: &'static str,
+    title: &'static str,
+    /// JSON field that decides the median run and the ratios.
+    metric: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+    target: &'static str,
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        key: "lat1",
+        title: "latency, 1 conn, 64 B: p50",
+        metric: "p50_us",
+        unit: "µs",
+        higher_is_better: false,
+        target: "≤ 1.20× direct, below HAProxy",
+    },
+    Workload {
+        key: "lat1",
+        title: "latency, 1 conn, 64 B: p99",
+        metric: "p99_us",
+        unit: "µs",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
+        key: "lat64",
+        title: "latency, 64 conns, 64 B: messages/s",
+        metric: "messages_per_sec",
+        unit: "msg/s",
+        higher_is_better: true,
+        target: "≥ 0.65× direct",
+    },
+    Workload {
+        key: "lat64",
+        title: "latency, 64 conns, 64 B: p99",
+        metric: "p99_us",
+        unit: "µs",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
+        key: "bulk1",
+        title: "bulk, 1 conn, 16 KiB frames: goodput",
+        metric: "goodput_mbps",
+        unit: "MB/s",
+        higher_is_better: true,
+        target: "",
+    },
+    Workload {
+        key: "bulk8",
+        title: "bulk, 8 conns, 16 KiB frames: goodput",
+        metric: "goodput_mbps",
+        unit: "MB/s",
+        higher_is_better: true,
+        target: "≥ 0.50× direct",
+    },
+    Workload {
+        key: "connect",
+        title: "connect + upgrade + 64 B round trip + close",
+        metric: "setups_per_sec",
+        unit: "setups/s",
+        higher_is_better: true,
+        target: "≥ 0.60× direct",
+    },
+    Workload {
+        key: "hold",
+        title: "idle tunnels: RSS growth per tunnel",
+        metric: "rss_per_tunnel_bytes",
+        unit: "bytes",
+        higher_is_better: false,
+        target: "≤ 2 KiB",
+    },
+];
+
+/// Candidates in table order; `direct` is the limit, `ringway` the subject, the rest peers.
+const CANDIDATES: &[&str] = &["direct", "ringway", "haproxy", "websocat", "websockify"];
+
+type Runs = BTreeMap<(String, String), Vec<Value>>;
+
+fn load(dir: &Path) -> anyhow::Result<(Runs, Value)> {
+    let mut runs: Runs = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let parts: Vec<&str> = stem.split("__").collect();
+        if parts.len() != 3 {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a ringbench JSON report", path.display()))?;
+        runs.entry((parts[0].to_string(), parts[1].to_string()))
+            .or_default()
+            .push(v);
+    }
+    let meta = std::fs::read_to_string(dir.join("meta.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    if runs.is_empty() {
+        bail!(
+            "no <workload>__<candidate>__r<N>.json reports in {}",
+            dir.display()
+        );
+    }
+    Ok((runs, meta))
+}
+
+fn num(v: &Value, field: &str) -> Option<f64> {
+    v.get(field).and_then(Value::as_f64)
+}
+
+fn clean(v: &Value) -> bool {
+    v.get("errors")
+        .and_then(Value::as_object)
+        .is_none_or(|e| e.values().all(|c| c.as_u64() == Some(0)))
+}
+
+/// The run whose `metric` is the median of the clean runs (lower middle for an even count).
+fn median_run<'a>(runs: &'a [Value], metric: &str) -> Option<&'a Value> {
+    let mut ok: Vec<&Value> = runs
+        .iter()
+        .filter(|r| clean(r) && num(r, metric).is_some())
+        .collect();
+    ok.sort_by(|a, b| num(a, metric).partial_cmp(&num(b, metric)).expect("no NaN"));
+    ok.get(ok.len().saturating_sub(1) / 2).copied()
+}
+
+fn fmt_value(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// Writes BENCHMARKS.md to `out` and the plot to `plot` (its path in the markdown is `plot_ref`).
+pub fn summarize(dir: &Path, out: &Path, plot: &Path, plot_ref: &str) -> anyhow::Result<()> {
+    let (runs, meta) = load(dir)?;
+    let present: Vec<&str> = CANDIDATES
+        .iter()
+        .copied()
+        .filter(|c| runs.keys().any(|(_, cand)| cand == c))
+        .collect();
+    let mut md = String::new();
+    writeln!(md, "# Ringway benchmarks\n")?;
+    writeln!(
+        md,
+        "Written by `bench/compare` (do not edit by hand). Every figure is the median over the \
+rounds of one invocation, with all candidates interleaved in each round; ratios compare figures \
+from that same invocation on the same machine. Client, proxy and origin share the machine's \
+cores, so CPU spent per byte and per message decides these numbers.\n"
+    )?;
+    writeln!(md, "## Machine and versions\n")?;
+    if let Some(obj) = meta.as_object() {
+        for (k, v) in obj {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            writeln!(md, "- {k}: {v}")?;
+        }
+    }
+    writeln!(md, "\n## Results\n")?;
+    write!(md, "| workload | unit |")?;
+    for c in &present {
+        write!(md, " {c} |")?;
+    }
+    writeln!(md, " ringway / direct | ringway vs best peer | target |")?;
+    write!(md, "|---|---|")?;
+    for _ in &present {
+        write!(md, "---:|")?;
+    }
+    writeln!(md, "---:|---:|---|")?;
+    for w in WORKLOADS {
+        let value = |cand: &str| -> Option<f64> {
+            let rs = runs.get(&(w.key.to_string(), cand.to_string()))?;
+            median_run(rs, w.metric).and_then(|r| num(r, w.metric))
+        };
+        write!(md, "| {} | {} |", w.title, w.unit)?;
+        for c in &present {
+            match value(c) {
+                Some(x) => write!(md, " {} |", fmt_value(x))?,
+                None => write!(md, " n/a |")?,
+            }
+        }
+        let ring = value("ringway");
+        let ratio = match (ring, value("direct")) {
+            (Some(r), Some(d)) if d > 0.0 && w.key != "hold" => format!("{:.2}×", r / d),
+            _ => "—".to_string(),
+        };
+        let peers: Vec<(&str, f64)> = present
+            .iter()
+            .filter(|c| !matches!(**c, "direct" | "ringway"))
+            .filter_map(|c| value(c).map(|v| (*c, v)))
+            .collect();
+        let best = peers.iter().copied().reduce(|a, b| {
+            let better = if w.higher_is_better {
+                b.1 > a.1
+            } else {
+                b.1 < a.1
+            };
+            if better {
+                b
+            } else {
+                a
+            }
+        });
+        let vs_peer = match (ring, best) {
+            (Some(r), Some((name, b))) if b > 0.0 => format!("{:.2}× {name}", r / b),
+            _ => "—".to_string(),
+        };
+        writeln!(md, " {ratio} | {vs_peer} | {} |", w.target)?;
+    }
+    writeln!(
+        md,
+        "\nRatios are ringway's figure divided by the other's: above 1 is better for rates and \
+goodput, below 1 is better for latency and memory. `n/a`: the candidate did not run or every \
+run had errors (see the JSON reports).\n"
+    )?;
+    writeln!(
+        md,
+        "## Latency percentiles (1 connection, 64 B ping-pong)\n"
+    )?;
+    writeln!(md, "![latency percentiles]({plot_ref})\n")?;
+    let mut errors = String::new();
+    for ((wl, cand), rs) in &runs {
+        for r in rs {
+            if !clean(r) {
+                writeln!(
+                    errors,
+                    "- {wl} / {cand}: {}",
+                    r.get("errors").unwrap_or(&Value::Null)
+                )?;
+            }
+        }
+    }
+    if !errors.is_empty() {
+        writeln!(
+            md,
+            "## Runs with errors (left out of the medians)\n\n{errors}"
+        )?;
+    }
+    std::fs::write(out, md).with_context(|| format!("writing {}", out.display()))?;
+    draw(&runs, &present, plot)
+}
+
+fn draw(runs: &Runs, present: &[&str], plot: &Path) -> anyhow::Result<()> {
+    const PCTS: [(&str, f64); 5] = [
+        ("p50_us", 50.0),
+        ("p90_us", 90.0),
+        ("p99_us", 99.0),
+        ("p999_us", 99.9),
+        ("max_us", 100.0),
+    ];
+    let mut series: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
+    for c in present {
+        let Some(rs) = runs.get(&("lat1".to_string(), c.to_string())) else {
+            continue;
+        };
+        let Some(r) = median_run(rs, "p50_us") else {
+            continue;
+        };
+        // x: "nines" of the percentile, so 50, 90, 99, 99.9 are evenly spaced.
+        let pts: Vec<(f64, f64)> = PCTS[..4]
+            .iter()
+            .filter_map(|(f, p)| num(r, f).map(|y| (-(1.0 - p / 100.0f64).log10(), y.max(1.0))))
+            .collect();
+        series.push((c, pts));
+    }
+    let ymax = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.1))
+        .fold(10.0f64, f64::max);
+    let root = SVGBackend::new(plot, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "64 B ping-pong, 1 connection: latency percentiles",
+            ("sans-serif", 22),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.2f64..3.1f64, (1.0f64..ymax * 1.5).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (µs, log scale)")
+        .x_labels(4)
+        .x_label_formatter(&|x| {
+            let p = 100.0 * (1.0 - 10f64.powf(-x));
+            format!("p{}", fmt_value(p).trim_end_matches(".00"))
+        })
+        .draw()?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_skips_runs_with_errors() {
+        let runs = vec![
+            serde_json::json!({"p50_us": 10.0, "errors": {}}),
+            serde_json::json!({"p50_us": 1.0, "errors": {"refused": 3}}),
+            serde_json::json!({"p50_us": 30.0, "errors": {}}),
+            serde_json::json!({"p50_us": 20.0, "errors": {}}),
+        ];
+        assert_eq!(
+            num(median_run(&runs, "p50_us").unwrap(), "p50_us"),
+            Some(20.0)
+        );
+    }
+
+    #[test]
+    fn summarize_writes_table_and_plot() {
+        let dir = std::env::temp_dir().join(format!("ringbench-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (cand, p50, mps) in [
+            ("direct", 20.0, 100.0),
+            ("ringway", 22.0, 80.0),
+            ("haproxy", 30.0, 50.0),
+        ] {
+            let lat = serde_json::json!({"p50_us": p50, "p90_us": p50 * 1.2, "p99_us": p50 * 2.0,
+                "p999_us": p50 * 4.0, "max_us": p50 * 9.0, "errors": {}});
+            std::fs::write(dir.join(format!("lat1__{cand}__r1.json")), lat.to_string()).unwrap();
+            let b = serde_json::json!({"goodput_mbps": mps, "errors": {}});
+            std::fs::write(dir.join(format!("bulk8__{cand}__r1.json")), b.to_string()).unwrap();
+        }
+        std::fs::write(dir.join("meta.json"), r#"{"machine": "test"}"#).unwrap();
+        let (md, svg) = (dir.join("B.md"), dir.join("p.svg"));
+        summarize(&dir, &md, &svg, "p.svg").unwrap();
+        let text = std::fs::read_to_string(&md).unwrap();
+        assert!(
+            text.contains(
+                "| latency, 1 conn, 64 B: p50 | µs | 20.0 | 22.0 | 30.0 | 1.10× | 0.73× haproxy |"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| bulk, 8 conns, 16 KiB frames: goodput | MB/s | 100 | 80.0 | 50.0 | 0.80× | 1.60× haproxy |"), "{text}");
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
