@@ -41,7 +41,8 @@ pub(crate) struct Endpoint {
     pub(crate) recv: Option<OpId>,
     /// The in-flight connect (origin only).
     pub(crate) connect: Option<OpId>,
-    pub(crate) out: VecDeque<TxBuf>,
+    /// Bytes waiting to be sent on this socket, in order.
+    pub(crate) out: SendQueue,
     pub(crate) sending: bool,
     /// Bytes queued to this endpoint and not yet sent.
     pub(crate) flow: Flow,
@@ -64,7 +65,7 @@ impl Endpoint {
             ops: 0,
             recv: None,
             connect: None,
-            out: VecDeque::new(),
+            out: SendQueue::default(),
             sending: false,
             flow: Flow::new(cap),
             stage: Stage::Open,
@@ -81,6 +82,42 @@ impl Endpoint {
     /// True when the fd is gone and nothing names it.
     pub(crate) fn is_closed(&self) -> bool {
         self.stage == Stage::Closed && self.ops == 0
+    }
+}
+
+/// FIFO of buffers waiting to be sent on one socket. The first entry lives inline, so the
+/// common case (one buffer queued while no send is in flight, as in request/response traffic)
+/// never allocates and an idle tunnel holds no queue memory; only a burst spills into `rest`.
+#[derive(Default)]
+pub(crate) struct SendQueue {
+    first: Option<TxBuf>,
+    rest: VecDeque<TxBuf>,
+}
+
+impl SendQueue {
+    pub(crate) fn push_back(&mut self, tx: TxBuf) {
+        if self.first.is_none() {
+            self.first = Some(tx);
+        } else {
+            self.rest.push_back(tx);
+        }
+    }
+
+    /// Puts a partly sent buffer back at the head.
+    pub(crate) fn push_front(&mut self, tx: TxBuf) {
+        if let Some(prev) = self.first.replace(tx) {
+            self.rest.push_front(prev);
+        }
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<TxBuf> {
+        let tx = self.first.take()?;
+        self.first = self.rest.pop_front();
+        Some(tx)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
     }
 }
 
@@ -101,5 +138,46 @@ impl Conn {
     /// True when both sockets are closed and no operation of this slot is in flight.
     pub(crate) fn is_done(&self) -> bool {
         self.finished && self.client.is_closed() && self.origin.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned(b: u8) -> TxBuf {
+        TxBuf::Owned {
+            vec: vec![b],
+            start: 0,
+        }
+    }
+
+    fn first_byte(tx: TxBuf) -> u8 {
+        match tx {
+            TxBuf::Owned { vec, .. } => vec[0],
+            TxBuf::Pool { .. } => unreachable!("only owned buffers here"),
+        }
+    }
+
+    #[test]
+    fn send_queue_is_fifo_with_push_front() {
+        let mut q = SendQueue::default();
+        assert!(q.is_empty());
+        q.push_back(owned(1));
+        assert_eq!(
+            q.rest.capacity(),
+            0,
+            "one queued buffer needs no allocation"
+        );
+        q.push_back(owned(2));
+        q.push_back(owned(3));
+        let head = q.pop_front().unwrap();
+        assert_eq!(first_byte(head), 1);
+        q.push_front(owned(9));
+        let order: Vec<u8> = std::iter::from_fn(|| q.pop_front())
+            .map(first_byte)
+            .collect();
+        assert_eq!(order, vec![9, 2, 3]);
+        assert!(q.is_empty());
     }
 }

@@ -202,7 +202,13 @@ impl Tunnel {
 
     /// The next thing the driver must do.
     pub fn poll_intent(&mut self) -> Option<Intent> {
-        self.intents.pop_front()
+        let next = self.intents.pop_front();
+        if next.is_none() && self.intents.capacity() > 0 && self.is_relaying() {
+            // Setup is over; while relaying, intents are rare (pongs, the close), so an idle
+            // tunnel should not keep the queue's memory.
+            self.intents = VecDeque::new();
+        }
+        next
     }
 
     /// When [`Tunnel::handle_timeout`] must next be called.
