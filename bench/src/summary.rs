@@ -270,12 +270,11 @@ run had errors (see the JSON reports).\n"
 }
 
 fn draw(runs: &Runs, present: &[&str], plot: &Path) -> anyhow::Result<()> {
-    const PCTS: [(&str, f64); 5] = [
+    const PCTS: [(&str, f64); 4] = [
         ("p50_us", 50.0),
         ("p90_us", 90.0),
         ("p99_us", 99.0),
         ("p999_us", 99.9),
-        ("max_us", 100.0),
     ];
     let mut series: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
     for c in present {
@@ -285,17 +284,17 @@ fn draw(runs: &Runs, present: &[&str], plot: &Path) -> anyhow::Result<()> {
         let Some(r) = median_run(rs, "p50_us") else {
             continue;
         };
-        // x: "nines" of the percentile, so 50, 90, 99, 99.9 are evenly spaced.
-        let pts: Vec<(f64, f64)> = PCTS[..4]
+        // x: the percentile's index, so p50, p90, p99 and p99.9 are evenly spaced.
+        let pts: Vec<(f64, f64)> = PCTS
             .iter()
-            .filter_map(|(f, p)| num(r, f).map(|y| (-(1.0 - p / 100.0f64).log10(), y.max(1.0))))
+            .enumerate()
+            .filter_map(|(i, (f, _))| num(r, f).map(|y| (i as f64, y.max(1.0))))
             .collect();
         series.push((c, pts));
     }
-    let ymax = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.1))
-        .fold(10.0f64, f64::max);
+    let ys = || series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
+    let ymax = ys().fold(10.0f64, f64::max);
+    let ymin = ys().fold(ymax, f64::min);
     let root = SVGBackend::new(plot, (900, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -306,19 +305,30 @@ fn draw(runs: &Runs, present: &[&str], plot: &Path) -> anyhow::Result<()> {
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.2f64..3.1f64, (1.0f64..ymax * 1.5).log_scale())?;
+        .build_cartesian_2d(-0.25f64..3.25f64, (ymin * 0.7..ymax * 1.4).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("latency (µs, log scale)")
-        .x_labels(4)
+        .x_labels(15)
         .x_label_formatter(&|x| {
-            let p = 100.0 * (1.0 - 10f64.powf(-x));
-            format!("p{}", fmt_value(p).trim_end_matches(".00"))
+            let names = ["p50", "p90", "p99", "p99.9"];
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && (0.0..4.0).contains(&i) {
+                names[i as usize].to_string()
+            } else {
+                String::new()
+            }
         })
         .draw()?;
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    for (name, pts) in &series {
+        let color = match *name {
+            "direct" => BLACK.to_rgba(),
+            "ringway" => RGBColor(0, 150, 60).to_rgba(),
+            "haproxy" => RGBColor(30, 90, 200).to_rgba(),
+            "websocat" => RGBColor(230, 120, 0).to_rgba(),
+            _ => RGBColor(150, 50, 170).to_rgba(),
+        };
         chart
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
             .label(*name)
