@@ -251,11 +251,9 @@ run had errors (see the JSON reports).\n"
     for ((wl, cand), rs) in &runs {
         for r in rs {
             if !clean(r) {
-                writeln!(
-                    errors,
-                    "- {wl} / {cand}: {}",
-                    r.get("errors").unwrap_or(&Value::Null)
-                )?;
+                let counts = r.get("errors").unwrap_or(&Value::Null);
+                let details = r.get("error_details").unwrap_or(&Value::Null);
+                writeln!(errors, "- {wl} / {cand}: {counts}, first: {details}")?;
             }
         }
     }
