@@ -114,6 +114,20 @@ async fn starved_buffer_pool_and_backpressure_lose_no_byte() {
     many_tunnels_hash_equal(&server, 50).await;
 }
 
+/// `engine.steer_by_cpu` with one worker per CPU (the default count): the CPU-steering program
+/// is accepted by the kernel (ringway refuses to start otherwise) and every tunnel still works,
+/// whichever worker the kernel picks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_steering_keeps_every_tunnel_working() {
+    let origin = Origin::echo().await;
+    let config = ConfigToml::echo(origin.addr)
+        .build()
+        .replace("workers = 1\n", "")
+        + "\n[engine]\nsteer_by_cpu = true\n";
+    let server = Ringway::start(&config);
+    many_tunnels_hash_equal(&server, 20).await;
+}
+
 /// The one-shot fallbacks used on kernels without multishot accept/recv/timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_fallbacks_carry_every_byte() {

@@ -153,9 +153,8 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
     }
     if config.engine.steer_by_cpu && config.cpus.len() > 1 {
         for fd in &per_worker[0] {
-            if let Err(e) = ringway_uring::steer_to_cpu(fd.as_fd()) {
-                tracing::warn!("cannot steer connections by CPU (SO_ATTACH_REUSEPORT_CBPF): {e}");
-            }
+            ringway_uring::steer_to_cpu(fd.as_fd())
+                .context("`engine.steer_by_cpu`: the kernel refused SO_ATTACH_REUSEPORT_CBPF")?;
         }
     }
     let mut handles = Vec::new();

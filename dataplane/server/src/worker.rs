@@ -302,7 +302,7 @@ impl Worker {
             Some(fd) if self.stop_by.is_none() => self.open_conn(fd, now),
             Some(_) => {}
             None => {
-                if self.stop_by.is_none() && c.result != -libc_ecanceled() {
+                if self.stop_by.is_none() && c.result != -libc::ECANCELED {
                     warn!(worker = self.id, errno = -c.result, "accept failed");
                 }
             }
@@ -393,7 +393,7 @@ impl Worker {
                         }
                     }
                     if !c.more {
-                        arm_recv(ring, ep, other, side, idx, gen);
+                        arm_recv(ring, ep, other.flow.is_paused(), side, idx, gen);
                     }
                     return;
                 }
@@ -409,12 +409,12 @@ impl Worker {
                             ep.stage = Stage::Closing;
                         }
                     }
-                    r if r == -libc_enobufs() => {
+                    r if r == -libc::ENOBUFS => {
                         debug!(worker = self.id, slot = idx, "receive buffers exhausted");
                         ep.starved = true;
                         self.starved.push((idx, gen, side));
                     }
-                    r if r == -libc_ecanceled() => {}
+                    r if r == -libc::ECANCELED => {}
                     r if r < 0 => {
                         ep.eof = true;
                         if ep.stage == Stage::Open {
@@ -429,7 +429,7 @@ impl Worker {
                     _ => {}
                 }
                 if !c.more {
-                    arm_recv(ring, ep, other, side, idx, gen);
+                    arm_recv(ring, ep, other.flow.is_paused(), side, idx, gen);
                 }
             }
             Op::Send => {
@@ -440,7 +440,7 @@ impl Worker {
                     tx.advance(n);
                     if ep.flow.sent(n) {
                         // Bytes queued to `ep` drained below half the cap: read its source again.
-                        arm_recv(ring, other, ep, flip(side), idx, gen);
+                        arm_recv(ring, other, ep.flow.is_paused(), flip(side), idx, gen);
                     }
                     if !tx.is_empty() {
                         ep.out.push_front(tx);
@@ -474,7 +474,7 @@ impl Worker {
                 if c.result == 0 {
                     ep.up = true;
                     conn.tunnel.handle_origin_connected(now);
-                    arm_recv(ring, ep, other, side, idx, gen);
+                    arm_recv(ring, ep, other.flow.is_paused(), side, idx, gen);
                 } else {
                     conn.tunnel.handle_origin_connect_failed(c.result, now);
                 }
@@ -580,7 +580,7 @@ impl Worker {
                 Side::Origin => (&mut conn.origin, &mut conn.client),
             };
             ep.starved = false;
-            arm_recv(&mut self.ring, ep, other, side, idx, gen);
+            arm_recv(&mut self.ring, ep, other.flow.is_paused(), side, idx, gen);
         }
     }
 }
@@ -653,15 +653,16 @@ fn kick_send(ring: &mut Ring, ep: &mut Endpoint, side: Side, idx: u32, gen: u32)
     }
 }
 
-/// Arms `ep`'s recv if it should read: connected, not at EOF, not closing, not starved, and the
-/// bytes queued to `other` (what `ep` reads goes there) under the cap.
-fn arm_recv(ring: &mut Ring, ep: &mut Endpoint, other: &Endpoint, side: Side, idx: u32, gen: u32) {
+/// Arms `ep`'s recv if it should read: connected, not at EOF, not closing, not starved, and —
+/// unless it only drains input to discard it — `dest_paused` false (the endpoint what `ep` reads
+/// goes to is under its backpressure cap).
+fn arm_recv(ring: &mut Ring, ep: &mut Endpoint, dest_paused: bool, side: Side, idx: u32, gen: u32) {
     let reading = matches!(ep.stage, Stage::Open | Stage::Draining | Stage::ShutSent);
     let discarding = ep.stage != Stage::Open;
     if ep.recv.is_some() || !ep.up || ep.eof || ep.starved || !reading || ep.fd.is_none() {
         return;
     }
-    if !discarding && other.flow.is_paused() {
+    if !discarding && dest_paused {
         return;
     }
     ep.recv = Some(ring.recv(ep.raw(), tag(Op::Recv, side, idx, gen)));
@@ -712,8 +713,7 @@ fn advance(
             ep.linger_until = Some(now + linger);
             // Keep reading (and discarding) until the peer's EOF, so close() sends no RST
             // that could destroy bytes the peer has not read yet.
-            let other = Endpoint::new(None, usize::MAX);
-            arm_recv(ring, ep, &other, side, idx, gen);
+            arm_recv(ring, ep, false, side, idx, gen);
         }
     }
     if ep.stage == Stage::Closing {
@@ -761,14 +761,6 @@ fn log_close(worker: usize, conn: &Conn, now: Instant) {
         reason = ?rec.map(|r| r.reason),
         "tunnel closed"
     );
-}
-
-fn libc_enobufs() -> i32 {
-    libc::ENOBUFS
-}
-
-fn libc_ecanceled() -> i32 {
-    libc::ECANCELED
 }
 
 #[cfg(test)]
