@@ -138,6 +138,12 @@ impl Report {
         self.goodput_mbps = Some(per_sec(tally.tx_bytes + tally.rx_bytes) / 1e6);
     }
 
+    /// Fills `messages` (`tally.completed`) and `messages_per_sec` over a window of `secs`.
+    pub fn set_messages(&mut self, tally: &Tally, secs: f64) {
+        self.messages = Some(tally.completed);
+        self.messages_per_sec = Some(tally.completed as f64 / secs);
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serializes")
     }

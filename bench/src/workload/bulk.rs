@@ -7,16 +7,14 @@
 //! (`rx`) inside the window; both are sampled from running totals when the window opens and
 //! closes, so no per-byte timestamps are taken.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll};
+use mio::Events;
 
-use super::{dial_all, run_threads, Common, Share, ThreadGate};
+use super::{check_echo_open, run_load, wait, Common, Lane, ThreadGate};
 use crate::client::{Io, Stream, IO_CHUNK};
-use crate::progress::{Printer, Progress};
-use crate::report::Report;
-use crate::stats::{ErrorKind, Tally};
+use crate::report::{Params, Report};
+use crate::stats::ErrorKind;
 
 /// Payload bytes kept queued ahead of the socket per connection.
 const QUEUE_AHEAD: u64 = 4 * IO_CHUNK as u64;
@@ -29,59 +27,24 @@ pub struct Bulk {
 }
 
 pub fn run(common: &Common, args: Bulk) -> Report {
-    let threads = common.threads.clamp(1, args.connections.max(1));
-    let progress = Arc::new(Progress::default());
-    let printer = Printer::start(progress.clone(), common.show_progress(), "frames");
-    let m = run_threads(common, threads, |t, gate| {
-        thread(common, args, threads, t, gate, &progress)
-    });
-    drop(printer);
-    let mut params = common.params();
-    params.threads = threads;
-    params.connections = Some(args.connections as u64);
-    params.frame = Some(args.frame as u64);
-    let mut r = Report::new("bulk", common.target.to_string(), params, &m.tally);
+    let params = Params {
+        connections: Some(args.connections as u64),
+        frame: Some(args.frame as u64),
+        ..common.params()
+    };
+    let body = |lane: &mut Lane<'_>, gate: &ThreadGate<'_>| thread(args, lane, gate);
+    let (mut r, m) = run_load(common, "bulk", params, args.connections, "frames", body);
     r.set_throughput(&m.tally, m.window_secs);
-    r.messages = Some(m.tally.completed);
-    r.messages_per_sec = Some(m.tally.completed as f64 / m.window_secs);
-    r.client_cpu_percent = m.client_cpu_percent;
+    r.set_messages(&m.tally, m.window_secs);
     r
 }
 
-fn thread(
-    common: &Common,
-    args: Bulk,
-    threads: usize,
-    t: usize,
-    gate: &ThreadGate<'_>,
-    progress: &Progress,
-) -> Tally {
-    let mut tally = Tally::default();
-    let mut io = Io::new();
-    let mut poll = match Poll::new() {
-        Ok(p) => p,
-        Err(e) => {
-            tally
-                .errors
-                .add(&ErrorKind::Io(format!("epoll_create: {e}")));
-            return tally;
-        }
-    };
-    let share = Share {
-        total: args.connections,
-        threads,
-        thread: t,
+fn thread(args: Bulk, lane: &mut Lane<'_>, gate: &ThreadGate<'_>) {
+    let Some(mut poll) = lane.open_poll() else {
+        return;
     };
     let frame = args.frame.max(1);
-    let mut streams = dial_all(
-        &common.target,
-        &mut poll,
-        share,
-        frame,
-        &mut io,
-        &mut tally,
-        progress,
-    );
+    let mut streams = lane.dial_all(&mut poll, frame);
     let w = gate.ready();
     // Running totals over all of this thread's connections, and their values when the window
     // opened.
@@ -110,11 +73,9 @@ fn thread(
         } else {
             Duration::ZERO
         };
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                tally.errors.add(&ErrorKind::Io(format!("epoll_wait: {e}")));
-                break;
-            }
+        if let Err(e) = wait(&mut poll, &mut events, timeout) {
+            lane.tally.errors.add(&e);
+            break;
         }
         turns.clear();
         for i in again.drain(..) {
@@ -130,7 +91,7 @@ fn thread(
             let Some(Some(s)) = streams.get_mut(i) else {
                 continue;
             };
-            match pump(s, &mut io, frame, readable) {
+            match pump(s, &mut lane.io, frame, readable) {
                 Ok(turn) => {
                     (tx, rx) = (tx + turn.tx, rx + turn.rx);
                     if turn.again && !queued_again[i] {
@@ -139,20 +100,20 @@ fn thread(
                     }
                 }
                 Err(e) => {
-                    tally.errors.add(&e);
-                    progress.error();
+                    lane.fail(&e);
                     streams[i] = None;
                 }
             }
         }
-        progress.add((rx - rx0) / frame as u64, tx - tx0, rx - rx0);
+        lane.progress
+            .add((rx - rx0) / frame as u64, tx - tx0, rx - rx0);
     }
     let (tx_base, rx_base) = base.unwrap_or((tx, rx));
+    let tally = &mut lane.tally;
     tally.tx_bytes = tx - tx_base;
     tally.rx_bytes = rx - rx_base;
     tally.completed = tally.rx_bytes / frame as u64;
     tally.connections_up = streams.iter().flatten().count() as u64;
-    tally
 }
 
 /// Most bytes written to one connection per turn before the others get theirs.
@@ -172,15 +133,7 @@ fn pump(s: &mut Stream, io: &mut Io, frame: usize, readable: bool) -> Result<Tur
     let (tx0, rx0) = (s.sent(), s.received());
     if readable {
         s.read(io)?;
-        if s.received() > s.queued() {
-            return Err(ErrorKind::EchoMismatch { offset: s.queued() });
-        }
-        if s.peer_closed() {
-            return Err(ErrorKind::UnexpectedClose(format!(
-                "peer closed the connection ({})",
-                s.close_reason()
-            )));
-        }
+        check_echo_open(s)?;
     }
     loop {
         if s.unsent() < QUEUE_AHEAD {

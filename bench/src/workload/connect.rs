@@ -8,17 +8,15 @@
 //! than a busy loop. Setups still running `STUCK` after they began when the run ends are counted
 //! as timeouts.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
-use super::{run_threads, Common, Share, ThreadGate};
+use super::{check_echo, run_load, wait, Common, Lane, ThreadGate};
 use crate::client::{Dial, Io, Stream};
 use crate::pattern;
-use crate::progress::{Printer, Progress};
-use crate::report::Report;
-use crate::stats::{ErrorKind, Tally};
+use crate::report::{Params, Report};
+use crate::stats::ErrorKind;
 
 /// Payload bytes of the round trip.
 pub const ROUND_TRIP_BYTES: usize = 64;
@@ -32,22 +30,21 @@ pub struct Connect {
 }
 
 pub fn run(common: &Common, args: Connect) -> Report {
-    let threads = common.threads.clamp(1, args.concurrency.max(1));
-    let progress = Arc::new(Progress::default());
-    let printer = Printer::start(progress.clone(), common.show_progress(), "setups");
-    let m = run_threads(common, threads, |t, gate| {
-        thread(common, args, threads, t, gate, &progress)
-    });
-    drop(printer);
-    let mut params = common.params();
-    params.threads = threads;
-    params.concurrency = Some(args.concurrency as u64);
-    params.size = Some(ROUND_TRIP_BYTES as u64);
-    let mut r = Report::new("connect", common.target.to_string(), params, &m.tally);
-    r.elapsed_secs = m.window_secs;
+    let params = Params {
+        concurrency: Some(args.concurrency as u64),
+        size: Some(ROUND_TRIP_BYTES as u64),
+        ..common.params()
+    };
+    let (mut r, m) = run_load(
+        common,
+        "connect",
+        params,
+        args.concurrency,
+        "setups",
+        thread,
+    );
     r.setups = Some(m.tally.completed);
     r.setups_per_sec = Some(m.tally.completed as f64 / m.window_secs);
-    r.client_cpu_percent = m.client_cpu_percent;
     r
 }
 
@@ -62,45 +59,13 @@ enum Slot {
     Closing(Stream, Instant),
 }
 
-fn thread(
-    common: &Common,
-    args: Connect,
-    threads: usize,
-    t: usize,
-    gate: &ThreadGate<'_>,
-    progress: &Progress,
-) -> Tally {
-    let mut tally = Tally::default();
-    let mut io = Io::new();
-    let mut poll = match Poll::new() {
-        Ok(p) => p,
-        Err(e) => {
-            tally
-                .errors
-                .add(&ErrorKind::Io(format!("epoll_create: {e}")));
-            return tally;
-        }
+fn thread(lane: &mut Lane<'_>, gate: &ThreadGate<'_>) {
+    let Some(mut poll) = lane.open_poll() else {
+        return;
     };
-    let share = Share {
-        total: args.concurrency,
-        threads,
-        thread: t,
-    };
-    let k = share.count();
+    let k = lane.share.count();
     let w = gate.ready();
-    let begin = |poll: &Poll, io: &mut Io, i: usize, tally: &mut Tally| -> Slot {
-        match Dial::start(&common.target, poll.registry(), Token(i), &mut io.rng) {
-            Ok(d) => Slot::Dialing(d),
-            Err(e) => {
-                tally.errors.add(&e);
-                progress.error();
-                Slot::Backoff(Instant::now() + BACKOFF)
-            }
-        }
-    };
-    let mut slots: Vec<Slot> = (0..k)
-        .map(|i| begin(&poll, &mut io, i, &mut tally))
-        .collect();
+    let mut slots: Vec<Slot> = (0..k).map(|i| begin(&poll, lane, i)).collect();
     let mut events = Events::with_capacity(1024);
     loop {
         let now = Instant::now();
@@ -111,17 +76,15 @@ fn thread(
         for (i, slot) in slots.iter_mut().enumerate() {
             if let Slot::Backoff(until) = *slot {
                 if until <= now {
-                    *slot = begin(&poll, &mut io, i, &mut tally);
+                    *slot = begin(&poll, lane, i);
                 } else {
                     wake = wake.min(until);
                 }
             }
         }
-        if let Err(e) = poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                tally.errors.add(&ErrorKind::Io(format!("epoll_wait: {e}")));
-                break;
-            }
+        if let Err(e) = wait(&mut poll, &mut events, wake.saturating_duration_since(now)) {
+            lane.tally.errors.add(&e);
+            break;
         }
         let mut done = 0;
         for ev in events.iter() {
@@ -130,25 +93,24 @@ fn thread(
                 continue;
             }
             let slot = std::mem::replace(&mut slots[i], Slot::Backoff(now));
-            slots[i] = match advance(slot, &mut io, share.global(i)) {
+            slots[i] = match advance(slot, &mut lane.io, lane.share.global(i)) {
                 Ok(Outcome::Pending(slot)) => slot,
                 Ok(Outcome::Done(started)) => {
                     let end = Instant::now();
                     done += 1;
                     if w.contains(end) {
-                        tally.record(end - started);
-                        tally.completed += 1;
+                        lane.tally.record(end - started);
+                        lane.tally.completed += 1;
                     }
-                    begin(&poll, &mut io, i, &mut tally)
+                    begin(&poll, lane, i)
                 }
                 Err(e) => {
-                    tally.errors.add(&e);
-                    progress.error();
+                    lane.fail(&e);
                     Slot::Backoff(Instant::now() + BACKOFF)
                 }
             };
         }
-        progress.add(done, 0, 0);
+        lane.progress.add(done, 0, 0);
     }
     let end = Instant::now();
     for slot in &slots {
@@ -158,11 +120,21 @@ fn thread(
             Slot::RoundTrip(_, s) | Slot::Closing(_, s) => *s,
         };
         if end.saturating_duration_since(started) > STUCK {
-            tally.errors.add(&ErrorKind::Timeout("setup"));
+            lane.tally.errors.add(&ErrorKind::Timeout("setup"));
         }
     }
-    tally.connections_up = k as u64;
-    tally
+    lane.tally.connections_up = k as u64;
+}
+
+/// Starts loop `i`'s next setup, or after a failure to start, its backoff.
+fn begin(poll: &Poll, lane: &mut Lane<'_>, i: usize) -> Slot {
+    match Dial::start(lane.target, poll.registry(), Token(i), &mut lane.io.rng) {
+        Ok(d) => Slot::Dialing(d),
+        Err(e) => {
+            lane.fail(&e);
+            Slot::Backoff(Instant::now() + BACKOFF)
+        }
+    }
 }
 
 enum Outcome {
@@ -216,11 +188,4 @@ fn advance(slot: Slot, io: &mut Io, global: usize) -> Result<Outcome, ErrorKind>
             Ok(Outcome::Pending(Slot::Closing(s, started)))
         }
     }
-}
-
-fn check_echo(s: &Stream) -> Result<(), ErrorKind> {
-    if s.received() > s.queued() {
-        return Err(ErrorKind::EchoMismatch { offset: s.queued() });
-    }
-    Ok(())
 }

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token};
+use mio::{Events, Token};
 
-use super::Share;
+use super::{check_echo, wait, Lane, Share};
 use crate::client::{Dial, Io, Stream};
 use crate::pattern;
 use crate::progress::{Printer, Progress};
@@ -66,7 +66,14 @@ pub fn run(target: &Target, args: Hold) -> Report {
                         done: ramp_done,
                         sent: false,
                     };
-                    thread(target, args, threads, t, progress, &mut signal, stop)
+                    let share = Share {
+                        total: args.tunnels,
+                        threads,
+                        thread: t,
+                    };
+                    let mut lane = Lane::new(target, share, progress);
+                    thread(args, &mut lane, &mut signal, stop);
+                    lane.tally
                 })
             })
             .collect();
@@ -150,58 +157,33 @@ enum Slot {
     Held(Stream),
 }
 
-fn thread(
-    target: &Target,
-    args: Hold,
-    threads: usize,
-    t: usize,
-    progress: &Progress,
-    ramp_done: &mut RampSignal<'_>,
-    stop: &AtomicBool,
-) -> Tally {
-    let mut tally = Tally::default();
-    let mut io = Io::new();
-    let mut poll = match Poll::new() {
-        Ok(p) => p,
-        Err(e) => {
-            tally
-                .errors
-                .add(&ErrorKind::Io(format!("epoll_create: {e}")));
-            return tally;
-        }
+fn thread(args: Hold, lane: &mut Lane<'_>, ramp_done: &mut RampSignal<'_>, stop: &AtomicBool) {
+    let Some(mut poll) = lane.open_poll() else {
+        return;
     };
-    let share = Share {
-        total: args.tunnels,
-        threads,
-        thread: t,
-    };
-    let n = share.count();
-    let batch = (args.batch / threads).max(1);
+    let n = lane.share.count();
+    let batch = (args.batch / lane.share.threads).max(1);
     let mut slots: Vec<Slot> = (0..n).map(|_| Slot::Idle).collect();
     let (mut next, mut inflight) = (0usize, 0usize);
     let deadline = Instant::now() + RAMP_TIMEOUT;
     let mut events = Events::with_capacity(1024);
-    let fail = |tally: &mut Tally, e: &ErrorKind| {
-        tally.errors.add(e);
-        progress.error();
-    };
     let mut ramping = true;
     loop {
         if ramping {
             while inflight < batch && next < n {
-                match Dial::start(target, poll.registry(), Token(next), &mut io.rng) {
+                match Dial::start(lane.target, poll.registry(), Token(next), &mut lane.io.rng) {
                     Ok(d) => {
                         slots[next] = Slot::Dialing(d);
                         inflight += 1;
                     }
-                    Err(e) => fail(&mut tally, &e),
+                    Err(e) => lane.fail(&e),
                 }
                 next += 1;
             }
             if (next == n && inflight == 0) || Instant::now() >= deadline {
                 for slot in slots.iter_mut() {
                     if matches!(slot, Slot::Dialing(_) | Slot::RoundTrip(_)) {
-                        fail(&mut tally, &ErrorKind::Timeout("tunnel setup"));
+                        lane.fail(&ErrorKind::Timeout("tunnel setup"));
                         *slot = Slot::Idle;
                     }
                 }
@@ -211,11 +193,9 @@ fn thread(
         } else if stop.load(Ordering::SeqCst) {
             break;
         }
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(20))) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                fail(&mut tally, &ErrorKind::Io(format!("epoll_wait: {e}")));
-                break;
-            }
+        if let Err(e) = wait(&mut poll, &mut events, Duration::from_millis(20)) {
+            lane.fail(&e);
+            break;
         }
         for ev in events.iter() {
             let i = ev.token().0;
@@ -225,15 +205,15 @@ fn thread(
             let was_setup = matches!(slot, Slot::Dialing(_) | Slot::RoundTrip(_));
             match advance(
                 std::mem::replace(slot, Slot::Idle),
-                &mut io,
-                share.global(i),
+                &mut lane.io,
+                lane.share.global(i),
             ) {
                 Ok(next_slot) => {
                     if was_setup && matches!(next_slot, Slot::Held(_)) {
                         inflight -= 1;
-                        tally.completed += 1;
-                        progress.open.fetch_add(1, Ordering::Relaxed);
-                        progress.add(1, 0, 0);
+                        lane.tally.completed += 1;
+                        lane.progress.open.fetch_add(1, Ordering::Relaxed);
+                        lane.progress.add(1, 0, 0);
                     }
                     *slot = next_slot;
                 }
@@ -241,15 +221,14 @@ fn thread(
                     if was_setup {
                         inflight -= 1;
                     } else {
-                        progress.open.fetch_sub(1, Ordering::Relaxed);
+                        lane.progress.open.fetch_sub(1, Ordering::Relaxed);
                     }
-                    fail(&mut tally, &e);
+                    lane.fail(&e);
                 }
             }
         }
     }
-    tally.connections_up = slots.iter().filter(|s| matches!(s, Slot::Held(_))).count() as u64;
-    tally
+    lane.tally.connections_up = slots.iter().filter(|s| matches!(s, Slot::Held(_))).count() as u64;
 }
 
 /// Moves one tunnel on after readiness on its socket.
@@ -267,9 +246,7 @@ fn advance(slot: Slot, io: &mut Io, global: usize) -> Result<Slot, ErrorKind> {
         }
         Slot::RoundTrip(mut s) | Slot::Held(mut s) => {
             s.read(io)?;
-            if s.received() > s.queued() {
-                return Err(ErrorKind::EchoMismatch { offset: s.queued() });
-            }
+            check_echo(&s)?;
             if s.peer_closed() {
                 return Err(ErrorKind::UnexpectedClose(format!(
                     "server closed an idle tunnel ({})",

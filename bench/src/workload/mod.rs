@@ -1,6 +1,6 @@
-//! The load workloads and what they share: the thread harness ([`run_threads`]), the measurement
-//! window, opening all of a thread's connections up front ([`dial_all`]), and the client's own CPU
-//! use.
+//! The load workloads and what they share: the run harness ([`run_load`] over [`run_threads`]),
+//! the measurement window, each thread's [`Share`] of the connections and its [`Lane`] (opening
+//! them all up front, counting errors), and the client's own CPU use.
 //!
 //! Timeline of a run: every thread opens its connections, all threads meet at a barrier, the main
 //! thread fixes one [`Window`] (`start`, `measure_from = start + warmup`, `end = measure_from +
@@ -11,25 +11,21 @@
 pub mod bulk;
 pub mod connect;
 pub mod hold;
+mod lane;
 pub mod latency;
 pub mod rate;
 
+pub use lane::{check_echo, check_echo_open, wait, Lane, DIAL_TIMEOUT};
+
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::{Barrier, OnceLock};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token};
-
-use crate::client::{Dial, Io, Stream};
-use crate::pattern;
-use crate::progress::Progress;
-use crate::report::Params;
-use crate::stats::{ErrorKind, Tally};
+use crate::progress::{Printer, Progress};
+use crate::report::{Params, Report};
+use crate::stats::Tally;
 use crate::target::Target;
-
-/// How long opening the connections of latency, rate and bulk may take.
-pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings every load workload takes.
 #[derive(Clone, Debug)]
@@ -104,6 +100,41 @@ pub struct Measured {
     pub client_cpu_percent: Option<f64>,
 }
 
+/// Runs the load workload `workload`, whose `total` connections (or loops) are shared out over
+/// `common.threads` threads (never more threads than connections): `body(lane, gate)` runs on
+/// every thread with its [`Lane`], as in [`run_threads`], and progress lines count in `unit`s.
+/// Returns the report with what every load workload reports filled in (`params` plus the thread
+/// count, latency, errors, `elapsed_secs` = the window, client CPU), and the measurement for the
+/// workload's own figures.
+pub fn run_load(
+    common: &Common,
+    workload: &'static str,
+    mut params: Params,
+    total: usize,
+    unit: &'static str,
+    body: impl Fn(&mut Lane<'_>, &ThreadGate<'_>) + Sync,
+) -> (Report, Measured) {
+    let threads = common.threads.clamp(1, total.max(1));
+    let progress = Arc::new(Progress::default());
+    let printer = Printer::start(progress.clone(), common.show_progress(), unit);
+    let m = run_threads(common, threads, |thread, gate| {
+        let share = Share {
+            total,
+            threads,
+            thread,
+        };
+        let mut lane = Lane::new(&common.target, share, &progress);
+        body(&mut lane, gate);
+        lane.tally
+    });
+    drop(printer);
+    params.threads = threads;
+    let mut r = Report::new(workload, common.target.to_string(), params, &m.tally);
+    r.elapsed_secs = m.window_secs;
+    r.client_cpu_percent = m.client_cpu_percent;
+    (r, m)
+}
+
 /// Runs `body(thread_index, gate)` on `threads` threads. Each body must call `gate.ready()` once
 /// (if it returns or panics without doing so, the harness calls it for it, so no one waits
 /// forever), then load until the window ends.
@@ -163,75 +194,6 @@ pub fn run_threads(
             },
         }
     })
-}
-
-/// Opens this thread's share of the connections concurrently on `poll`, local connection `i`
-/// under `Token(i)` with the pattern seed of its global index, each message `msg_len` bytes.
-/// Failures are counted in `tally`; their slots are `None`.
-pub fn dial_all(
-    target: &Target,
-    poll: &mut Poll,
-    share: Share,
-    msg_len: usize,
-    io: &mut Io,
-    tally: &mut Tally,
-    progress: &Progress,
-) -> Vec<Option<Stream>> {
-    let count = share.count();
-    let fail = |tally: &mut Tally, e: &ErrorKind| {
-        tally.errors.add(e);
-        progress.error();
-    };
-    let mut dials: Vec<Option<Dial>> = (0..count)
-        .map(
-            |i| match Dial::start(target, poll.registry(), Token(i), &mut io.rng) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    fail(tally, &e);
-                    None
-                }
-            },
-        )
-        .collect();
-    let mut streams: Vec<Option<Stream>> = (0..count).map(|_| None).collect();
-    let mut waiting = dials.iter().flatten().count();
-    let deadline = Instant::now() + DIAL_TIMEOUT;
-    let mut events = Events::with_capacity(1024);
-    while waiting > 0 {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        if let Err(e) = poll.poll(&mut events, Some(deadline - now)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                fail(tally, &ErrorKind::Io(format!("epoll_wait: {e}")));
-                break;
-            }
-        }
-        for ev in events.iter() {
-            let i = ev.token().0;
-            let Some(Some(dial)) = dials.get_mut(i) else {
-                continue;
-            };
-            match dial.advance() {
-                Ok(false) => continue,
-                Ok(true) => {
-                    if let Some(d) = dials[i].take() {
-                        streams[i] = Some(d.into_stream(msg_len, pattern::seed(share.global(i))));
-                    }
-                }
-                Err(e) => {
-                    fail(tally, &e);
-                    dials[i] = None;
-                }
-            }
-            waiting -= 1;
-        }
-    }
-    for _ in dials.iter().flatten() {
-        fail(tally, &ErrorKind::Timeout("connect and upgrade"));
-    }
-    streams
 }
 
 /// The connections thread `thread` of `threads` runs out of `total`: global indices `thread`,

@@ -9,16 +9,14 @@
 //! the loop at the next due time with nanosecond precision. Counted: messages due inside the
 //! window that came back before its end; `unfinished`: due inside the window, not back by the end.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
-use super::{dial_all, run_threads, Common, Share, ThreadGate};
+use super::{check_echo_open, run_load, wait, Common, Lane, ThreadGate};
 use crate::client::{Io, Stream};
-use crate::progress::{Printer, Progress};
-use crate::report::Report;
-use crate::stats::{ErrorKind, Tally};
+use crate::report::{Params, Report};
+use crate::stats::ErrorKind;
 use crate::timer::Timer;
 
 const TIMER: Token = Token(usize::MAX);
@@ -36,24 +34,16 @@ pub struct Rate {
 }
 
 pub fn run(common: &Common, args: Rate) -> Report {
-    let threads = common.threads.clamp(1, args.connections.max(1));
-    let progress = Arc::new(Progress::default());
-    let printer = Printer::start(progress.clone(), common.show_progress(), "msg");
-    let m = run_threads(common, threads, |t, gate| {
-        thread(common, args, threads, t, gate, &progress)
-    });
-    drop(printer);
-    let mut params = common.params();
-    params.threads = threads;
-    params.connections = Some(args.connections as u64);
-    params.size = Some(args.size as u64);
-    params.rate = Some(args.rate);
-    let mut r = Report::new("rate", common.target.to_string(), params, &m.tally);
-    r.elapsed_secs = m.window_secs;
-    r.messages = Some(m.tally.completed);
-    r.messages_per_sec = Some(m.tally.completed as f64 / m.window_secs);
+    let params = Params {
+        connections: Some(args.connections as u64),
+        size: Some(args.size as u64),
+        rate: Some(args.rate),
+        ..common.params()
+    };
+    let body = |lane: &mut Lane<'_>, gate: &ThreadGate<'_>| thread(args, lane, gate);
+    let (mut r, m) = run_load(common, "rate", params, args.connections, "msg", body);
+    r.set_messages(&m.tally, m.window_secs);
     r.unfinished = Some(m.tally.unfinished);
-    r.client_cpu_percent = m.client_cpu_percent;
     r
 }
 
@@ -78,45 +68,17 @@ impl Schedule {
     }
 }
 
-fn thread(
-    common: &Common,
-    args: Rate,
-    threads: usize,
-    t: usize,
-    gate: &ThreadGate<'_>,
-    progress: &Progress,
-) -> Tally {
-    let mut tally = Tally::default();
-    let mut io = Io::new();
-    let share = Share {
-        total: args.connections,
-        threads,
-        thread: t,
-    };
-    let n = share.count();
+fn thread(args: Rate, lane: &mut Lane<'_>, gate: &ThreadGate<'_>) {
+    let n = lane.share.count();
     let size = args.size.max(1);
     let setup = Poll::new().and_then(|p| Timer::new(p.registry(), TIMER).map(|tm| (p, tm)));
-    let (mut poll, timer) = match setup {
-        Ok(pt) => pt,
-        Err(e) => {
-            tally
-                .errors
-                .add(&ErrorKind::Io(format!("epoll/timerfd: {e}")));
-            return tally;
-        }
+    let Some((mut poll, timer)) = lane.set_up("epoll/timerfd", setup) else {
+        return;
     };
-    let mut streams = dial_all(
-        &common.target,
-        &mut poll,
-        share,
-        size,
-        &mut io,
-        &mut tally,
-        progress,
-    );
+    let mut streams = lane.dial_all(&mut poll, size);
     let w = gate.ready();
     if n == 0 || args.rate == 0 {
-        return tally;
+        return;
     }
     let sched = Schedule {
         start: w.start,
@@ -134,11 +96,6 @@ fn thread(
             back: 0,
         })
         .collect();
-    let fail = |tally: &mut Tally, c: &mut Conn, e: ErrorKind| {
-        tally.errors.add(&e);
-        progress.error();
-        c.stream = None;
-    };
     let mut next = 0u64;
     let mut armed_for = None;
     let mut events = Events::with_capacity(1024);
@@ -155,8 +112,9 @@ fn thread(
         }
         for m in first..next.min(first + n as u64) {
             let c = &mut conns[(m % n as u64) as usize];
-            if let Err(e) = c.send_due(max_inflight, &mut io) {
-                fail(&mut tally, c, e);
+            if let Err(e) = c.send_due(max_inflight, &mut lane.io) {
+                lane.fail(&e);
+                c.stream = None;
             }
         }
         let next_due = sched.due(next);
@@ -164,37 +122,24 @@ fn thread(
             // Re-arming resets the expiry count, so the timer is never read: each expiry is a
             // new edge for epoll.
             if let Err(e) = timer.arm(next_due.saturating_duration_since(Instant::now())) {
-                tally
+                lane.tally
                     .errors
                     .add(&ErrorKind::Io(format!("timerfd_settime: {e}")));
                 break;
             }
             armed_for = Some(next);
         }
-        let wait = w.end.saturating_duration_since(Instant::now());
-        if let Err(e) = poll.poll(&mut events, Some(wait)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                tally.errors.add(&ErrorKind::Io(format!("epoll_wait: {e}")));
-                break;
-            }
+        let until_end = w.end.saturating_duration_since(Instant::now());
+        if let Err(e) = wait(&mut poll, &mut events, until_end) {
+            lane.tally.errors.add(&e);
+            break;
         }
         let mut done = 0;
         for ev in events.iter() {
             let j = ev.token().0;
             let Some(c) = conns.get_mut(j) else { continue };
             let Some(s) = &mut c.stream else { continue };
-            let result = s.read(&mut io).and_then(|_| {
-                if s.received() > s.queued() {
-                    return Err(ErrorKind::EchoMismatch { offset: s.queued() });
-                }
-                if s.peer_closed() {
-                    return Err(ErrorKind::UnexpectedClose(format!(
-                        "peer closed the connection ({})",
-                        s.close_reason()
-                    )));
-                }
-                Ok(())
-            });
+            let result = s.read(&mut lane.io).and_then(|_| check_echo_open(s));
             let now = Instant::now();
             let complete = s.received() / size as u64;
             while c.back < complete {
@@ -202,23 +147,23 @@ fn thread(
                 c.back += 1;
                 done += 1;
                 if w.contains(due_at) {
-                    tally.record(now.saturating_duration_since(due_at));
-                    tally.completed += 1;
+                    lane.tally.record(now.saturating_duration_since(due_at));
+                    lane.tally.completed += 1;
                 }
             }
-            if let Err(e) = result.and_then(|()| c.send_due(max_inflight, &mut io)) {
-                fail(&mut tally, c, e);
+            if let Err(e) = result.and_then(|()| c.send_due(max_inflight, &mut lane.io)) {
+                lane.fail(&e);
+                c.stream = None;
             }
         }
-        progress.add(done, 0, 0);
+        lane.progress.add(done, 0, 0);
     }
     for (j, c) in conns.iter().enumerate() {
-        tally.unfinished += (c.back..c.due)
+        lane.tally.unfinished += (c.back..c.due)
             .filter(|&k| w.contains(sched.due_of(j, k)))
             .count() as u64;
     }
-    tally.connections_up = conns.iter().filter(|c| c.stream.is_some()).count() as u64;
-    tally
+    lane.tally.connections_up = conns.iter().filter(|c| c.stream.is_some()).count() as u64;
 }
 
 /// One connection of the open loop.
