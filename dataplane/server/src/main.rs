@@ -125,7 +125,26 @@ fn listen(addr: SocketAddr) -> std::io::Result<Socket> {
     Ok(s)
 }
 
+/// Raises the soft open-files limit to the hard one: every tunnel holds two descriptors, and
+/// the usual soft default (1024) would cap a worker at a few hundred tunnels.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim.clone()) {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+        }
+    }
+    let lim = getrlimit(Resource::Nofile);
+    let tunnels = lim
+        .current
+        .map_or("unlimited".to_string(), |n| (n / 2).to_string());
+    info!(open_files = ?lim.current, "at most about {tunnels} tunnels (two descriptors each)");
+}
+
 fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
+    raise_fd_limit();
     let shutdown = Arc::new(AtomicBool::new(false));
     let routes = Arc::new(config.routes.clone());
     // Bind every worker's listeners first, so a port-0 address resolves to one port for all.
