@@ -768,6 +768,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn duty_polls_only_while_mostly_idle() {
+        let mut d = Duty::default();
+        assert!(d.mostly_idle(), "a fresh worker may poll");
+        let us = Duration::from_micros;
+        for _ in 0..64 {
+            d.record(us(5), us(40)); // quiet tunnel: 11 % busy
+        }
+        assert!(d.mostly_idle());
+        for _ in 0..64 {
+            d.record(us(80), us(20)); // loaded worker: 80 % busy
+        }
+        assert!(
+            !d.mostly_idle(),
+            "a busy worker leaves its idle gaps to the peers"
+        );
+        for _ in 0..64 {
+            d.record(us(2), us(100));
+        }
+        assert!(d.mostly_idle(), "load gone: polling comes back");
+    }
+
+    #[test]
     fn tags_round_trip() {
         for op in [
             Op::Tick,
