@@ -66,6 +66,48 @@ async fn sigterm_flushes_echo_then_closes_1001_and_exits_0() {
     eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
 }
 
+/// A client that never reads cannot hold ringway past its close timeout: on SIGTERM the Close
+/// 1001 sits behind echo bytes the client will not take, so the drain makes no progress for
+/// `close_ms` and the socket is torn down; the process then exits long before `shutdown_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_never_reads_is_cut_at_the_close_timeout() {
+    const LONG_SHUTDOWN_MS: u64 = 15_000;
+    let origin = Origin::echo().await;
+    let mut server = Ringway::start(
+        &ConfigToml::echo(origin.addr)
+            .timeout("shutdown_ms", LONG_SHUTDOWN_MS)
+            .timeout("close_ms", 500)
+            .build(),
+    );
+    let mut ws = ws::connect(&server.url("/echo")).await;
+    // Write until the pipeline is full: the echo backs up behind a client that never reads.
+    let chunk = vec![7u8; 256 * 1024];
+    for _ in 0..256 {
+        let sent = timeout(
+            Duration::from_millis(500),
+            ws.send(Message::binary(chunk.clone())),
+        );
+        match sent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("send failed before the pipeline filled: {e}"),
+            Err(_) => break, // blocked: full
+        }
+    }
+    let signalled = Instant::now();
+    server.sigterm();
+    let bound = Duration::from_millis(LONG_SHUTDOWN_MS / 2);
+    let status = server.wait_exit(bound).await.unwrap_or_else(|| {
+        panic!("ringway still running {bound:?} after SIGTERM: a peer that never reads held it")
+    });
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
+    eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
+    drop(ws);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_without_tunnels_exits_0() {
     let origin = Origin::echo().await;

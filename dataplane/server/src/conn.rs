@@ -4,9 +4,10 @@
 //! at most one send in flight, so frames never interleave. Its `flow` counts the bytes queued
 //! to it: past the cap, the *other* endpoint stops being read (backpressure).
 //!
-//! Teardown of an endpoint, in order: `Open` → (queue drained) shutdown(SHUT_WR) → `ShutSent`
-//! (input discarded until EOF or the linger deadline) → recv cancelled → close(2) once no
-//! operation is in flight on the fd (I2) → `Closed`.
+//! Teardown of an endpoint, in order: `Open` → `Draining` (queue flushed; no progress for
+//! `close_ms` ends it) → shutdown(SHUT_WR) → `ShutSent` (input discarded until EOF or
+//! `close_ms`) → `Closing` (every operation on the fd cancelled) → close(2) once no operation is
+//! in flight on the fd (I2) → `Closed`.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -51,10 +52,13 @@ pub(crate) struct Endpoint {
     pub(crate) eof: bool,
     /// The socket is connected and may be read.
     pub(crate) up: bool,
-    /// While `ShutSent`: close at this instant even without EOF.
+    /// While `Draining` or `ShutSent`: close at this instant even if the queue has not drained
+    /// or the peer sent no EOF.
     pub(crate) linger_until: Option<Instant>,
     /// The recv ended for lack of buffers; re-arm when buffers come back.
     pub(crate) starved: bool,
+    /// Every operation on the fd was cancelled (teardown).
+    pub(crate) cancelled: bool,
 }
 
 impl Endpoint {
@@ -72,6 +76,7 @@ impl Endpoint {
             eof: false,
             linger_until: None,
             starved: false,
+            cancelled: false,
         }
     }
 

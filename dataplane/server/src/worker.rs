@@ -259,7 +259,8 @@ impl Worker {
                 touched = true;
             }
             for ep in [&mut conn.client, &mut conn.origin] {
-                if ep.stage == Stage::ShutSent && ep.linger_until.is_some_and(|t| t <= now) {
+                let tearing_down = matches!(ep.stage, Stage::Draining | Stage::ShutSent);
+                if tearing_down && ep.linger_until.is_some_and(|t| t <= now) {
                     ep.stage = Stage::Closing;
                     touched = true;
                 }
@@ -344,6 +345,7 @@ impl Worker {
     }
 
     fn on_conn_completion(&mut self, op: Op, side: Side, idx: u32, c: Completion, now: Instant) {
+        let linger = self.tunnel.close_timeout;
         let Some(Some(conn)) = self.conns.get_mut(idx as usize) else {
             return;
         };
@@ -438,6 +440,11 @@ impl Worker {
                 if c.result > 0 {
                     let n = c.result as usize;
                     tx.advance(n);
+                    if ep.stage == Stage::Draining {
+                        // A slow peer that still reads keeps its bytes: the deadline counts
+                        // from the last progress.
+                        ep.linger_until = Some(now + linger);
+                    }
                     if ep.flow.sent(n) {
                         // Bytes queued to `ep` drained below half the cap: read its source again.
                         arm_recv(ring, other, ep.flow.is_paused(), flip(side), idx, gen);
@@ -496,6 +503,7 @@ impl Worker {
         };
         let gen = conn.gen;
         let ring = &mut self.ring;
+        let linger = self.tunnel.close_timeout;
         while let Some(intent) = conn.tunnel.poll_intent() {
             match intent {
                 Intent::ConnectOrigin(addr) => match origin_socket(addr) {
@@ -535,8 +543,8 @@ impl Worker {
                         gen,
                     );
                 }
-                Intent::CloseOrigin => request_close(&mut conn.origin),
-                Intent::CloseClient => request_close(&mut conn.client),
+                Intent::CloseOrigin => request_close(&mut conn.origin, now + linger),
+                Intent::CloseClient => request_close(&mut conn.client, now + linger),
                 Intent::AbortOrigin => {
                     if let Some(op) = conn.origin.connect {
                         ring.cancel(op, tag(Op::Cancel, Side::Origin, idx, gen));
@@ -552,10 +560,9 @@ impl Worker {
             }
         }
         if conn.finished {
-            request_close(&mut conn.client);
-            request_close(&mut conn.origin);
+            request_close(&mut conn.client, now + linger);
+            request_close(&mut conn.origin, now + linger);
         }
-        let linger = self.tunnel.close_timeout;
         advance(ring, &mut conn.client, Side::Client, idx, gen, now, linger);
         advance(ring, &mut conn.origin, Side::Origin, idx, gen, now, linger);
         if conn.is_done() {
@@ -678,9 +685,15 @@ fn drop_queue(ring: &mut Ring, ep: &mut Endpoint) {
     }
 }
 
-fn request_close(ep: &mut Endpoint) {
+/// Starts an endpoint's teardown. Draining its queue may go on while the peer keeps reading;
+/// `deadline` (pushed back on every send that makes progress) ends it when the peer stops, so a
+/// peer that never reads cannot hold the slot forever.
+fn request_close(ep: &mut Endpoint, deadline: Instant) {
     match ep.stage {
-        Stage::Open if ep.up => ep.stage = Stage::Draining,
+        Stage::Open if ep.up => {
+            ep.stage = Stage::Draining;
+            ep.linger_until = Some(deadline);
+        }
         Stage::Open => ep.stage = Stage::Closing,
         _ => {}
     }
@@ -718,9 +731,12 @@ fn advance(
     }
     if ep.stage == Stage::Closing {
         drop_queue(ring, ep);
-        if let Some(op) = ep.recv.take() {
-            ring.cancel(op, tag(Op::Cancel, side, idx, gen));
-            // The recv's final completion still counts in `ops`.
+        if ep.ops > 0 && !ep.cancelled {
+            // Ends the recv and any send stuck on a peer that stopped reading; their final
+            // completions still count in `ops`, and the fd is closed only after them (I2).
+            ring.cancel_fd(ep.raw(), tag(Op::Cancel, side, idx, gen));
+            ep.cancelled = true;
+            ep.recv = None;
         }
         if ep.ops == 0 {
             if let Some(fd) = ep.fd.take() {
