@@ -128,6 +128,34 @@ async fn cpu_steering_keeps_every_tunnel_working() {
     many_tunnels_hash_equal(&server, 20).await;
 }
 
+/// A route's `idle_timeout_ms`: a tunnel with no bytes either way for that long gets Close 1001;
+/// traffic before it resets the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_quiet_tunnels_with_1001() {
+    let origin = Origin::echo().await;
+    let config = ConfigToml::echo(origin.addr).build() + "idle_timeout_ms = 800\n";
+    let server = Ringway::start(&config);
+    let mut ws = ws::connect(&server.url("/echo")).await;
+    let opened = Instant::now();
+    for i in 0..4u8 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        send(&mut ws, Message::binary(vec![i; 16])).await;
+        assert_eq!(read_bytes(&mut ws, 16, STEP).await, vec![i; 16]);
+    }
+    assert!(
+        opened.elapsed() > Duration::from_millis(1500),
+        "activity kept it open"
+    );
+    let quiet = Instant::now();
+    let close = read_close(&mut ws).await.map(|c| c.0);
+    assert_eq!(close, Some(1001), "idle tunnel must get Close 1001");
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_secs(3),
+        "closed after {waited:?} of silence, expected about 800 ms"
+    );
+}
+
 /// The one-shot fallbacks used on kernels without multishot accept/recv/timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_fallbacks_carry_every_byte() {
