@@ -266,3 +266,28 @@ async fn two_thousand_idle_half_handshakes_do_not_starve_a_client() {
         idle.len()
     );
 }
+
+/// Frames pipelined in the same write as the upgrade request are held until the origin is
+/// connected and the 101 is out, then forwarded: their echo arrives after the 101.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_pipelined_behind_the_upgrade_are_forwarded_after_101() {
+    let origin = Origin::echo().await;
+    let server = Ringway::start(&ConfigToml::echo(origin.addr).build());
+    let mut conn = RawConn::connect(server.port).await;
+    let mut bytes = upgrade_request("/echo").into_bytes();
+    bytes.extend_from_slice(&masked(2, b"early "));
+    bytes.extend_from_slice(&masked(2, b"bird"));
+    conn.send(&bytes).await.expect("send upgrade + frames");
+    let head = conn.read_head().await.expect("response head");
+    assert_eq!(head.status, 101, "{}", head.raw);
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        if got.len() >= 10 {
+            break;
+        }
+        let f = conn.read_frame().await.expect("echo frame");
+        assert_eq!(f.opcode, 2, "origin bytes come back as binary frames");
+        got.extend_from_slice(&f.payload);
+    }
+    assert_eq!(got, b"early bird");
+}
