@@ -164,7 +164,7 @@ impl Worker {
                 self.dispatch(c, now);
             }
             if !self.starved.is_empty() && self.ring.buffers_lent() < self.buffers / 2 {
-                self.unstarve(now);
+                self.unstarve();
             }
             if let Some(by) = self.stop_by {
                 if self.live == 0 || now >= by || self.quiescent() {
@@ -573,7 +573,7 @@ impl Worker {
         }
     }
 
-    fn unstarve(&mut self, _now: Instant) {
+    fn unstarve(&mut self) {
         let starved = std::mem::take(&mut self.starved);
         for (idx, gen, side) in starved {
             let Some(Some(conn)) = self.conns.get_mut(idx as usize) else {

@@ -289,7 +289,7 @@ impl Tunnel {
             }
             Phase::Closing(c) => {
                 self.phase = Phase::Closing(c);
-                self.closing_input(buf, now);
+                self.closing_input(buf);
                 0..0
             }
             Phase::Closed => 0..0,
@@ -434,16 +434,16 @@ impl Tunnel {
     }
 
     /// The client's stream ended without a Close frame (or after ours).
-    pub fn handle_client_eof(&mut self, now: Instant) {
-        self.client_ended(CloseReason::ClientEof, now);
+    pub fn handle_client_eof(&mut self, _now: Instant) {
+        self.client_ended(CloseReason::ClientEof);
     }
 
     /// The client's socket failed.
-    pub fn handle_client_error(&mut self, errno: i32, now: Instant) {
-        self.client_ended(CloseReason::ClientError(errno.abs()), now);
+    pub fn handle_client_error(&mut self, errno: i32, _now: Instant) {
+        self.client_ended(CloseReason::ClientError(errno.abs()));
     }
 
-    fn client_ended(&mut self, why: CloseReason, _now: Instant) {
+    fn client_ended(&mut self, why: CloseReason) {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Closed => {}
             Phase::AwaitOrigin(_) => {
@@ -594,7 +594,7 @@ impl Tunnel {
 
     /// Client input while we wait for the client's Close: data is dropped (we already sent
     /// our Close), a Close or an error ends the tunnel.
-    fn closing_input(&mut self, buf: &mut [u8], _now: Instant) {
+    fn closing_input(&mut self, buf: &mut [u8]) {
         let Phase::Closing(c) = &mut self.phase else {
             return;
         };
