@@ -256,14 +256,13 @@ impl Tunnel {
         routes: &RouteTable,
         now: Instant,
     ) -> Range<usize> {
-        match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::AwaitUpgrade(mut p) => {
+        match &mut self.phase {
+            Phase::AwaitUpgrade(p) => {
                 p.head.extend_from_slice(buf);
-                self.phase = Phase::AwaitUpgrade(p);
                 self.try_upgrade(routes, now);
                 0..0
             }
-            Phase::AwaitOrigin(mut p) => {
+            Phase::AwaitOrigin(p) => {
                 if p.pipelined.len() + buf.len() > self.config.max_header_bytes + 64 * 1024 {
                     self.intents.push_back(Intent::AbortOrigin);
                     self.refuse(
@@ -275,21 +274,25 @@ impl Tunnel {
                     return 0..0;
                 }
                 p.pipelined.extend_from_slice(buf);
-                self.phase = Phase::AwaitOrigin(p);
                 0..0
             }
-            Phase::Relaying(mut r) => {
+            Phase::Relaying(r) => {
                 self.last_activity = now;
-                let (range, ended) = self.decode_relaying(&mut r, buf);
+                let (range, end) = decode_frames(&mut r.decoder, buf, &mut self.intents, true);
                 self.stats.to_origin += range.len() as u64;
-                if !ended {
-                    self.phase = Phase::Relaying(r);
+                if let Some(end) = end {
+                    self.websocket_ended(end);
                 }
                 range
             }
             Phase::Closing(c) => {
-                self.phase = Phase::Closing(c);
-                self.closing_input(buf);
+                // We sent our Close: data is dropped, the client's Close (or an error) ends it.
+                let (_, end) = decode_frames(&mut c.decoder, buf, &mut self.intents, false);
+                if end.is_some() {
+                    self.intents.push_back(Intent::CloseClient);
+                    self.intents.push_back(Intent::Finished);
+                    self.phase = Phase::Closed;
+                }
                 0..0
             }
             Phase::Closed => 0..0,
@@ -344,21 +347,23 @@ impl Tunnel {
         handshake::write_switching_protocols(&p.request, &mut response);
         self.intents.push_back(Intent::SendClient(response));
         self.last_activity = now;
-        let mut relaying = Relaying::new(Decoder::new(DecoderLimits {
+        let mut decoder = Decoder::new(DecoderLimits {
             max_payload: self.config.max_payload,
-        }));
+        });
         let mut pipelined = p.pipelined;
-        let at = self.intents.len();
-        let (range, ended) = self.decode_relaying(&mut relaying, &mut pipelined);
+        let after_101 = self.intents.len();
+        let (range, end) = decode_frames(&mut decoder, &mut pipelined, &mut self.intents, true);
         self.stats.to_origin += range.len() as u64;
         if !range.is_empty() {
             pipelined.copy_within(range.clone(), 0);
             pipelined.truncate(range.len());
-            // The data precedes whatever the decode queued (a pong, a Close).
-            self.intents.insert(at, Intent::SendOrigin(pipelined));
+            // Right behind the 101, before any pong the decode queued.
+            self.intents
+                .insert(after_101, Intent::SendOrigin(pipelined));
         }
-        if !ended {
-            self.phase = Phase::Relaying(relaying);
+        self.phase = Phase::Relaying(Relaying::new(decoder));
+        if let Some(end) = end {
+            self.websocket_ended(end);
         }
     }
 
@@ -533,92 +538,64 @@ impl Tunnel {
         }
     }
 
-    /// Decodes client frames in `buf` while relaying. Handles control frames (pong, close
-    /// handshake, protocol errors) by queueing intents and possibly moving to Closing/Closed;
-    /// returns the contiguous unmasked payload range to forward, and whether the WebSocket
-    /// ended (the caller then leaves the phase `Closed`).
-    fn decode_relaying(&mut self, r: &mut Relaying, buf: &mut [u8]) -> (Range<usize>, bool) {
-        let mut out = 0..0;
-        let mut pos = 0;
-        while pos < buf.len() {
-            let d = r.decoder.decode(&mut buf[pos..]);
-            let data = (pos + d.data.start)..(pos + d.data.end);
-            if !data.is_empty() {
-                if out.is_empty() {
-                    out = data;
-                } else {
-                    buf.copy_within(data.clone(), out.end);
-                    out.end += data.len();
-                }
+    /// The client's Close or a protocol error ended the WebSocket: echo the peer's code (an
+    /// empty Close answers an empty Close) or close with the error's code, after the forwarded
+    /// bytes; half-close the origin.
+    fn websocket_ended(&mut self, end: Event) {
+        match end {
+            Event::Close { code } => {
+                self.finish(Side::Client, CloseReason::ClientClose(code.map(|c| c.0)));
+                self.send_close(code, "");
             }
-            pos += d.consumed;
-            match d.event {
-                None => {
-                    if d.consumed == 0 {
-                        break;
-                    }
-                }
-                Some(Event::Ping) => {
-                    let mut frame = [0u8; 127];
-                    let n = encoder::control_frame(
-                        Opcode::Pong,
-                        r.decoder.control_payload(),
-                        &mut frame,
-                    );
-                    self.intents
-                        .push_back(Intent::SendClient(frame[..n].to_vec()));
-                }
-                Some(Event::Pong) => {}
-                Some(Event::Close { code }) => {
-                    // Echo the peer's code (an empty Close answers an empty Close), flush what
-                    // was forwarded, half-close the origin.
-                    self.finish(Side::Client, CloseReason::ClientClose(code.map(|c| c.0)));
-                    self.send_close(code, "");
-                    self.intents.push_back(Intent::CloseOrigin);
-                    self.intents.push_back(Intent::CloseClient);
-                    self.intents.push_back(Intent::Finished);
-                    return (out, true);
-                }
-                Some(Event::Error(code)) => {
-                    self.finish(Side::Client, CloseReason::Protocol(code.0));
-                    self.send_close(Some(code), protocol_reason(code));
-                    self.intents.push_back(Intent::CloseOrigin);
-                    self.intents.push_back(Intent::CloseClient);
-                    self.intents.push_back(Intent::Finished);
-                    return (out, true);
-                }
+            Event::Error(code) => {
+                self.finish(Side::Client, CloseReason::Protocol(code.0));
+                self.send_close(Some(code), protocol_reason(code));
             }
+            Event::Ping | Event::Pong => return,
         }
-        (out, false)
+        self.intents.push_back(Intent::CloseOrigin);
+        self.intents.push_back(Intent::CloseClient);
+        self.intents.push_back(Intent::Finished);
+        self.phase = Phase::Closed;
     }
+}
 
-    /// Client input while we wait for the client's Close: data is dropped (we already sent
-    /// our Close), a Close or an error ends the tunnel.
-    fn closing_input(&mut self, buf: &mut [u8]) {
-        let Phase::Closing(c) = &mut self.phase else {
-            return;
-        };
-        let mut pos = 0;
-        let mut done = false;
-        while pos < buf.len() {
-            let d = c.decoder.decode(&mut buf[pos..]);
-            pos += d.consumed;
-            match d.event {
-                Some(Event::Close { .. }) | Some(Event::Error(_)) => {
-                    done = true;
-                    break;
-                }
-                Some(_) => {}
-                None if d.consumed == 0 => break,
-                None => {}
+/// Decodes client frames in `buf`. With `relaying`, pings are answered (a Pong intent) and the
+/// unmasked payloads, moved together in place, are returned as one contiguous range; without it
+/// (closing) data and pings are dropped. Stops at a Close or a protocol error and returns it.
+fn decode_frames(
+    decoder: &mut Decoder,
+    buf: &mut [u8],
+    intents: &mut VecDeque<Intent>,
+    relaying: bool,
+) -> (Range<usize>, Option<Event>) {
+    let mut out = 0..0;
+    let mut pos = 0;
+    while pos < buf.len() {
+        let d = decoder.decode(&mut buf[pos..]);
+        let data = (pos + d.data.start)..(pos + d.data.end);
+        if relaying && !data.is_empty() {
+            if out.is_empty() {
+                out = data;
+            } else {
+                buf.copy_within(data.clone(), out.end);
+                out.end += data.len();
             }
         }
-        if done {
-            self.intents.push_back(Intent::CloseClient);
-            self.intents.push_back(Intent::Finished);
-            self.phase = Phase::Closed;
+        pos += d.consumed;
+        match d.event {
+            None if d.consumed == 0 => break,
+            None | Some(Event::Pong) => {}
+            Some(Event::Ping) if relaying => {
+                let mut frame = [0u8; 127];
+                let n = encoder::control_frame(Opcode::Pong, decoder.control_payload(), &mut frame);
+                intents.push_back(Intent::SendClient(frame[..n].to_vec()));
+            }
+            Some(Event::Ping) => {}
+            Some(end @ (Event::Close { .. } | Event::Error(_))) => return (out, Some(end)),
         }
     }
+    (out, None)
 }
 
 fn protocol_reason(code: CloseCode) -> &'static str {
