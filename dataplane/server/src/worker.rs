@@ -383,7 +383,7 @@ impl Worker {
                                     .handle_origin_bytes(slot, HEADROOM..HEADROOM + len, now)
                             }
                         };
-                        if range.is_empty() || !matches!(other.stage, Stage::Open) {
+                        if range.is_empty() {
                             ring.recycle(buf);
                         } else {
                             let tx = TxBuf::Pool {
@@ -622,8 +622,8 @@ fn flip(side: Side) -> Side {
     }
 }
 
-/// Queues `tx` to `to` (whose socket is `to_side`); if that pushes `to` over its cap, stops
-/// reading `from`.
+/// Queues `tx` to `to` (whose socket is `to_side`), or drops it if `to` is closing; if that
+/// pushes `to` over its cap, stops reading `from`.
 fn queue(
     ring: &mut Ring,
     to: &mut Endpoint,
@@ -633,7 +633,9 @@ fn queue(
     idx: u32,
     gen: u32,
 ) {
-    if matches!(to.stage, Stage::Closing | Stage::Closed | Stage::ShutSent) {
+    // Once a close is requested nothing more may be queued: the tunnel emits every send to a
+    // socket before the intent that closes it.
+    if to.stage != Stage::Open {
         if let TxBuf::Pool { buf, .. } = tx {
             ring.recycle(buf);
         }
