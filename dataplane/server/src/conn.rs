@@ -135,14 +135,12 @@ pub(crate) struct Conn {
     pub(crate) client: Endpoint,
     pub(crate) origin: Endpoint,
     pub(crate) started: Instant,
-    /// The tunnel emitted Finished.
-    pub(crate) finished: bool,
 }
 
 impl Conn {
     /// True when both sockets are closed and no operation of this slot is in flight.
     pub(crate) fn is_done(&self) -> bool {
-        self.finished && self.client.is_closed() && self.origin.is_closed()
+        self.tunnel.is_closed() && self.client.is_closed() && self.origin.is_closed()
     }
 }
 

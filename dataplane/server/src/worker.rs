@@ -185,7 +185,7 @@ impl Worker {
     /// loses nothing (sockets still lingering for their peer's FIN are closed by the exit).
     fn quiescent(&self) -> bool {
         self.conns.iter().flatten().all(|c| {
-            c.finished
+            c.tunnel.is_closed()
                 && [&c.client, &c.origin].iter().all(|ep| {
                     ep.out.is_empty()
                         && !ep.sending
@@ -339,7 +339,6 @@ impl Worker {
             client,
             origin,
             started: now,
-            finished: false,
         });
         self.live += 1;
     }
@@ -553,13 +552,10 @@ impl Worker {
                         conn.origin.stage = Stage::Closing;
                     }
                 }
-                Intent::Finished => {
-                    conn.finished = true;
-                    log_close(self.id, conn, now);
-                }
+                Intent::Finished => log_close(self.id, conn, now),
             }
         }
-        if conn.finished {
+        if conn.tunnel.is_closed() {
             request_close(&mut conn.client, now + linger);
             request_close(&mut conn.origin, now + linger);
         }
