@@ -4,13 +4,15 @@
 //! The pieces are: [`server::Ringway`] (spawn with a config, learn the port from the
 //! `listening on ws://127.0.0.1:PORT` stdout line, SIGTERM, kill on drop), [`origin::Origin`]
 //! (in-process TCP origins: echo, echo-then-close, and a refused address), [`raw::RawConn`] (a
-//! hand-driven TCP client for hostile requests and frames, RFC 6455 §5.2) and [`ws`] (helpers
-//! around tokio-tungstenite, the third-party client).
+//! hand-driven TCP client for hostile requests and frames, RFC 6455 §5.2), [`ws`] (helpers
+//! around tokio-tungstenite, the third-party client) and [`attack`] (clients that never read,
+//! floods run on their own thread, an origin that counts its connections, the server's RSS).
 //!
 //! Invariants every test relies on: every wait is bounded by a `tokio::time::timeout` or a
 //! deadline, every loop has a bound, a missing binary is a panic telling how to build it (never a
 //! silent skip), and no traffic leaves 127.0.0.1.
 
+pub mod attack;
 pub mod config;
 pub mod origin;
 pub mod raw;

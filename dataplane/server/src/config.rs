@@ -14,74 +14,77 @@ use toml::Spanned;
 /// Worker threads: a count, or the CPUs to pin one worker each to.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
-pub(crate) enum Workers {
+pub enum Workers {
     Count(usize),
     Cpus(Vec<usize>),
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Limits {
+pub struct Limits {
     #[serde(default = "d_max_header")]
-    pub(crate) max_header_bytes: usize,
+    pub max_header_bytes: usize,
     #[serde(default = "d_max_message")]
-    pub(crate) max_message_bytes: u64,
+    pub max_message_bytes: u64,
     /// Unsent bytes one direction of a tunnel may hold before its source is paused.
     #[serde(default = "d_backpressure")]
-    pub(crate) backpressure_bytes: usize,
+    pub backpressure_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Timeouts {
+pub struct Timeouts {
     #[serde(default = "d_handshake")]
-    pub(crate) handshake_ms: u64,
+    pub handshake_ms: u64,
     #[serde(default = "d_connect")]
-    pub(crate) connect_ms: u64,
+    pub connect_ms: u64,
     #[serde(default = "d_close")]
-    pub(crate) close_ms: u64,
+    pub close_ms: u64,
     #[serde(default = "d_shutdown")]
-    pub(crate) shutdown_ms: u64,
+    pub shutdown_ms: u64,
+    /// A socket with bytes queued that makes no progress for this long is closed.
+    #[serde(default = "d_send_stall")]
+    pub send_stall_ms: u64,
 }
 
 /// io_uring sizing per worker.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Engine {
+pub struct Engine {
     #[serde(default = "d_ring_entries")]
-    pub(crate) ring_entries: u32,
+    pub ring_entries: u32,
     /// Provided receive buffers per worker (a power of two, at most 32768).
     #[serde(default = "d_buffers")]
-    pub(crate) buffers: u16,
+    pub buffers: u16,
     /// Bytes per receive buffer.
     #[serde(default = "d_buffer_size")]
-    pub(crate) buffer_size: usize,
+    pub buffer_size: usize,
     /// Accept each connection on the worker of the CPU that received it
     /// (SO_ATTACH_REUSEPORT_CBPF); pair with NIC queue IRQ affinity.
     #[serde(default)]
-    pub(crate) steer_by_cpu: bool,
+    pub steer_by_cpu: bool,
     /// Microseconds a worker polls for completions before it sleeps (0: never poll).
     #[serde(default = "d_busy_poll")]
-    pub(crate) busy_poll_us: u64,
+    pub busy_poll_us: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Listener {
-    pub(crate) addr: Spanned<String>,
+pub struct Listener {
+    pub addr: Spanned<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RouteConfig {
-    pub(crate) path: Spanned<String>,
+pub struct RouteConfig {
+    pub path: Spanned<String>,
     #[serde(default)]
-    pub(crate) host: Option<String>,
-    pub(crate) origin: Spanned<String>,
+    pub host: Option<String>,
+    pub origin: Spanned<String>,
     #[serde(default)]
-    pub(crate) name: Option<String>,
+    pub name: Option<String>,
     #[serde(default)]
-    pub(crate) idle_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -119,6 +122,9 @@ fn d_connect() -> u64 {
 fn d_close() -> u64 {
     2_000
 }
+fn d_send_stall() -> u64 {
+    60_000
+}
 fn d_shutdown() -> u64 {
     5_000
 }
@@ -153,19 +159,19 @@ impl Default for Engine {
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
-pub(crate) struct Config {
+pub struct Config {
     /// CPUs to pin workers to (`None`: do not pin), one worker each.
-    pub(crate) cpus: Vec<Option<usize>>,
-    pub(crate) limits: Limits,
-    pub(crate) timeouts: Timeouts,
-    pub(crate) engine: Engine,
-    pub(crate) listeners: Vec<SocketAddr>,
-    pub(crate) routes: RouteTable,
+    pub cpus: Vec<Option<usize>>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub engine: Engine,
+    pub listeners: Vec<SocketAddr>,
+    pub routes: RouteTable,
 }
 
 /// A configuration error, already worded for the operator (key and line).
 #[derive(Debug)]
-pub(crate) struct ConfigError(pub(crate) String);
+pub struct ConfigError(pub String);
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,7 +187,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 impl Config {
     /// Parses and validates `text` (the contents of `file`, named in errors).
-    pub(crate) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             let msg = e.message().trim().to_string();
@@ -270,7 +276,7 @@ impl Config {
     }
 
     /// The per-tunnel settings.
-    pub(crate) fn tunnel(&self) -> TunnelConfig {
+    pub fn tunnel(&self) -> TunnelConfig {
         TunnelConfig {
             max_header_bytes: self.limits.max_header_bytes,
             max_payload: self.limits.max_message_bytes,

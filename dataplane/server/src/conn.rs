@@ -1,186 +1,330 @@
-//! One tunnel's I/O side: its two sockets, their send queues, and the teardown of each socket.
+//! One connection: the session (a WebSocket tunnel), the client socket behind its transport, and
+//! the origin. A completion for the connection goes: [`Conn::on_completion`] (socket machine,
+//! then the session's `handle_*`, received bytes forwarded by the [`relay`](crate::relay)
+//! policy) → [`Conn::pump`] (the session's intents applied to the sockets, then each socket's
+//! operations submitted to the ring) → the worker reschedules the connection's deadline.
 //!
-//! An [`Endpoint`] is one socket (client or origin). Bytes queued to it go out in FIFO order with
-//! at most one send in flight, so frames never interleave. Its `flow` counts the bytes queued
-//! to it: past the cap, the *other* endpoint stops being read (backpressure).
-//!
-//! Teardown of an endpoint, in order: `Open` → `Draining` (queue flushed; no progress for
-//! `close_ms` ends it) → shutdown(SHUT_WR) → `ShutSent` (input discarded until EOF or
-//! `close_ms`) → `Closing` (every operation on the fd cancelled) → close(2) once no operation is
-//! in flight on the fd (I2) → `Closed`.
+//! Invariants: bytes the session returns are queued before the intents of the same call are
+//! applied ("data before Close"); the connection is removed only when the session is closed and
+//! both sockets are closed with no operation in flight (`is_done`), so no completion can
+//! outlive its slot.
 
-use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
 use ringway_proto::route::RouteTable;
-use ringway_proto::tunnel::{Flow, Tunnel};
-use ringway_uring::{OpId, TxBuf};
+use ringway_proto::tunnel::Intent;
+use ringway_uring::{Completion, Ring, TxBuf, HEADROOM};
+use tracing::{debug, info};
 
-/// Where an endpoint is in its teardown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stage {
-    /// Not connected yet (origin before the connect completes) or open.
-    Open,
-    /// Close requested: shutdown(SHUT_WR) once the queue is empty.
-    Draining,
-    /// shutdown submitted or done; reading until EOF or the deadline.
-    ShutSent,
-    /// Close(2) is due as soon as no operation is in flight.
-    Closing,
-    /// The fd is closed (or never existed).
-    Closed,
-}
-
-/// One socket of a tunnel.
-pub(crate) struct Endpoint {
-    pub(crate) fd: Option<OwnedFd>,
-    /// Operations in flight that name this fd.
-    pub(crate) ops: u32,
-    /// The armed recv, if any (to cancel it).
-    pub(crate) recv: Option<OpId>,
-    /// The in-flight connect (origin only).
-    pub(crate) connect: Option<OpId>,
-    /// Bytes waiting to be sent on this socket, in order.
-    pub(crate) out: SendQueue,
-    pub(crate) sending: bool,
-    /// Bytes queued to this endpoint and not yet sent.
-    pub(crate) flow: Flow,
-    pub(crate) stage: Stage,
-    /// Received EOF (or an error) on this socket.
-    pub(crate) eof: bool,
-    /// The socket is connected and may be read.
-    pub(crate) up: bool,
-    /// While `Draining` or `ShutSent`: close at this instant even if the queue has not drained
-    /// or the peer sent no EOF.
-    pub(crate) linger_until: Option<Instant>,
-    /// The recv ended for lack of buffers; re-arm when buffers come back.
-    pub(crate) starved: bool,
-    /// Every operation on the fd was cancelled (teardown).
-    pub(crate) cancelled: bool,
-}
-
-impl Endpoint {
-    pub(crate) fn new(fd: Option<OwnedFd>, cap: usize) -> Endpoint {
-        Endpoint {
-            up: fd.is_some(),
-            fd,
-            ops: 0,
-            recv: None,
-            connect: None,
-            out: SendQueue::default(),
-            sending: false,
-            flow: Flow::new(cap),
-            stage: Stage::Open,
-            eof: false,
-            linger_until: None,
-            starved: false,
-            cancelled: false,
-        }
-    }
-
-    pub(crate) fn raw(&self) -> RawFd {
-        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
-    }
-
-    /// True when the fd is gone and nothing names it.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.stage == Stage::Closed && self.ops == 0
-    }
-}
-
-/// FIFO of buffers waiting to be sent on one socket. The first entry lives inline, so the
-/// common case (one buffer queued while no send is in flight, as in request/response traffic)
-/// never allocates and an idle tunnel holds no queue memory; only a burst spills into `rest`.
-#[derive(Default)]
-pub(crate) struct SendQueue {
-    first: Option<TxBuf>,
-    rest: VecDeque<TxBuf>,
-}
-
-impl SendQueue {
-    pub(crate) fn push_back(&mut self, tx: TxBuf) {
-        if self.first.is_none() {
-            self.first = Some(tx);
-        } else {
-            self.rest.push_back(tx);
-        }
-    }
-
-    /// Puts a partly sent buffer back at the head.
-    pub(crate) fn push_front(&mut self, tx: TxBuf) {
-        if let Some(prev) = self.first.replace(tx) {
-            self.rest.push_front(prev);
-        }
-    }
-
-    pub(crate) fn pop_front(&mut self) -> Option<TxBuf> {
-        let tx = self.first.take()?;
-        self.first = self.rest.pop_front();
-        Some(tx)
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-}
+use crate::origin::Origin;
+use crate::relay::{Forward, Pool};
+use crate::session::Session;
+use crate::slab::Key;
+use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
+use crate::token::{tag, Op, Side};
+use crate::transport::Transport;
 
 /// A live connection slot.
-pub(crate) struct Conn {
-    pub(crate) gen: u32,
-    pub(crate) tunnel: Tunnel,
+pub struct Conn {
+    pub key: Key,
+    pub session: Session,
+    pub transport: Transport,
+    pub client: Socket,
+    pub origin: Origin,
     /// The table the upgrade was routed with (kept so logs name the route it resolved).
-    pub(crate) routes: Arc<RouteTable>,
-    pub(crate) client: Endpoint,
-    pub(crate) origin: Endpoint,
-    pub(crate) started: Instant,
+    pub routes: Arc<RouteTable>,
+    pub started: Instant,
+    /// The instant of this connection's live entry in the worker's deadline heap.
+    pub scheduled: Option<Instant>,
+    /// Counted as settled (nothing left to send) by the worker's shutdown bookkeeping.
+    pub settled: bool,
+}
+
+/// What a completion asks of the worker beyond this connection.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// A recv ended for lack of pool buffers: re-arm it when buffers come back.
+    pub starved: Option<Side>,
 }
 
 impl Conn {
-    /// True when both sockets are closed and no operation of this slot is in flight.
-    pub(crate) fn is_done(&self) -> bool {
-        self.tunnel.is_closed() && self.client.is_closed() && self.origin.is_closed()
+    pub fn socket(&mut self, side: Side) -> &mut Socket {
+        match side {
+            Side::Client => &mut self.client,
+            Side::Origin => &mut self.origin.socket,
+        }
+    }
+
+    /// Feeds one completion to the socket it names and the session.
+    pub fn on_completion(
+        &mut self,
+        op: Op,
+        side: Side,
+        c: Completion,
+        ring: &mut Ring,
+        pool: &Pool,
+        now: Instant,
+    ) -> Effects {
+        let mut fx = Effects::default();
+        match op {
+            Op::Recv => {
+                self.socket(side).on_recv_completion(!c.more);
+                if let Some(buf) = c.buf {
+                    if c.result > 0 && self.socket(side).is_open() {
+                        self.on_bytes(side, buf, ring, pool, now);
+                    } else {
+                        ring.recycle(buf);
+                    }
+                    return fx;
+                }
+                match c.result {
+                    0 if self.socket(side).on_eof() => {
+                        self.session.handle_eof(side == Side::Origin, now);
+                    }
+                    r if r == -libc::ENOBUFS => {
+                        debug!(slot = self.key.idx, ?side, "receive buffers exhausted");
+                        self.socket(side).on_starved();
+                        fx.starved = Some(side);
+                    }
+                    r if r == -libc::ECANCELED => {}
+                    r if r < 0 && self.socket(side).on_recv_error() => {
+                        self.session.handle_error(side == Side::Origin, r, now);
+                    }
+                    _ => {}
+                }
+            }
+            Op::Send => {
+                let Some(tx) = c.tx else { return fx };
+                let sent = self.socket(side).on_send_completion(tx, c.result, now);
+                if let Some(done) = sent.done {
+                    ring.recycle_tx(done);
+                }
+                if let Some(err) = sent.failed {
+                    self.session.handle_error(side == Side::Origin, err, now);
+                }
+            }
+            Op::Connect => {
+                if c.result == 0 {
+                    self.origin.on_connected();
+                    self.session.handle_origin_connected(now);
+                } else {
+                    self.origin.on_connect_failed();
+                    self.session.handle_origin_connect_failed(c.result, now);
+                }
+            }
+            Op::Shutdown => self.socket(side).on_shutdown_completion(),
+            Op::Close => self.socket(side).on_close_completion(),
+            Op::Cancel | Op::Tick | Op::Accept => {}
+        }
+        fx
+    }
+
+    /// Bytes received on `side`: through the session, then forwarded to the other socket.
+    fn on_bytes(
+        &mut self,
+        side: Side,
+        buf: ringway_uring::PoolBuf,
+        ring: &mut Ring,
+        pool: &Pool,
+        now: Instant,
+    ) {
+        let len = buf.len();
+        let slot = ring.slot(&buf);
+        let range = match side {
+            Side::Client => {
+                let plain = self.transport.on_received(slot, HEADROOM..HEADROOM + len);
+                let r =
+                    self.session
+                        .handle_client_bytes(&mut slot[plain.clone()], &self.routes, now);
+                (plain.start + r.start)..(plain.start + r.end)
+            }
+            Side::Origin => self
+                .session
+                .handle_origin_bytes(slot, HEADROOM..HEADROOM + len, now),
+        };
+        let dest = match side {
+            Side::Client => &mut self.origin.socket,
+            Side::Origin => &mut self.client,
+        };
+        let fwd = Forward {
+            through: (side == Side::Origin).then_some(&mut self.transport),
+        };
+        fwd.forward(ring, pool, dest, buf, range, now);
+    }
+
+    /// Applies the session's intents, then submits what both sockets need.
+    pub fn pump(&mut self, ring: &mut Ring, pool: &Pool, worker: usize, now: Instant) {
+        let key = self.key;
+        while let Some(intent) = self.session.poll_intent() {
+            match intent {
+                Intent::ConnectOrigin(addr) => match self.origin.begin_connect(addr) {
+                    Ok(fd) => {
+                        let id = ring.connect(fd, addr, tag(Op::Connect, Side::Origin, key));
+                        self.origin.connect_submitted(id);
+                    }
+                    Err(e) => {
+                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                        self.session.handle_origin_connect_failed(errno, now);
+                    }
+                },
+                Intent::SendClient(v) => {
+                    let tx = self.transport.on_send(TxBuf::owned(v));
+                    if let Err(tx) = self.client.queue(tx, now) {
+                        ring.recycle_tx(tx);
+                    }
+                }
+                Intent::SendPong(v) => self.client.queue_pong(v, now),
+                Intent::SendOrigin(v) => {
+                    if let Err(tx) = self.origin.socket.queue(TxBuf::owned(v), now) {
+                        ring.recycle_tx(tx);
+                    }
+                }
+                Intent::CloseOrigin => self.origin.socket.request_close(now),
+                Intent::CloseClient => self.client.request_close(now),
+                Intent::AbortOrigin => {
+                    if let Some(op) = self.origin.pending_connect() {
+                        ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
+                    }
+                    self.origin.socket.abort();
+                }
+                Intent::Finished => self.log_close(worker, now),
+            }
+        }
+        if self.session.is_closed() {
+            self.client.request_close(now);
+            self.origin.socket.request_close(now);
+        }
+        let buffers_ok = pool.may_rearm(ring);
+        // The client's reads feed the origin (data) and the client itself (pongs, Close).
+        let client_paused = self.origin.socket.is_paused()
+            || self.client.is_paused()
+            || self.client.has_pending_pong()
+            || self.session.client_paused_until().is_some_and(|t| t > now);
+        submit(
+            ring,
+            &mut self.client,
+            Side::Client,
+            key,
+            now,
+            client_paused,
+            buffers_ok,
+        );
+        let origin_paused = self.client.is_paused();
+        let origin = &mut self.origin.socket;
+        submit(
+            ring,
+            origin,
+            Side::Origin,
+            key,
+            now,
+            origin_paused,
+            buffers_ok,
+        );
+    }
+
+    /// Runs whatever deadline passed: the session's, and each socket's linger or stall.
+    pub fn handle_timeouts(&mut self, now: Instant) {
+        if self.session.poll_timeout().is_some_and(|t| t <= now) {
+            self.session.handle_timeout(now);
+        }
+        for side in [Side::Client, Side::Origin] {
+            if self.socket(side).handle_timeout(now) == Some(Expired::Stalled) {
+                self.session.handle_stalled(side == Side::Origin, now);
+            }
+        }
+    }
+
+    /// The earliest instant something of this connection is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.session.poll_timeout(),
+            self.client.next_deadline(),
+            self.origin.socket.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Nothing left to send anywhere: exiting now loses no accepted byte.
+    pub fn is_settled(&self) -> bool {
+        self.session.is_closed() && self.client.is_settled() && self.origin.socket.is_settled()
+    }
+
+    /// Both sockets closed, nothing in flight: the slot may be freed.
+    pub fn is_done(&self) -> bool {
+        self.session.is_closed() && self.client.is_closed() && self.origin.socket.is_closed()
+    }
+
+    fn log_close(&self, worker: usize, now: Instant) {
+        let stats = self.session.stats();
+        let route = self
+            .session
+            .route()
+            .and_then(|i| self.routes.routes().get(i))
+            .map_or("-", |r| r.name.as_str());
+        let rec = self.session.close_record();
+        info!(
+            target: "ringway::tunnel",
+            worker,
+            route,
+            to_origin = stats.to_origin,
+            to_client = stats.to_client,
+            duration_ms = now.duration_since(self.started).as_millis() as u64,
+            closed_by = ?rec.map(|r| r.by),
+            reason = ?rec.map(|r| r.reason),
+            "tunnel closed"
+        );
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn owned(b: u8) -> TxBuf {
-        TxBuf::Owned {
-            vec: vec![b],
-            start: 0,
+/// Submits every operation `sock` asks for.
+fn submit(
+    ring: &mut Ring,
+    sock: &mut Socket,
+    side: Side,
+    key: Key,
+    now: Instant,
+    read_paused: bool,
+    buffers_ok: bool,
+) {
+    while let Some(op) = sock.poll_op(now, read_paused, buffers_ok) {
+        match op {
+            SocketOp::Recv => {
+                let id = ring.recv(sock.raw(), tag(Op::Recv, side, key));
+                sock.recv_submitted(id);
+            }
+            SocketOp::CancelRecv(id) => ring.cancel(id, tag(Op::Cancel, side, key)),
+            SocketOp::Send(tx) => ring.send(sock.raw(), tx, tag(Op::Send, side, key)),
+            SocketOp::Shutdown => {
+                ring.shutdown(sock.raw(), libc::SHUT_WR, tag(Op::Shutdown, side, key))
+            }
+            SocketOp::CancelAll => ring.cancel_fd(sock.raw(), tag(Op::Cancel, side, key)),
+            SocketOp::Close(fd) => ring.close(fd, tag(Op::Close, side, key)),
+            SocketOp::Discard(tx) => ring.recycle_tx(tx),
         }
     }
+}
 
-    fn first_byte(tx: TxBuf) -> u8 {
-        match tx {
-            TxBuf::Owned { vec, .. } => vec[0],
-            TxBuf::Pool { .. } => unreachable!("only owned buffers here"),
-        }
-    }
-
-    #[test]
-    fn send_queue_is_fifo_with_push_front() {
-        let mut q = SendQueue::default();
-        assert!(q.is_empty());
-        q.push_back(owned(1));
-        assert_eq!(
-            q.rest.capacity(),
-            0,
-            "one queued buffer needs no allocation"
-        );
-        q.push_back(owned(2));
-        q.push_back(owned(3));
-        let head = q.pop_front().unwrap();
-        assert_eq!(first_byte(head), 1);
-        q.push_front(owned(9));
-        let order: Vec<u8> = std::iter::from_fn(|| q.pop_front())
-            .map(first_byte)
-            .collect();
-        assert_eq!(order, vec![9, 2, 3]);
-        assert!(q.is_empty());
+/// The limits every socket of a worker runs with.
+pub fn new_conn(
+    key: Key,
+    fd: std::os::fd::OwnedFd,
+    session: Session,
+    routes: Arc<RouteTable>,
+    limits: SocketLimits,
+    now: Instant,
+) -> Conn {
+    Conn {
+        key,
+        session,
+        transport: Transport::Plain,
+        client: Socket::new(Some(fd), limits, now),
+        origin: Origin::new(limits, now),
+        routes,
+        started: now,
+        scheduled: None,
+        settled: false,
     }
 }

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
 /// Starts the echo origin and returns its address.
-pub(crate) fn spawn() -> std::io::Result<SocketAddr> {
+pub fn spawn() -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     std::thread::Builder::new()

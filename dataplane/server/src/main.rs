@@ -7,11 +7,6 @@
 //! flips the shared shutdown flag the workers poll on their tick.
 #![forbid(unsafe_code)]
 
-mod config;
-mod conn;
-mod echo;
-mod worker;
-
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -25,8 +20,9 @@ use clap::{Parser, Subcommand};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, info};
 
-use crate::config::Config;
-use crate::worker::{Worker, WorkerConfig};
+use ringway::config::Config;
+use ringway::echo;
+use ringway::worker::{Worker, WorkerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -185,6 +181,7 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             routes: routes.clone(),
             tunnel: config.tunnel(),
             backpressure: config.limits.backpressure_bytes,
+            send_stall: Duration::from_millis(config.timeouts.send_stall_ms),
             ring_entries: config.engine.ring_entries,
             buffers: config.engine.buffers,
             buffer_size: config.engine.buffer_size,

@@ -1,11 +1,11 @@
 //! One worker: a thread pinned to a core with its own io_uring, its own SO_REUSEPORT listeners
 //! and its own slab of connections. Nothing mutable is shared with other workers.
 //!
-//! The loop: submit and wait → read the clock once → reap completions into a reused vector →
-//! dispatch each to its connection (`handle_*` on the tunnel, then its intents) → submit. No
-//! allocation per completion on the relay path: received bytes stay in the pool buffer the kernel
-//! chose, are unmasked (client → origin) or framed in the headroom (origin → client) in place,
-//! and the same buffer is sent on.
+//! The loop only: submit and wait (polling first while mostly idle) → read the clock once →
+//! reap completions into a reused vector → dispatch each to its connection ([`Conn`]) → pump the
+//! connection → reschedule its deadline; a tick pops the deadlines that are due. Accept, the
+//! shutdown drain and the re-arming of receives starved of pool buffers live here too; what a
+//! completion does to a connection lives in `conn`, `socket`, `relay` and `session`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,120 +13,93 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringway_proto::route::RouteTable;
-use ringway_proto::tunnel::{Intent, Tunnel, TunnelConfig};
-use ringway_uring::{Completion, OpId, Ring, TxBuf, HEADROOM};
+use ringway_proto::tunnel::TunnelConfig;
+use ringway_uring::{Completion, OpId, Ring};
 use tracing::{debug, info, warn};
 
-use crate::conn::{Conn, Endpoint, Stage};
+use crate::conn::{new_conn, Conn};
+use crate::relay::Pool;
+use crate::session::Session;
+use crate::slab::{Key, Slab};
+use crate::socket::SocketLimits;
+use crate::timers::Deadlines;
+use crate::token::{tag, untag, Op, Side};
 
 const TICK: Duration = Duration::from_millis(100);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    Tick = 1,
-    Accept,
-    Recv,
-    Send,
-    Connect,
-    Shutdown,
-    Close,
-    Cancel,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Client,
-    Origin,
-}
-
-/// `user_data` tag: op (4 bits) | side (1 bit) | slot index (32 bits) | generation (24 bits).
-fn tag(op: Op, side: Side, idx: u32, gen: u32) -> u64 {
-    ((op as u64) << 60) | ((side as u64) << 59) | ((idx as u64) << 24) | (gen as u64 & 0xFF_FFFF)
-}
-
-fn untag(t: u64) -> (Op, Side, u32, u32) {
-    let op = match t >> 60 {
-        1 => Op::Tick,
-        2 => Op::Accept,
-        3 => Op::Recv,
-        4 => Op::Send,
-        5 => Op::Connect,
-        6 => Op::Shutdown,
-        7 => Op::Close,
-        _ => Op::Cancel,
-    };
-    let side = if (t >> 59) & 1 == 1 {
-        Side::Origin
-    } else {
-        Side::Client
-    };
-    (
-        op,
-        side,
-        ((t >> 24) & 0xFFFF_FFFF) as u32,
-        (t & 0xFF_FFFF) as u32,
-    )
-}
+/// Pool buffers one socket's recv may fill between two loop turns.
+const RECV_BURST_BUFFERS: usize = 4;
+/// Key used in tags that name no connection (tick, accept, listener cancels).
+const NO_CONN: Key = Key { idx: 0, gen: 0 };
 
 /// Settings a worker starts with.
-pub(crate) struct WorkerConfig {
-    pub(crate) id: usize,
-    pub(crate) cpu: Option<usize>,
-    pub(crate) listeners: Vec<OwnedFd>,
-    pub(crate) routes: Arc<RouteTable>,
-    pub(crate) tunnel: TunnelConfig,
-    pub(crate) backpressure: usize,
-    pub(crate) ring_entries: u32,
-    pub(crate) buffers: u16,
-    pub(crate) buffer_size: usize,
-    pub(crate) shutdown: Arc<AtomicBool>,
-    pub(crate) shutdown_timeout: Duration,
-    pub(crate) busy_poll: Duration,
+pub struct WorkerConfig {
+    pub id: usize,
+    pub cpu: Option<usize>,
+    pub listeners: Vec<OwnedFd>,
+    pub routes: Arc<RouteTable>,
+    pub tunnel: TunnelConfig,
+    pub backpressure: usize,
+    pub send_stall: Duration,
+    pub ring_entries: u32,
+    pub buffers: u16,
+    pub buffer_size: usize,
+    pub shutdown: Arc<AtomicBool>,
+    pub shutdown_timeout: Duration,
+    pub busy_poll: Duration,
 }
 
-/// A running worker's state.
-pub(crate) struct Worker {
-    id: usize,
+/// A running worker's state. Field order matters for drop: the ring goes first (cancelling
+/// and reaping what is in flight) while the connections still own their descriptors.
+pub struct Worker {
     ring: Ring,
-    conns: Vec<Option<Conn>>,
-    gens: Vec<u32>,
-    free: Vec<u32>,
-    live: usize,
+    id: usize,
+    conns: Slab<Conn>,
+    deadlines: Deadlines,
     listeners: Vec<Option<OwnedFd>>,
     /// The armed accept per listener.
     accepting: Vec<Option<OpId>>,
     routes: Arc<RouteTable>,
     tunnel: TunnelConfig,
-    backpressure: usize,
-    buffers: usize,
+    limits: SocketLimits,
+    pool: Pool,
     shutdown: Arc<AtomicBool>,
     shutdown_timeout: Duration,
     stop_by: Option<Instant>,
-    starved: Vec<(u32, u32, Side)>,
+    /// Connections that still have bytes to send (see `Conn::is_settled`).
+    unsettled: usize,
+    /// Receives that ended for lack of pool buffers, re-armed when buffers come back.
+    starved: Vec<(Key, Side)>,
     tick_armed: bool,
     busy_poll: Duration,
 }
 
 impl Worker {
-    pub(crate) fn new(cfg: WorkerConfig) -> std::io::Result<Worker> {
-        let ring = Ring::new(cfg.ring_entries, cfg.buffers, cfg.buffer_size)?;
+    pub fn new(cfg: WorkerConfig) -> std::io::Result<Worker> {
+        let mut ring = Ring::new(cfg.ring_entries, cfg.buffers, cfg.buffer_size)?;
+        // Fairness between sockets: between two loop turns a socket's recv delivers at most
+        // this much (then ends and is re-armed for the next turn), so a peer that sends as fast
+        // as it can adds a bounded amount to every other tunnel's wait.
+        ring.set_recv_cap(u32::try_from(RECV_BURST_BUFFERS * cfg.buffer_size).unwrap_or(u32::MAX));
         let n = cfg.listeners.len();
         Ok(Worker {
-            id: cfg.id,
             ring,
-            conns: Vec::new(),
-            gens: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            id: cfg.id,
+            conns: Slab::default(),
+            deadlines: Deadlines::default(),
             listeners: cfg.listeners.into_iter().map(Some).collect(),
             accepting: vec![None; n],
             routes: cfg.routes,
             tunnel: cfg.tunnel,
-            backpressure: cfg.backpressure,
-            buffers: cfg.buffers as usize,
+            limits: SocketLimits {
+                backpressure: cfg.backpressure,
+                linger: cfg.tunnel.close_timeout,
+                send_stall: cfg.send_stall,
+            },
+            pool: Pool::new(cfg.buffers as usize),
             shutdown: cfg.shutdown,
             shutdown_timeout: cfg.shutdown_timeout,
             stop_by: None,
+            unsettled: 0,
             starved: Vec::new(),
             tick_armed: false,
             busy_poll: cfg.busy_poll,
@@ -134,13 +107,13 @@ impl Worker {
     }
 
     /// Runs until shutdown completes (or its deadline passes).
-    pub(crate) fn run(mut self) -> std::io::Result<()> {
+    pub fn run(mut self) -> std::io::Result<()> {
         let f = self.ring.features();
         debug!(worker = self.id, ?f, "worker started");
         for i in 0..self.listeners.len() {
             self.arm_accept(i);
         }
-        self.ring.tick(TICK, tag(Op::Tick, Side::Client, 0, 0));
+        self.ring.tick(TICK, tag(Op::Tick, Side::Client, NO_CONN));
         self.tick_armed = true;
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         let mut duty = Duty::default();
@@ -163,47 +136,38 @@ impl Worker {
             for c in cqes.drain(..) {
                 self.dispatch(c, now);
             }
-            if !self.starved.is_empty() && self.ring.buffers_lent() < self.buffers / 2 {
-                self.unstarve();
+            if !self.starved.is_empty() && self.pool.may_rearm(&self.ring) {
+                self.unstarve(now);
             }
             if let Some(by) = self.stop_by {
-                if self.live == 0 || now >= by || self.quiescent() {
-                    if self.live > 0 {
-                        warn!(
-                            worker = self.id,
-                            open = self.live,
-                            "shutdown deadline passed"
-                        );
-                    }
+                if self.unsettled == 0 {
+                    return Ok(());
+                }
+                if now >= by {
+                    warn!(
+                        worker = self.id,
+                        open = self.unsettled,
+                        "shutdown deadline passed with tunnels still sending"
+                    );
                     return Ok(());
                 }
             }
         }
     }
 
-    /// During shutdown: every tunnel finished and every byte handed to the kernel, so exiting
-    /// loses nothing (sockets still lingering for their peer's FIN are closed by the exit).
-    fn quiescent(&self) -> bool {
-        self.conns.iter().flatten().all(|c| {
-            c.tunnel.is_closed()
-                && [&c.client, &c.origin].iter().all(|ep| {
-                    ep.out.is_empty()
-                        && !ep.sending
-                        && matches!(ep.stage, Stage::ShutSent | Stage::Closing | Stage::Closed)
-                })
-        })
-    }
-
     fn arm_accept(&mut self, i: usize) {
         if let Some(l) = &self.listeners[i] {
             let fd = l.as_raw_fd();
-            let t = tag(Op::Accept, Side::Client, i as u32, 0);
-            self.accepting[i] = Some(self.ring.accept(fd, t));
+            let key = Key {
+                idx: i as u32,
+                gen: 0,
+            };
+            self.accepting[i] = Some(self.ring.accept(fd, tag(Op::Accept, Side::Client, key)));
         }
     }
 
     fn dispatch(&mut self, c: Completion, now: Instant) {
-        let (op, side, idx, gen) = untag(c.tag);
+        let (op, side, key) = untag(c.tag);
         match op {
             Op::Tick => {
                 if !c.more {
@@ -211,34 +175,53 @@ impl Worker {
                 }
                 self.on_tick(now);
             }
-            Op::Accept => self.on_accept(idx as usize, c, now),
+            Op::Accept => self.on_accept(key.idx as usize, c, now),
             Op::Cancel => {}
             _ => {
-                let live =
-                    matches!(self.conns.get(idx as usize), Some(Some(conn)) if conn.gen == gen);
-                if !live {
-                    // Cannot happen while slots outlive their operations; keep the buffers.
-                    self.release(c);
+                let Some(conn) = self.conns.get_mut(key) else {
+                    // Cannot happen: a slot is freed only once nothing of it is in flight.
+                    if let Some(b) = c.buf {
+                        self.ring.recycle(b);
+                    }
+                    if let Some(t) = c.tx {
+                        self.ring.recycle_tx(t);
+                    }
                     return;
+                };
+                let fx = conn.on_completion(op, side, c, &mut self.ring, &self.pool, now);
+                if let Some(side) = fx.starved {
+                    self.starved.push((key, side));
                 }
-                self.on_conn_completion(op, side, idx, c, now);
-                self.pump(idx, now);
+                self.pump(key, now);
             }
         }
     }
 
-    fn release(&mut self, c: Completion) {
-        if let Some(b) = c.buf {
-            self.ring.recycle(b);
+    /// Moves a connection forward after an event, frees it when done, reschedules its deadline.
+    fn pump(&mut self, key: Key, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.pump(&mut self.ring, &self.pool, self.id, now);
+        if !conn.settled && conn.is_settled() {
+            conn.settled = true;
+            self.unsettled -= 1;
         }
-        if let Some(TxBuf::Pool { buf, .. }) = c.tx {
-            self.ring.recycle(buf);
+        if conn.is_done() {
+            self.conns.remove(key);
+            return;
+        }
+        if let Some(at) = conn.next_deadline() {
+            if conn.scheduled.is_none_or(|s| at < s) {
+                conn.scheduled = Some(at);
+                self.deadlines.push(at, key);
+            }
         }
     }
 
     fn on_tick(&mut self, now: Instant) {
         if !self.tick_armed {
-            self.ring.tick(TICK, tag(Op::Tick, Side::Client, 0, 0));
+            self.ring.tick(TICK, tag(Op::Tick, Side::Client, NO_CONN));
             self.tick_armed = true;
         }
         if self.stop_by.is_none() && self.shutdown.load(Ordering::Relaxed) {
@@ -249,46 +232,40 @@ impl Worker {
                 self.arm_accept(i);
             }
         }
-        for idx in 0..self.conns.len() as u32 {
-            let Some(Some(conn)) = self.conns.get_mut(idx as usize) else {
-                continue;
+        self.expire(now);
+    }
+
+    /// Runs every deadline that is due (cost: what expires, not what exists).
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, key)) = self.deadlines.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue; // the connection is gone
             };
-            let mut touched = false;
-            if conn.tunnel.poll_timeout().is_some_and(|t| t <= now) {
-                conn.tunnel.handle_timeout(now);
-                touched = true;
+            if conn.scheduled != Some(at) {
+                continue; // superseded by an earlier entry
             }
-            for ep in [&mut conn.client, &mut conn.origin] {
-                let tearing_down = matches!(ep.stage, Stage::Draining | Stage::ShutSent);
-                if tearing_down && ep.linger_until.is_some_and(|t| t <= now) {
-                    ep.stage = Stage::Closing;
-                    touched = true;
-                }
-            }
-            if touched {
-                self.pump(idx, now);
-            }
+            conn.scheduled = None;
+            conn.handle_timeouts(now);
+            self.pump(key, now);
         }
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
-        info!(worker = self.id, open = self.live, "shutting down");
+        info!(worker = self.id, open = self.conns.len(), "shutting down");
         self.stop_by = Some(now + self.shutdown_timeout);
         // Stop accepting: cancel each accept; its listener is closed when the accept's last
         // completion arrives (I2), and new connections are refused from then on.
         for i in 0..self.listeners.len() {
             match self.accepting[i] {
-                Some(op) => self
-                    .ring
-                    .cancel(op, tag(Op::Cancel, Side::Client, i as u32, 0)),
+                Some(op) => self.ring.cancel(op, tag(Op::Cancel, Side::Client, NO_CONN)),
                 None => self.listeners[i] = None,
             }
         }
-        for idx in 0..self.conns.len() as u32 {
-            if let Some(Some(conn)) = self.conns.get_mut(idx as usize) {
-                conn.tunnel.handle_shutdown(now);
-                self.pump(idx, now);
+        for key in self.conns.keys() {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.session.handle_shutdown(now);
             }
+            self.pump(key, now);
         }
     }
 
@@ -316,274 +293,21 @@ impl Worker {
 
     fn open_conn(&mut self, fd: OwnedFd, now: Instant) {
         let _ = socket2::SockRef::from(&fd).set_nodelay(true);
-        let idx = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.conns.push(None);
-                self.gens.push(0);
-                (self.conns.len() - 1) as u32
-            }
-        };
-        let gen = self.gens[idx as usize];
-        let mut client = Endpoint::new(Some(fd), self.backpressure);
-        let origin = Endpoint::new(None, self.backpressure);
-        client.recv = Some(
-            self.ring
-                .recv(client.raw(), tag(Op::Recv, Side::Client, idx, gen)),
-        );
-        client.ops += 1;
-        self.conns[idx as usize] = Some(Conn {
-            gen,
-            tunnel: Tunnel::new(self.tunnel, now),
-            routes: self.routes.clone(),
-            client,
-            origin,
-            started: now,
-        });
-        self.live += 1;
+        let (routes, limits) = (self.routes.clone(), self.limits);
+        let session = Session::websocket(self.tunnel, now);
+        let key = self
+            .conns
+            .insert_with(|key| new_conn(key, fd, session, routes, limits, now));
+        self.unsettled += 1;
+        self.pump(key, now);
     }
 
-    fn on_conn_completion(&mut self, op: Op, side: Side, idx: u32, c: Completion, now: Instant) {
-        let linger = self.tunnel.close_timeout;
-        let Some(Some(conn)) = self.conns.get_mut(idx as usize) else {
-            return;
-        };
-        let gen = conn.gen;
-        let ring = &mut self.ring;
-        let (ep, other) = match side {
-            Side::Client => (&mut conn.client, &mut conn.origin),
-            Side::Origin => (&mut conn.origin, &mut conn.client),
-        };
-        if !c.more {
-            ep.ops -= 1;
-        }
-        match op {
-            Op::Recv => {
-                if !c.more {
-                    ep.recv = None;
-                }
-                if let Some(buf) = c.buf {
-                    let len = buf.len();
-                    if c.result <= 0 || ep.stage != Stage::Open {
-                        ring.recycle(buf);
-                    } else {
-                        let slot = ring.slot(&buf);
-                        let range = match side {
-                            Side::Client => {
-                                let r = conn.tunnel.handle_client_bytes(
-                                    &mut slot[HEADROOM..HEADROOM + len],
-                                    &conn.routes,
-                                    now,
-                                );
-                                (HEADROOM + r.start)..(HEADROOM + r.end)
-                            }
-                            Side::Origin => {
-                                conn.tunnel
-                                    .handle_origin_bytes(slot, HEADROOM..HEADROOM + len, now)
-                            }
-                        };
-                        if range.is_empty() {
-                            ring.recycle(buf);
-                        } else {
-                            let tx = TxBuf::Pool {
-                                buf,
-                                start: range.start,
-                                end: range.end,
-                            };
-                            queue(ring, other, ep, tx, flip(side), idx, gen);
-                        }
-                    }
-                    if !c.more {
-                        arm_recv(ring, ep, other.flow.is_paused(), side, idx, gen);
-                    }
-                    return;
-                }
-                match c.result {
-                    0 => {
-                        ep.eof = true;
-                        if ep.stage == Stage::Open {
-                            match side {
-                                Side::Client => conn.tunnel.handle_client_eof(now),
-                                Side::Origin => conn.tunnel.handle_origin_eof(now),
-                            }
-                        } else if ep.stage == Stage::ShutSent {
-                            ep.stage = Stage::Closing;
-                        }
-                    }
-                    r if r == -libc::ENOBUFS => {
-                        debug!(worker = self.id, slot = idx, "receive buffers exhausted");
-                        ep.starved = true;
-                        self.starved.push((idx, gen, side));
-                    }
-                    r if r == -libc::ECANCELED => {}
-                    r if r < 0 => {
-                        ep.eof = true;
-                        if ep.stage == Stage::Open {
-                            match side {
-                                Side::Client => conn.tunnel.handle_client_error(r, now),
-                                Side::Origin => conn.tunnel.handle_origin_error(r, now),
-                            }
-                        } else {
-                            ep.stage = Stage::Closing;
-                        }
-                    }
-                    _ => {}
-                }
-                if !c.more {
-                    arm_recv(ring, ep, other.flow.is_paused(), side, idx, gen);
-                }
+    fn unstarve(&mut self, now: Instant) {
+        for (key, side) in std::mem::take(&mut self.starved) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.socket(side).unstarve();
+                self.pump(key, now);
             }
-            Op::Send => {
-                ep.sending = false;
-                let Some(mut tx) = c.tx else { return };
-                if c.result > 0 {
-                    let n = c.result as usize;
-                    tx.advance(n);
-                    if ep.stage == Stage::Draining {
-                        // A slow peer that still reads keeps its bytes: the deadline counts
-                        // from the last progress.
-                        ep.linger_until = Some(now + linger);
-                    }
-                    if ep.flow.sent(n) {
-                        // Bytes queued to `ep` drained below half the cap: read its source again.
-                        arm_recv(ring, other, ep.flow.is_paused(), flip(side), idx, gen);
-                    }
-                    if !tx.is_empty() {
-                        ep.out.push_front(tx);
-                    } else if let TxBuf::Pool { buf, .. } = tx {
-                        ring.recycle(buf);
-                    }
-                } else {
-                    if let TxBuf::Pool { buf, .. } = tx {
-                        ring.recycle(buf);
-                    }
-                    drop_queue(ring, ep);
-                    let err = if c.result == 0 {
-                        -libc::EPIPE
-                    } else {
-                        c.result
-                    };
-                    if ep.stage == Stage::Open {
-                        ep.eof = true;
-                        match side {
-                            Side::Client => conn.tunnel.handle_client_error(err, now),
-                            Side::Origin => conn.tunnel.handle_origin_error(err, now),
-                        }
-                    }
-                    if ep.stage != Stage::Closed {
-                        ep.stage = Stage::Closing;
-                    }
-                }
-            }
-            Op::Connect => {
-                ep.connect = None;
-                if c.result == 0 {
-                    ep.up = true;
-                    conn.tunnel.handle_origin_connected(now);
-                    arm_recv(ring, ep, other.flow.is_paused(), side, idx, gen);
-                } else {
-                    conn.tunnel.handle_origin_connect_failed(c.result, now);
-                }
-            }
-            Op::Shutdown => {
-                if ep.eof && ep.stage == Stage::ShutSent {
-                    ep.stage = Stage::Closing;
-                }
-            }
-            Op::Close | Op::Cancel | Op::Tick | Op::Accept => {}
-        }
-    }
-
-    /// Acts on the tunnel's intents and moves both endpoints' queues and teardown forward;
-    /// frees the slot when everything is closed.
-    fn pump(&mut self, idx: u32, now: Instant) {
-        let Some(Some(conn)) = self.conns.get_mut(idx as usize) else {
-            return;
-        };
-        let gen = conn.gen;
-        let ring = &mut self.ring;
-        let linger = self.tunnel.close_timeout;
-        while let Some(intent) = conn.tunnel.poll_intent() {
-            match intent {
-                Intent::ConnectOrigin(addr) => match origin_socket(addr) {
-                    Ok(fd) => {
-                        let raw = fd.as_raw_fd();
-                        conn.origin.fd = Some(fd);
-                        let t = tag(Op::Connect, Side::Origin, idx, gen);
-                        conn.origin.connect = Some(ring.connect(raw, addr, t));
-                        conn.origin.ops += 1;
-                    }
-                    Err(e) => {
-                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                        conn.tunnel.handle_origin_connect_failed(errno, now);
-                    }
-                },
-                Intent::SendClient(v) => {
-                    let tx = TxBuf::Owned { vec: v, start: 0 };
-                    queue(
-                        ring,
-                        &mut conn.client,
-                        &mut conn.origin,
-                        tx,
-                        Side::Client,
-                        idx,
-                        gen,
-                    );
-                }
-                Intent::SendOrigin(v) => {
-                    let tx = TxBuf::Owned { vec: v, start: 0 };
-                    queue(
-                        ring,
-                        &mut conn.origin,
-                        &mut conn.client,
-                        tx,
-                        Side::Origin,
-                        idx,
-                        gen,
-                    );
-                }
-                Intent::CloseOrigin => request_close(&mut conn.origin, now + linger),
-                Intent::CloseClient => request_close(&mut conn.client, now + linger),
-                Intent::AbortOrigin => {
-                    if let Some(op) = conn.origin.connect {
-                        ring.cancel(op, tag(Op::Cancel, Side::Origin, idx, gen));
-                    }
-                    if conn.origin.stage != Stage::Closed {
-                        conn.origin.stage = Stage::Closing;
-                    }
-                }
-                Intent::Finished => log_close(self.id, conn, now),
-            }
-        }
-        if conn.tunnel.is_closed() {
-            request_close(&mut conn.client, now + linger);
-            request_close(&mut conn.origin, now + linger);
-        }
-        advance(ring, &mut conn.client, Side::Client, idx, gen, now, linger);
-        advance(ring, &mut conn.origin, Side::Origin, idx, gen, now, linger);
-        if conn.is_done() {
-            self.conns[idx as usize] = None;
-            self.gens[idx as usize] = gen.wrapping_add(1) & 0xFF_FFFF;
-            self.free.push(idx);
-            self.live -= 1;
-        }
-    }
-
-    fn unstarve(&mut self) {
-        let starved = std::mem::take(&mut self.starved);
-        for (idx, gen, side) in starved {
-            let Some(Some(conn)) = self.conns.get_mut(idx as usize) else {
-                continue;
-            };
-            if conn.gen != gen {
-                continue;
-            }
-            let (ep, other) = match side {
-                Side::Client => (&mut conn.client, &mut conn.origin),
-                Side::Origin => (&mut conn.origin, &mut conn.client),
-            };
-            ep.starved = false;
-            arm_recv(&mut self.ring, ep, other.flow.is_paused(), side, idx, gen);
         }
     }
 }
@@ -611,172 +335,6 @@ impl Duty {
     }
 }
 
-fn flip(side: Side) -> Side {
-    match side {
-        Side::Client => Side::Origin,
-        Side::Origin => Side::Client,
-    }
-}
-
-/// Queues `tx` to `to` (whose socket is `to_side`), or drops it if `to` is closing; if that
-/// pushes `to` over its cap, stops reading `from`.
-fn queue(
-    ring: &mut Ring,
-    to: &mut Endpoint,
-    from: &mut Endpoint,
-    tx: TxBuf,
-    to_side: Side,
-    idx: u32,
-    gen: u32,
-) {
-    // Once a close is requested nothing more may be queued: the tunnel emits every send to a
-    // socket before the intent that closes it.
-    if to.stage != Stage::Open {
-        if let TxBuf::Pool { buf, .. } = tx {
-            ring.recycle(buf);
-        }
-        return;
-    }
-    let paused = to.flow.queue(tx.len());
-    to.out.push_back(tx);
-    if paused {
-        if let Some(op) = from.recv {
-            ring.cancel(op, tag(Op::Cancel, flip(to_side), idx, gen));
-        }
-    }
-    kick_send(ring, to, to_side, idx, gen);
-}
-
-fn kick_send(ring: &mut Ring, ep: &mut Endpoint, side: Side, idx: u32, gen: u32) {
-    if ep.sending || !ep.up || ep.fd.is_none() {
-        return;
-    }
-    if let Some(tx) = ep.out.pop_front() {
-        ring.send(ep.raw(), tx, tag(Op::Send, side, idx, gen));
-        ep.sending = true;
-        ep.ops += 1;
-    }
-}
-
-/// Arms `ep`'s recv if it should read: connected, not at EOF, not closing, not starved, and —
-/// unless it only drains input to discard it — `dest_paused` false (the endpoint what `ep` reads
-/// goes to is under its backpressure cap).
-fn arm_recv(ring: &mut Ring, ep: &mut Endpoint, dest_paused: bool, side: Side, idx: u32, gen: u32) {
-    let reading = matches!(ep.stage, Stage::Open | Stage::Draining | Stage::ShutSent);
-    let discarding = ep.stage != Stage::Open;
-    if ep.recv.is_some() || !ep.up || ep.eof || ep.starved || !reading || ep.fd.is_none() {
-        return;
-    }
-    if !discarding && dest_paused {
-        return;
-    }
-    ep.recv = Some(ring.recv(ep.raw(), tag(Op::Recv, side, idx, gen)));
-    ep.ops += 1;
-}
-
-fn drop_queue(ring: &mut Ring, ep: &mut Endpoint) {
-    while let Some(tx) = ep.out.pop_front() {
-        ep.flow.sent(tx.len());
-        if let TxBuf::Pool { buf, .. } = tx {
-            ring.recycle(buf);
-        }
-    }
-}
-
-/// Starts an endpoint's teardown. Draining its queue may go on while the peer keeps reading;
-/// `deadline` (pushed back on every send that makes progress) ends it when the peer stops, so a
-/// peer that never reads cannot hold the slot forever.
-fn request_close(ep: &mut Endpoint, deadline: Instant) {
-    match ep.stage {
-        Stage::Open if ep.up => {
-            ep.stage = Stage::Draining;
-            ep.linger_until = Some(deadline);
-        }
-        Stage::Open => ep.stage = Stage::Closing,
-        _ => {}
-    }
-}
-
-/// Moves one endpoint's sends and teardown forward.
-fn advance(
-    ring: &mut Ring,
-    ep: &mut Endpoint,
-    side: Side,
-    idx: u32,
-    gen: u32,
-    now: Instant,
-    linger: Duration,
-) {
-    if ep.fd.is_none() && ep.stage != Stage::Closed {
-        if ep.stage == Stage::Closing || ep.stage == Stage::Draining {
-            ep.stage = Stage::Closed;
-        }
-        return;
-    }
-    kick_send(ring, ep, side, idx, gen);
-    if ep.stage == Stage::Draining && ep.out.is_empty() && !ep.sending {
-        if ep.eof {
-            ep.stage = Stage::Closing;
-        } else {
-            ring.shutdown(ep.raw(), libc::SHUT_WR, tag(Op::Shutdown, side, idx, gen));
-            ep.ops += 1;
-            ep.stage = Stage::ShutSent;
-            ep.linger_until = Some(now + linger);
-            // Keep reading (and discarding) until the peer's EOF, so close() sends no RST
-            // that could destroy bytes the peer has not read yet.
-            arm_recv(ring, ep, false, side, idx, gen);
-        }
-    }
-    if ep.stage == Stage::Closing {
-        drop_queue(ring, ep);
-        if ep.ops > 0 && !ep.cancelled {
-            // Ends the recv and any send stuck on a peer that stopped reading; their final
-            // completions still count in `ops`, and the fd is closed only after them (I2).
-            ring.cancel_fd(ep.raw(), tag(Op::Cancel, side, idx, gen));
-            ep.cancelled = true;
-            ep.recv = None;
-        }
-        if ep.ops == 0 {
-            if let Some(fd) = ep.fd.take() {
-                ring.close(fd, tag(Op::Close, side, idx, gen));
-                ep.ops += 1;
-            }
-            ep.stage = Stage::Closed;
-        }
-    }
-}
-
-fn origin_socket(addr: std::net::SocketAddr) -> std::io::Result<OwnedFd> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM.nonblocking().cloexec(),
-        Some(socket2::Protocol::TCP),
-    )?;
-    s.set_nodelay(true)?;
-    Ok(s.into())
-}
-
-fn log_close(worker: usize, conn: &Conn, now: Instant) {
-    let stats = conn.tunnel.stats();
-    let route = conn
-        .tunnel
-        .route()
-        .and_then(|i| conn.routes.routes().get(i))
-        .map_or("-", |r| r.name.as_str());
-    let rec = conn.tunnel.close_record();
-    info!(
-        target: "ringway::tunnel",
-        worker,
-        route,
-        to_origin = stats.to_origin,
-        to_client = stats.to_client,
-        duration_ms = now.duration_since(conn.started).as_millis() as u64,
-        closed_by = ?rec.map(|r| r.by),
-        reason = ?rec.map(|r| r.reason),
-        "tunnel closed"
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,24 +359,5 @@ mod tests {
             d.record(us(2), us(100));
         }
         assert!(d.mostly_idle(), "load gone: polling comes back");
-    }
-
-    #[test]
-    fn tags_round_trip() {
-        for op in [
-            Op::Tick,
-            Op::Accept,
-            Op::Recv,
-            Op::Send,
-            Op::Connect,
-            Op::Shutdown,
-            Op::Close,
-            Op::Cancel,
-        ] {
-            for side in [Side::Client, Side::Origin] {
-                let t = tag(op, side, 0xFFFF_FFFF, 0xAB_CDEF);
-                assert_eq!(untag(t), (op, side, 0xFFFF_FFFF, 0xAB_CDEF));
-            }
-        }
     }
 }

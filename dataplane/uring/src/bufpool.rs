@@ -7,11 +7,18 @@
 //!
 //! Invariant I3: user space touches a slot only while it holds the [`PoolBuf`] the completion lent
 //! it, i.e. between that completion and [`BufPool::recycle`]. `PoolBuf` is neither `Clone` nor
-//! `Copy`, so a slot has at most one holder, and a recycled slot can no longer be named.
+//! `Copy`, so a slot has at most one holder, and a recycled slot can no longer be named. A
+//! `PoolBuf` carries the id of the pool that lent it, and every pool operation checks it, so a
+//! buffer of one ring can never name a slot of another.
+//!
+//! The pool's memory is an anonymous mapping, zero-filled by the kernel and resident only once
+//! touched, and a lent slot is handed out only up to the end of the bytes received into it: safe
+//! code never
+//! reads uninitialised memory, nor the spare room where an earlier tenant's bytes may remain.
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use io_uring::types::BufRingEntry;
 
@@ -22,6 +29,7 @@ pub const HEADROOM: usize = 16;
 /// (directly, or after the send it was handed to completes).
 #[derive(Debug)]
 pub struct PoolBuf {
+    pool: u32,
     bid: u16,
     len: u32,
 }
@@ -45,10 +53,13 @@ impl PoolBuf {
 
 /// The buffer group's memory: the ring of entries shared with the kernel and the slots.
 pub(crate) struct BufPool {
+    /// Process-unique id stamped on every buffer this pool lends.
+    id: u32,
     ring: NonNull<BufRingEntry>,
     ring_layout: Layout,
+    /// The slots: an anonymous mapping of `mem_len` bytes.
     mem: NonNull<u8>,
-    mem_layout: Layout,
+    mem_len: usize,
     entries: u16,
     size: usize,
     /// Local tail; published to the kernel by [`BufPool::publish`].
@@ -71,21 +82,42 @@ impl BufPool {
         let ring_layout =
             Layout::from_size_align(entries as usize * std::mem::size_of::<BufRingEntry>(), 4096)
                 .map_err(|_| bad("buffer ring too large"))?;
-        let mem_layout = Layout::from_size_align(entries as usize * size, 4096)
-            .map_err(|_| bad("buffer pool too large"))?;
-        // SAFETY: both layouts have a non-zero size (entries >= 1, size > HEADROOM); the memory
-        // is freed in Drop with the same layout.
-        let (ring, mem) = unsafe { (alloc::alloc_zeroed(ring_layout), alloc::alloc(mem_layout)) };
-        let (Some(ring), Some(mem)) =
-            (NonNull::new(ring.cast::<BufRingEntry>()), NonNull::new(mem))
-        else {
-            alloc::handle_alloc_error(mem_layout);
+        let mem_len = (entries as usize)
+            .checked_mul(size)
+            .ok_or_else(|| bad("buffer pool too large"))?;
+        // Anonymous pages: zero-filled by the kernel and not resident until first touched, so a
+        // worker's pool costs memory only for the slots traffic actually uses.
+        // SAFETY: a fresh private anonymous mapping (no address hint, no fd); the result is
+        // checked for MAP_FAILED before use and unmapped in Drop with the same length.
+        let mem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mem_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
+        if mem == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the layout has a non-zero size (entries >= 1); freed in Drop with it. Zeroed,
+        // so no byte of the ring is uninitialised.
+        let ring = unsafe { alloc::alloc_zeroed(ring_layout) };
+        let (Some(ring), Some(mem)) = (
+            NonNull::new(ring.cast::<BufRingEntry>()),
+            NonNull::new(mem.cast::<u8>()),
+        ) else {
+            alloc::handle_alloc_error(ring_layout);
+        };
+        static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         let mut pool = BufPool {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             ring,
             ring_layout,
             mem,
-            mem_layout,
+            mem_len,
             entries,
             size,
             tail: 0,
@@ -118,10 +150,31 @@ impl BufPool {
         self.lent
     }
 
-    /// Takes the buffer a completion selected.
+    /// Buffers the kernel may still pick (published and not lent).
+    pub(crate) fn free(&self) -> usize {
+        self.entries as usize - self.lent
+    }
+
+    /// Takes the buffer a completion selected (`len` is clamped to the slot's room).
     pub(crate) fn lend(&mut self, bid: u16, len: u32) -> PoolBuf {
+        debug_assert!(bid < self.entries);
         self.lent += 1;
-        PoolBuf { bid, len }
+        let room = (self.size - HEADROOM) as u32;
+        PoolBuf {
+            pool: self.id,
+            bid,
+            len: len.min(room),
+        }
+    }
+
+    /// Panics unless `buf` was lent by this pool: a buffer of another ring would name a slot
+    /// whose loan this pool never gave (I3).
+    fn check(&self, buf: &PoolBuf) {
+        assert_eq!(
+            buf.pool, self.id,
+            "pool buffer {} belongs to another ring's pool",
+            buf.bid
+        );
     }
 
     fn add_entry(&mut self, bid: u16) {
@@ -142,6 +195,7 @@ impl BufPool {
 
     /// Gives a buffer back to the kernel (visible after the next [`BufPool::publish`]).
     pub(crate) fn recycle(&mut self, buf: PoolBuf) {
+        self.check(&buf);
         self.add_entry(buf.bid);
     }
 
@@ -159,36 +213,44 @@ impl BufPool {
         self.published = self.tail;
     }
 
-    /// The whole slot of a lent buffer: `HEADROOM` bytes, then `buf.len()` received bytes, then
-    /// spare room up to the slot size.
+    /// The written part of a lent buffer's slot: `HEADROOM` bytes, then the `buf.len()` bytes
+    /// received.
     pub(crate) fn slot(&mut self, buf: &PoolBuf) -> &mut [u8] {
-        // SAFETY: I3 — `buf` was lent by a completion and not yet recycled, so the kernel does not
-        // write this slot, and `&mut self` plus the non-Clone PoolBuf mean no other reference to
-        // it exists; bid < entries keeps the range inside the pool allocation.
+        self.check(buf);
+        // SAFETY: I3 — `buf` was lent by this pool (checked) and not yet recycled, so the kernel
+        // does not write this slot, and `&mut self` plus the non-Clone PoolBuf mean no other
+        // reference to it exists; bid < entries and HEADROOM + len <= size (clamped in `lend`)
+        // keep the range inside the pool allocation, which is zero-initialised.
         unsafe {
             std::slice::from_raw_parts_mut(
                 self.mem.as_ptr().add(buf.bid as usize * self.size),
-                self.size,
+                HEADROOM + buf.len(),
             )
         }
     }
 
-    /// Pointer to `range` of a lent buffer's slot, for a send SQE. The caller keeps the PoolBuf
-    /// in the operation's in-flight entry until the completion (I1).
-    pub(crate) fn send_ptr(&self, buf: &PoolBuf, start: usize) -> *const u8 {
-        debug_assert!(start <= self.size);
-        // SAFETY: bid < entries and start <= size keep the pointer inside the pool allocation.
+    /// Pointer to byte `start` of a lent buffer's slot, for a send SQE of `len` bytes. The caller
+    /// keeps the PoolBuf in the operation's in-flight entry until the completion (I1).
+    pub(crate) fn send_ptr(&self, buf: &PoolBuf, start: usize, len: usize) -> *const u8 {
+        self.check(buf);
+        assert!(
+            start + len <= HEADROOM + buf.len(),
+            "send range outside the buffer's written bytes"
+        );
+        // SAFETY: bid < entries and start + len <= HEADROOM + len <= size keep the pointer and
+        // the range it starts inside this buffer's slot of the pool allocation.
         unsafe { self.mem.as_ptr().add(buf.bid as usize * self.size + start) }
     }
 }
 
 impl Drop for BufPool {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts. The pool is dropped after the ring (field
-        // order in `Ring`), and the ring's drop waits for the kernel to release the buffer group.
+        // SAFETY: allocated (ring) and mapped (slots) in `new` with this layout and length. `Ring`
+        // drops its pool only after unregistering the buffer group with no operation in flight
+        // (otherwise it leaks the pool), so the kernel no longer references this memory.
         unsafe {
             alloc::dealloc(self.ring.as_ptr().cast(), self.ring_layout);
-            alloc::dealloc(self.mem.as_ptr(), self.mem_layout);
+            libc::munmap(self.mem.as_ptr().cast(), self.mem_len);
         }
     }
 }

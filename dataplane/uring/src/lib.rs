@@ -12,6 +12,11 @@
 //! - I3: user space touches a provided-buffer slot only between the completion that lends it and
 //!   the moment it is handed back ([`PoolBuf`] is the proof of the loan).
 //!
+//! Soundness of the safe API: operation ids carry a generation, so a stale id never names a
+//! newer operation; pool memory is zeroed and lent only up to the bytes received; send ranges
+//! are checked when a [`TxBuf`] is built; a [`PoolBuf`] is checked against the ring that lent
+//! it; and dropping a ring never frees memory an operation in flight may still touch.
+//!
 //! Every `unsafe` block carries a `// SAFETY:` line naming the invariant it relies on, and
 //! `Ring::push` is the one place that writes to the submission queue.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -20,7 +25,9 @@ mod bufpool;
 mod ring;
 mod sockaddr;
 mod steer;
+mod txbuf;
 
 pub use bufpool::{PoolBuf, HEADROOM};
-pub use ring::{Completion, Features, OpId, Ring, TxBuf};
+pub use ring::{Completion, Features, OpId, Ring, Teardown};
 pub use steer::steer_to_cpu;
+pub use txbuf::{RangeError, TxBuf};

@@ -2,20 +2,28 @@
 //!
 //! Every operation gets an in-flight entry that owns whatever the kernel may read or write
 //! (the send buffer, the connect address, the timer's timespec) until the operation's last
-//! completion is reaped, cancelled operations included (I1). `user_data` is the entry index;
-//! the caller's own `tag` comes back in the [`Completion`]. [`Ring::push`] is the only place
-//! that writes to the submission queue.
+//! completion is reaped, cancelled operations included (I1). `user_data` is the entry's index in
+//! the low 32 bits and the entry's generation in the high 32 bits; a generation is bumped every
+//! time an index is freed, so an [`OpId`] kept past its operation's last completion names nothing
+//! (a cancel with it matches no request) rather than the index's next tenant. The caller's own
+//! `tag` comes back in the [`Completion`]. [`Ring::push`] is the only place that writes to the
+//! submission queue.
+//!
+//! Dropping a ring cancels every operation in flight and reaps their completions for a bounded
+//! time; only if all of them arrive are the in-flight entries and the buffer pool freed. Anything
+//! the kernel may still touch after that is leaked, never freed ([`Ring::shut_down`] reports which).
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use crate::bufpool::{BufPool, PoolBuf};
 use crate::sockaddr::SockAddr;
+use crate::txbuf::{Parts, TxBuf};
 
 /// Buffer group id of the worker's provided buffer ring.
 const BGID: u16 = 0;
@@ -31,43 +39,9 @@ pub struct Features {
     pub recv_multi: bool,
     /// Multishot timeouts (IORING_TIMEOUT_MULTISHOT); otherwise the tick is re-armed.
     pub timeout_multi: bool,
-}
-
-/// Bytes handed to a send: either a slice of a pool buffer or an owned vector (HTTP responses,
-/// control frames, bytes pipelined with the handshake).
-#[derive(Debug)]
-pub enum TxBuf {
-    /// `buf`'s slot bytes `start..end` (offsets into [`Ring::slot`], headroom included).
-    Pool {
-        buf: PoolBuf,
-        start: usize,
-        end: usize,
-    },
-    /// `vec[start..]`.
-    Owned { vec: Vec<u8>, start: usize },
-}
-
-impl TxBuf {
-    /// Bytes still to send.
-    pub fn len(&self) -> usize {
-        match self {
-            TxBuf::Pool { start, end, .. } => end - start,
-            TxBuf::Owned { vec, start } => vec.len() - start,
-        }
-    }
-
-    /// True when nothing is left to send.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Drops `n` sent bytes from the front (after a short send).
-    pub fn advance(&mut self, n: usize) {
-        match self {
-            TxBuf::Pool { start, end, .. } => *start = (*start + n).min(*end),
-            TxBuf::Owned { vec, start } => *start = (*start + n).min(vec.len()),
-        }
-    }
+    /// A multishot recv takes a byte cap (`sqe->optlen`) after which it ends (Linux 6.17+),
+    /// so one busy socket cannot take a whole loop turn's worth of the pool and CPU.
+    pub recv_cap: bool,
 }
 
 /// One reaped completion.
@@ -87,9 +61,23 @@ pub struct Completion {
     pub fd: Option<OwnedFd>,
 }
 
-/// Names one submitted operation, for [`Ring::cancel`].
+/// Names one submitted operation, for [`Ring::cancel`]: its entry index and that entry's
+/// generation, so an id kept after the operation ended never names another operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpId(u64);
+
+/// How long dropping a ring waits for cancelled operations to complete.
+const DROP_WAIT: Duration = Duration::from_millis(500);
+
+/// What [`Ring::shut_down`] did with the operations still in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Teardown {
+    /// Operations in flight when the ring was closed (cancelled, then reaped or leaked).
+    pub in_flight: usize,
+    /// Operations whose completion did not arrive in time: their in-flight entries and the
+    /// buffer pool were leaked (left allocated until process exit) instead of freed.
+    pub leaked: usize,
+}
 
 /// What an in-flight operation owns until its last completion.
 enum Owned {
@@ -107,14 +95,24 @@ struct InFlight {
     owned: Owned,
 }
 
+/// One index of the in-flight table: its current generation and, while in use, its operation.
+struct Entry {
+    gen: u32,
+    op: Option<InFlight>,
+}
+
+fn user_data(index: u32, gen: u32) -> u64 {
+    ((gen as u64) << 32) | index as u64
+}
+
 /// A worker's io_uring.
 pub struct Ring {
-    // Field order matters: the ring is dropped (and the kernel lets go of the buffer group)
-    // before the pool's memory is freed.
     ring: IoUring,
+    /// Freed in `Drop` only when the kernel holds no reference to it any more.
     pool: std::mem::ManuallyDrop<BufPool>,
     features: Features,
-    inflight: Vec<Option<InFlight>>,
+    /// Freed in `Drop` only when no operation is in flight (their memory may be in use).
+    inflight: std::mem::ManuallyDrop<Vec<Entry>>,
     free: Vec<u32>,
     live: usize,
     /// Free boxed sockaddrs, reused so a connect allocates nothing after warm-up. Boxed because
@@ -122,6 +120,12 @@ pub struct Ring {
     #[allow(clippy::vec_box)]
     addr_cache: Vec<Box<SockAddr>>,
     overflow: VecDeque<squeue::Entry>,
+    /// Bytes after which a multishot recv ends (0: no cap).
+    recv_cap: u32,
+    /// Reused scratch space for one reap's CQEs.
+    batch: Vec<cqueue::Entry>,
+    /// Teardown ran (from `shut_down`); `Drop` has nothing left to do.
+    closed: bool,
 }
 
 impl Ring {
@@ -165,9 +169,13 @@ impl Ring {
             features.recv_multi = false;
             features.timeout_multi = false;
         }
+        if features.recv_multi {
+            features.recv_cap = probe_recv_cap(&ring);
+        }
         let pool = BufPool::new(buffers, buffer_size)?;
         // SAFETY: the pool's ring memory is page aligned, holds `entries` initialised entries and
-        // stays allocated until after the io_uring is closed (ManuallyDrop, see Drop).
+        // stays allocated until the buffer group is unregistered with nothing in flight, or for
+        // the process's life (ManuallyDrop, see Drop).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 pool.ring_addr(),
@@ -180,11 +188,14 @@ impl Ring {
             ring,
             pool: std::mem::ManuallyDrop::new(pool),
             features,
-            inflight: Vec::new(),
+            inflight: std::mem::ManuallyDrop::new(Vec::new()),
             free: Vec::new(),
             live: 0,
             addr_cache: Vec::new(),
             overflow: VecDeque::new(),
+            batch: Vec::new(),
+            closed: false,
+            recv_cap: 0,
         })
     }
 
@@ -203,34 +214,70 @@ impl Ring {
         self.pool.lent()
     }
 
+    /// Pool buffers the kernel may still pick for a receive.
+    pub fn buffers_free(&self) -> usize {
+        self.pool.free()
+    }
+
+    /// Number of buffers in the pool.
+    pub fn buffers(&self) -> usize {
+        self.pool.entries() as usize
+    }
+
     /// Slot size of the pool buffers, headroom included.
     pub fn buffer_size(&self) -> usize {
         self.pool.size()
     }
 
-    /// The full slot of a lent buffer (see [`crate::HEADROOM`]).
+    /// The written part of a lent buffer's slot: [`crate::HEADROOM`] bytes, then the bytes
+    /// received. Panics if `buf` belongs to another ring.
     pub fn slot(&mut self, buf: &PoolBuf) -> &mut [u8] {
         self.pool.slot(buf)
     }
 
-    /// Gives a lent buffer back to the kernel.
+    /// Gives a lent buffer back to the kernel. Panics if `buf` belongs to another ring.
     pub fn recycle(&mut self, buf: PoolBuf) {
         self.pool.recycle(buf);
     }
 
+    /// Recycles the pool buffer behind `tx`, if any.
+    pub fn recycle_tx(&mut self, tx: TxBuf) {
+        if let Some(buf) = tx.into_pool_buf() {
+            self.pool.recycle(buf);
+        }
+    }
+
     fn insert(&mut self, tag: u64, owned: Owned) -> u64 {
         self.live += 1;
-        let entry = Some(InFlight { tag, owned });
+        let op = Some(InFlight { tag, owned });
         match self.free.pop() {
             Some(i) => {
-                self.inflight[i as usize] = entry;
-                i as u64
+                let e = &mut self.inflight[i as usize];
+                e.op = op;
+                user_data(i, e.gen)
             }
             None => {
-                self.inflight.push(entry);
-                (self.inflight.len() - 1) as u64
+                let i = u32::try_from(self.inflight.len()).expect("fewer than 2^32 operations");
+                self.inflight.push(Entry { gen: 0, op });
+                user_data(i, 0)
             }
         }
+    }
+
+    /// The live entry `ud` names, if its generation still matches.
+    fn entry(&mut self, ud: u64) -> Option<&mut Entry> {
+        let e = self.inflight.get_mut((ud & 0xFFFF_FFFF) as usize)?;
+        (e.gen == (ud >> 32) as u32 && e.op.is_some()).then_some(e)
+    }
+
+    /// Ends entry `ud`'s operation: bumps the generation and frees the index.
+    fn remove(&mut self, ud: u64) -> Option<InFlight> {
+        let e = self.entry(ud)?;
+        let op = e.op.take();
+        e.gen = e.gen.wrapping_add(1);
+        self.free.push((ud & 0xFFFF_FFFF) as u32);
+        self.live -= 1;
+        op
     }
 
     /// The one place that writes to the submission queue. A full queue is submitted first; if the
@@ -289,11 +336,22 @@ impl Ring {
         OpId(ud)
     }
 
+    /// Caps every multishot recv armed from now on at `bytes` (0: no cap; ignored where the
+    /// kernel lacks the cap). A capped recv ends (`more == false`) once it has delivered that
+    /// much, and the caller re-arms it on its next turn: between two turns, no socket takes more
+    /// than `bytes` of the pool, however fast its peer sends.
+    pub fn set_recv_cap(&mut self, bytes: u32) {
+        self.recv_cap = if self.features.recv_cap { bytes } else { 0 };
+    }
+
     /// Multishot recv into the provided buffer pool (one-shot with buffer select as fallback).
     pub fn recv(&mut self, fd: RawFd, tag: u64) -> OpId {
         let ud = self.insert(tag, Owned::None);
         let sqe = if self.features.recv_multi {
-            opcode::RecvMulti::new(types::Fd(fd), BGID).build()
+            with_recv_cap(
+                opcode::RecvMulti::new(types::Fd(fd), BGID).build(),
+                self.recv_cap,
+            )
         } else {
             opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
                 .buf_group(BGID)
@@ -318,9 +376,9 @@ impl Ring {
     /// Sends `tx` on a stream socket (MSG_NOSIGNAL). The buffer comes back in the completion;
     /// a short send reports fewer bytes and the caller sends the rest.
     pub fn send(&mut self, fd: RawFd, tx: TxBuf, tag: u64) {
-        let (ptr, len) = match &tx {
-            TxBuf::Pool { buf, start, end } => (self.pool.send_ptr(buf, *start), end - start),
-            TxBuf::Owned { vec, start } => (vec[*start..].as_ptr(), vec.len() - start),
+        let (ptr, len) = match tx.parts() {
+            Parts::Pool(buf, start, len) => (self.pool.send_ptr(buf, start, len), len),
+            Parts::Owned(bytes) => (bytes.as_ptr(), bytes.len()),
         };
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         let ud = self.insert(tag, Owned::Tx(tx));
@@ -329,7 +387,8 @@ impl Ring {
             .build();
         // SAFETY: I1 — ptr/len point into the TxBuf now owned by in-flight entry `ud` (a Vec's heap
         // buffer does not move when the Vec is moved; a pool slot is lent, not recycled, while
-        // the entry holds its PoolBuf). The caller keeps `fd` open (I2).
+        // the entry holds its PoolBuf, and `send_ptr` checked the range lies in its slot). The
+        // caller keeps `fd` open (I2).
         unsafe { self.push(sqe.user_data(ud)) };
     }
 
@@ -434,64 +493,185 @@ impl Ring {
     /// Moves every available completion into `out` (cleared first; its capacity is reused).
     pub fn reap(&mut self, out: &mut Vec<Completion>) {
         out.clear();
-        let mut cq = self.ring.completion();
-        cq.sync();
-        for cqe in &mut cq {
-            let ud = cqe.user_data() as usize;
-            let (result, flags) = (cqe.result(), cqe.flags());
-            let more = cqueue::more(flags);
-            let Some(slot) = self.inflight.get_mut(ud) else {
-                continue;
-            };
-            let Some(entry) = slot.as_ref() else {
-                continue;
-            };
-            let tag = entry.tag;
-            let buf = cqueue::buffer_select(flags).map(|bid| {
-                let len = if result > 0 { result as u32 } else { 0 };
-                self.pool.lend(bid, len)
-            });
-            let mut tx = None;
-            let mut fd = None;
-            if matches!(entry.owned, Owned::Accept) && result >= 0 {
-                // SAFETY: a successful accept's result is a new descriptor the kernel just
-                // installed for this process; nothing else owns it.
-                fd = Some(unsafe { OwnedFd::from_raw_fd(result) });
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.extend(self.ring.completion());
+        for cqe in batch.drain(..) {
+            if let Some(c) = self.complete(cqe) {
+                out.push(c);
             }
-            if !more {
-                let entry = slot.take().expect("checked above");
-                self.free.push(ud as u32);
-                self.live -= 1;
-                match entry.owned {
-                    Owned::Tx(t) => tx = Some(t),
-                    Owned::Addr(a) => self.addr_cache.push(a),
-                    Owned::None | Owned::Accept | Owned::Time(_) => {}
+        }
+        self.batch = batch;
+    }
+
+    /// Turns one CQE into a [`Completion`], ending its in-flight entry on the last one.
+    fn complete(&mut self, cqe: cqueue::Entry) -> Option<Completion> {
+        let ud = cqe.user_data();
+        let (result, flags) = (cqe.result(), cqe.flags());
+        let more = cqueue::more(flags);
+        // A buffer the kernel selected is lent whatever happens to the entry.
+        let buf = cqueue::buffer_select(flags).map(|bid| {
+            let len = if result > 0 { result as u32 } else { 0 };
+            self.pool.lend(bid, len)
+        });
+        let Some(entry) = self.entry(ud) else {
+            // Cannot happen: every submitted ud has an entry until its last CQE.
+            if let Some(b) = buf {
+                self.pool.recycle(b);
+            }
+            return None;
+        };
+        let op = entry.op.as_ref().expect("entry() checked");
+        let tag = op.tag;
+        let mut fd = None;
+        if matches!(op.owned, Owned::Accept) && result >= 0 {
+            // SAFETY: a successful accept's result is a new descriptor the kernel just
+            // installed for this process; nothing else owns it.
+            fd = Some(unsafe { OwnedFd::from_raw_fd(result) });
+        }
+        let mut tx = None;
+        if !more {
+            match self.remove(ud).map(|op| op.owned) {
+                Some(Owned::Tx(t)) => tx = Some(t),
+                Some(Owned::Addr(a)) => self.addr_cache.push(a),
+                _ => {}
+            }
+        }
+        Some(Completion {
+            tag,
+            result,
+            more,
+            buf,
+            tx,
+            fd,
+        })
+    }
+
+    /// Cancels every operation in flight and reaps completions until none is left or `wait`
+    /// has passed; then frees the in-flight table and the buffer pool if nothing is left in
+    /// flight, and leaks both otherwise (the kernel may still write into them). Buffers and
+    /// descriptors the completions carry are released.
+    pub fn shut_down(mut self, wait: Duration) -> Teardown {
+        self.teardown(wait)
+    }
+
+    fn teardown(&mut self, wait: Duration) -> Teardown {
+        // Entries never handed to the kernel have nothing to wait for.
+        while let Some(sqe) = self.overflow.pop_front() {
+            self.remove(sqe.get_user_data());
+        }
+        let in_flight = self.live;
+        if in_flight > 0 && !wait.is_zero() {
+            let ud = self.insert(u64::MAX, Owned::None);
+            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build();
+            // SAFETY: no pointers; matches in-flight requests only.
+            unsafe { self.push(sqe.user_data(ud)) };
+            let deadline = std::time::Instant::now() + wait;
+            let mut out = Vec::new();
+            while self.live > 0 {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                self.flush_overflow();
+                let ts = types::Timespec::from(left);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                match self.ring.submitter().submit_with_args(1, &args) {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                    Err(_) => break,
+                }
+                self.reap(&mut out);
+                for c in out.drain(..) {
+                    if let Some(b) = c.buf {
+                        self.pool.recycle(b);
+                    }
+                    if let Some(t) = c.tx {
+                        self.recycle_tx(t);
+                    }
                 }
             }
-            out.push(Completion {
-                tag,
-                result,
-                more,
-                buf,
-                tx,
-                fd,
-            });
         }
+        let leaked = self.live;
+        if leaked == 0 {
+            let _ = self.ring.submitter().unregister_buf_ring(BGID);
+            // SAFETY: nothing is in flight and the buffer group is unregistered, so the kernel
+            // no longer references the pool or any in-flight entry; neither is used after this
+            // (teardown runs once: from `close`, which consumes the ring, or from `Drop`).
+            unsafe {
+                std::mem::ManuallyDrop::drop(&mut self.pool);
+                std::mem::ManuallyDrop::drop(&mut self.inflight);
+            }
+        }
+        // Otherwise both stay allocated: ManuallyDrop leaks them to process exit.
+        self.closed = true;
+        Teardown { in_flight, leaked }
     }
 }
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        // The pool's memory is freed only when no operation is in flight: otherwise the kernel,
-        // tearing the ring down asynchronously, could still select a buffer (I3). A worker that
-        // exits with operations in flight leaks its pool, which the process exit reclaims.
-        if self.live == 0 {
-            let _ = self.ring.submitter().unregister_buf_ring(BGID);
-            // SAFETY: nothing is in flight and the buffer group is unregistered, so the kernel
-            // no longer references the pool; it is not used after this point.
-            unsafe { std::mem::ManuallyDrop::drop(&mut self.pool) };
+        if !self.closed {
+            self.teardown(DROP_WAIT);
         }
     }
+}
+
+/// Byte offset of the `optlen` field (a union with `splice_fd_in` / `file_index`) in the
+/// kernel's 64-byte `struct io_uring_sqe`.
+const SQE_OPTLEN: usize = 44;
+
+/// Sets a multishot recv SQE's total byte cap (`sqe->optlen`), which the io-uring crate's
+/// builder does not expose.
+fn with_recv_cap(sqe: squeue::Entry, cap: u32) -> squeue::Entry {
+    if cap == 0 {
+        return sqe;
+    }
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe` (size
+    // checked above), so it has the same bytes; every bit pattern is a valid `[u8; 64]`.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(sqe) };
+    raw[SQE_OPTLEN..SQE_OPTLEN + 4].copy_from_slice(&cap.to_ne_bytes());
+    // SAFETY: the bytes of a valid SQE with one u32 field of the kernel ABI changed; the field
+    // is plain data (no pointer), and RecvMulti leaves the union's other members unused.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
+}
+
+/// Whether the kernel takes a byte cap on multishot recv: arms one on an idle socket pair and
+/// cancels it; a kernel without the cap fails the recv with EINVAL at once.
+fn probe_recv_cap(ring: &IoUring) -> bool {
+    let Ok((a, _b)) = std::os::unix::net::UnixStream::pair() else {
+        return false;
+    };
+    let sqe = opcode::RecvMulti::new(types::Fd(a.as_raw_fd()), BGID).build();
+    let recv = with_recv_cap(sqe, 1 << 20).user_data(1);
+    let cancel = opcode::AsyncCancel::new(1).build().user_data(2);
+    // SAFETY: no pointers; no buffer group is registered yet, so the recv can select no buffer
+    // (it can only wait, fail or be cancelled); `a` outlives both operations, which are reaped
+    // below before it is closed (I2).
+    let pushed = unsafe {
+        let mut sq = ring.submission_shared();
+        sq.push(&recv).is_ok() && sq.push(&cancel).is_ok()
+    };
+    if !pushed {
+        return false;
+    }
+    let mut ok = true;
+    let mut seen = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while seen < 2 && std::time::Instant::now() < deadline {
+        if ring.submit_and_wait(1).is_err() {
+            return false;
+        }
+        // SAFETY: single-threaded use of this ring during construction.
+        for cqe in unsafe { ring.completion_shared() } {
+            seen += 1;
+            if cqe.user_data() == 1 && cqe.result() == -libc::EINVAL {
+                ok = false;
+            }
+        }
+    }
+    ok && seen == 2
 }
 
 fn kernel_version() -> (u32, u32) {

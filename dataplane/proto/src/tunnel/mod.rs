@@ -100,6 +100,12 @@ pub enum CloseReason {
     IdleTimeout,
     /// Ringway is shutting down.
     Shutdown,
+    /// The client stopped reading: bytes queued to it made no progress for the send-stall
+    /// timeout (closed with 1008).
+    ClientStalled,
+    /// The origin stopped reading: bytes queued to it made no progress for the send-stall
+    /// timeout (closed with 1011).
+    OriginStalled,
 }
 
 /// Who closed a tunnel and why.
@@ -116,8 +122,11 @@ pub struct CloseRecord {
 pub enum Intent {
     /// Open a TCP connection to the origin.
     ConnectOrigin(SocketAddr),
-    /// Queue these bytes to the client (HTTP responses, control frames).
+    /// Queue these bytes to the client (HTTP responses, Close frames).
     SendClient(Vec<u8>),
+    /// Queue this Pong frame to the client, replacing one not yet sent (RFC 6455 §5.5.3: an
+    /// endpoint may answer only the most recent Ping), so a Ping flood holds one frame at most.
+    SendPong(Vec<u8>),
     /// Queue these bytes to the origin (payload pipelined behind the upgrade request).
     SendOrigin(Vec<u8>),
     /// Once the origin queue is empty: half-close (SHUT_WR), discard further input until EOF or
@@ -158,7 +167,20 @@ pub struct Tunnel {
     idle_timeout: Option<Duration>,
     last_activity: Instant,
     stats: TunnelStats,
+    /// Client input that forwarded no payload (frame headers, control frames, empty frames),
+    /// in bytes, leaking at [`OVERHEAD_RATE`] since `overhead_at`.
+    overhead: u32,
+    overhead_at: Instant,
 }
+
+/// Bytes per second of client input that forwards no payload (frame headers, pings, pongs,
+/// empty frames) a tunnel may send before its reads pause. Payload bytes are throttled by
+/// backpressure (the origin's pace); this throttles the rest, so a flood of tiny frames or
+/// pings costs the worker a bounded amount of work. Far above what small-message traffic
+/// needs (20,000 messages a second carry about 120 KB/s of headers).
+pub const OVERHEAD_RATE: u32 = 1 << 20;
+/// Overhead bytes a tunnel may send in a burst before the rate applies.
+pub const OVERHEAD_BURST: u32 = 256 << 10;
 
 impl Tunnel {
     /// A tunnel for a freshly accepted client connection.
@@ -172,6 +194,8 @@ impl Tunnel {
             idle_timeout: None,
             last_activity: now,
             stats: TunnelStats::default(),
+            overhead: 0,
+            overhead_at: now,
         }
     }
 
@@ -211,12 +235,38 @@ impl Tunnel {
         next
     }
 
+    /// While the client has sent more overhead (frame headers, control frames) than
+    /// [`OVERHEAD_RATE`] allows: the instant its reads may resume. The driver must not read
+    /// the client before then; [`Tunnel::poll_timeout`] includes it.
+    pub fn client_paused_until(&self) -> Option<Instant> {
+        if self.overhead <= OVERHEAD_BURST {
+            return None;
+        }
+        let excess = u64::from(self.overhead - OVERHEAD_BURST / 2);
+        let wait = Duration::from_nanos(excess * 1_000_000_000 / u64::from(OVERHEAD_RATE));
+        Some(self.overhead_at + wait)
+    }
+
+    fn charge_overhead(&mut self, bytes: usize, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.overhead_at);
+        let leaked = elapsed.as_nanos() * u128::from(OVERHEAD_RATE) / 1_000_000_000;
+        let left = u128::from(self.overhead).saturating_sub(leaked) as u32;
+        self.overhead = left.saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
+        self.overhead_at = now;
+    }
+
     /// When [`Tunnel::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::AwaitUpgrade(p) => Some(p.deadline),
             Phase::AwaitOrigin(p) => Some(p.deadline),
-            Phase::Relaying(_) => self.idle_timeout.map(|t| self.last_activity + t),
+            Phase::Relaying(_) => {
+                let idle = self.idle_timeout.map(|t| self.last_activity + t);
+                match (idle, self.client_paused_until()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             Phase::Closing(p) => Some(p.deadline),
             Phase::Closed => None,
         }
@@ -280,6 +330,7 @@ impl Tunnel {
                 self.last_activity = now;
                 let (range, end) = decode_frames(&mut r.decoder, buf, &mut self.intents, true);
                 self.stats.to_origin += range.len() as u64;
+                self.charge_overhead(buf.len() - range.len(), now);
                 if let Some(end) = end {
                     self.websocket_ended(end);
                 }
@@ -496,6 +547,13 @@ impl Tunnel {
                 self.refuse(504, "origin did not accept in time", Side::Origin, why);
             }
             Phase::Relaying(r) => {
+                let idle = self.idle_timeout.map(|t| self.last_activity + t);
+                if idle.is_none_or(|t| t > now) {
+                    // Only the overhead pause ended: nothing to do but read again.
+                    self.charge_overhead(0, now);
+                    self.phase = Phase::Relaying(r);
+                    return;
+                }
                 self.finish(Side::Server, CloseReason::IdleTimeout);
                 self.send_close(Some(CloseCode::GOING_AWAY), "idle timeout");
                 self.intents.push_back(Intent::CloseOrigin);
@@ -510,6 +568,36 @@ impl Tunnel {
             }
             Phase::Closed => {}
         }
+    }
+
+    /// Bytes queued to the client made no progress for the send-stall timeout: the driver has
+    /// already dropped them and aborts the client socket; the origin is half-closed.
+    pub fn handle_client_stalled(&mut self, _now: Instant) {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Relaying(_) => {
+                self.finish(Side::Client, CloseReason::ClientStalled);
+                // Best effort: a client that reads again in time still learns why.
+                self.send_close(Some(CloseCode::POLICY), "client stopped reading");
+                self.intents.push_back(Intent::CloseOrigin);
+                self.intents.push_back(Intent::CloseClient);
+                self.intents.push_back(Intent::Finished);
+            }
+            other => {
+                self.phase = other;
+                self.client_ended(CloseReason::ClientStalled);
+            }
+        }
+    }
+
+    /// Bytes queued to the origin made no progress for the send-stall timeout: the driver
+    /// aborts the origin socket; the client gets Close 1011 after its pending bytes.
+    pub fn handle_origin_stalled(&mut self, now: Instant) {
+        self.origin_ended(
+            CloseReason::OriginStalled,
+            CloseCode::INTERNAL_ERROR,
+            "origin stopped reading",
+            now,
+        );
     }
 
     /// Graceful shutdown: open tunnels get Close 1001 after their queued bytes; tunnels not yet
@@ -571,6 +659,11 @@ fn decode_frames(
 ) -> (Range<usize>, Option<Event>) {
     let mut out = 0..0;
     let mut pos = 0;
+    // RFC 6455 §5.5.3: of the pings in one read, only the latest is answered, with one Pong
+    // built once (a Ping flood costs a copy of each payload, no allocation per Ping).
+    let mut ping = [0u8; 125];
+    let mut ping_len = None;
+    let mut end = None;
     while pos < buf.len() {
         let d = decoder.decode(&mut buf[pos..]);
         let data = (pos + d.data.start)..(pos + d.data.end);
@@ -587,15 +680,24 @@ fn decode_frames(
             None if d.consumed == 0 => break,
             None | Some(Event::Pong) => {}
             Some(Event::Ping) if relaying => {
-                let mut frame = [0u8; 127];
-                let n = encoder::control_frame(Opcode::Pong, decoder.control_payload(), &mut frame);
-                intents.push_back(Intent::SendClient(frame[..n].to_vec()));
+                let p = decoder.control_payload();
+                let n = p.len().min(ping.len());
+                ping[..n].copy_from_slice(&p[..n]);
+                ping_len = Some(n);
             }
             Some(Event::Ping) => {}
-            Some(end @ (Event::Close { .. } | Event::Error(_))) => return (out, Some(end)),
+            Some(e @ (Event::Close { .. } | Event::Error(_))) => {
+                end = Some(e);
+                break;
+            }
         }
     }
-    (out, None)
+    if let Some(n) = ping_len {
+        let mut frame = [0u8; 127];
+        let len = encoder::control_frame(Opcode::Pong, &ping[..n], &mut frame);
+        intents.push_back(Intent::SendPong(frame[..len].to_vec()));
+    }
+    (out, end)
 }
 
 fn protocol_reason(code: CloseCode) -> &'static str {

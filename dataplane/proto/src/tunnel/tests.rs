@@ -73,7 +73,7 @@ impl Pair {
             assert!(!self.finished, "intent {i:?} after Finished");
             match i {
                 Intent::ConnectOrigin(a) => self.connect = Some(a),
-                Intent::SendClient(b) => {
+                Intent::SendClient(b) | Intent::SendPong(b) => {
                     assert!(!self.client_closed, "send to a closed client");
                     self.to_client.extend_from_slice(&b);
                 }
@@ -503,4 +503,85 @@ fn no_intent_after_finished() {
     p.tunnel.handle_timeout(p.now + Duration::from_secs(100));
     p.tunnel.handle_shutdown(p.now);
     assert_eq!(p.tunnel.poll_intent(), None);
+}
+
+#[test]
+fn a_ping_flood_in_one_read_gets_one_pong_for_the_latest_ping() {
+    let mut p = Pair::relaying();
+    let mut burst = Vec::new();
+    for i in 0..100u32 {
+        burst.extend_from_slice(&frame(true, 0x9, &i.to_be_bytes()));
+    }
+    burst.extend_from_slice(&frame(true, 0x2, b"data"));
+    p.client_sends(&burst);
+    assert_eq!(p.to_origin, b"data");
+    let frames = p.client_frames();
+    assert_eq!(frames, vec![(0xA, 99u32.to_be_bytes().to_vec())]);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_1008_and_the_origin_half_closed() {
+    let mut p = Pair::relaying();
+    p.tunnel.handle_client_stalled(p.now);
+    p.drain();
+    assert!(p.origin_closed && p.client_closed && p.finished);
+    assert_eq!(
+        p.record(),
+        CloseRecord {
+            by: Side::Client,
+            reason: CloseReason::ClientStalled
+        }
+    );
+    let frames = p.client_frames();
+    assert_eq!(frames[0].0, 0x8);
+    assert_eq!(&frames[0].1[..2], &1008u16.to_be_bytes());
+}
+
+#[test]
+fn an_origin_that_stops_reading_gives_close_1011() {
+    let mut p = Pair::relaying();
+    p.tunnel.handle_origin_stalled(p.now);
+    p.drain();
+    assert!(
+        p.origin_closed && !p.finished,
+        "waits for the client's Close"
+    );
+    let frames = p.client_frames();
+    assert_eq!(&frames[0].1[..2], &1011u16.to_be_bytes());
+    assert_eq!(p.record().reason, CloseReason::OriginStalled);
+    p.client_sends(&frame(true, 0x8, &1011u16.to_be_bytes()));
+    assert!(p.finished);
+}
+
+#[test]
+fn a_ping_flood_pauses_the_client_until_its_overhead_drains() {
+    let mut p = Pair::relaying();
+    assert_eq!(p.tunnel.client_paused_until(), None);
+    let mut burst = Vec::new();
+    for i in 0..4000u32 {
+        burst.extend_from_slice(&frame(true, 0x9, &[i as u8; 100]));
+    }
+    p.client_sends(&burst); // 4000 × 106 bytes, all overhead
+    let until = p
+        .tunnel
+        .client_paused_until()
+        .expect("over the burst: paused");
+    let excess = (4000 * 106 - OVERHEAD_BURST as u64 / 2) as f64;
+    let expect = Duration::from_secs_f64(excess / OVERHEAD_RATE as f64);
+    assert!((until - p.now).abs_diff(expect) < Duration::from_millis(1));
+    assert_eq!(
+        p.tunnel.poll_timeout(),
+        Some(until),
+        "the driver is woken to resume"
+    );
+    p.advance(until - p.now);
+    assert_eq!(
+        p.tunnel.client_paused_until(),
+        None,
+        "drained: reads resume"
+    );
+    assert!(p.tunnel.is_relaying(), "a pause is not an idle timeout");
+    // Payload is not overhead: a big data frame does not pause.
+    p.client_sends(&frame(true, 0x2, &vec![7u8; 200_000]));
+    assert_eq!(p.tunnel.client_paused_until(), None);
 }

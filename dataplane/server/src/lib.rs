@@ -1,0 +1,22 @@
+//! The ringway data plane as a library: the `ringway` binary (`main.rs`) is its CLI, and the
+//! benchmarks in `bench/` measure its parts (the deadline heap, the slab) directly.
+//!
+//! One part per job: `worker` (the loop), `conn` (one connection's completions and intents),
+//! `socket` (the per-socket sans-IO machine), `relay` (forwarding and the pool share), `session`
+//! (WebSocket tunnel, later L4), `transport` (plain, later TLS), `origin` (connect and
+//! reconnect), `slab` (generational slots), `timers` (deadline heap), `token` (ring tags),
+//! `config` and `echo` (the built-in echo origin).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod conn;
+pub mod echo;
+pub mod origin;
+pub mod relay;
+pub mod session;
+pub mod slab;
+pub mod socket;
+pub mod timers;
+pub mod token;
+pub mod transport;
+pub mod worker;

@@ -1,0 +1,583 @@
+//! One socket of a tunnel (client or origin) as a sans-IO machine: it owns the descriptor, the
+//! queue of bytes to send, the backpressure and stall accounting and the teardown, and it says
+//! which ring operations to submit next ([`Socket::poll_op`]); the worker only submits them and
+//! feeds completions back. No ring, no clock: unit-tested with plain descriptors.
+//!
+//! Call order: feed events (`queue*`, `on_*`, `request_close`, `abort`, `handle_timeout`), then
+//! drain [`Socket::poll_op`] until `None`, submitting each operation (and reporting a submitted
+//! recv's id with [`Socket::recv_submitted`]), then re-read [`Socket::next_deadline`].
+//!
+//! Invariants:
+//! - at most one send is in flight and queued buffers go out in order, so frames never
+//!   interleave; a pending pong goes out at the next frame boundary, and a newer one replaces it
+//!   (RFC 6455 §5.5.3);
+//! - `ops` counts operations in flight that name the descriptor; `Close` is returned only when
+//!   it is zero (I2), after every operation was cancelled;
+//! - teardown goes `Open` → `Draining` (queue flushed; no progress for `close_ms` ends it) →
+//!   shutdown(SHUT_WR) → `ShutSent` (input discarded until EOF or `close_ms`, so close() sends no
+//!   RST that could destroy bytes the peer has not read) → `Closing` (operations cancelled,
+//!   queue discarded) → close(2) → `Closed`;
+//! - a socket with bytes to send that makes no progress for `send_stall` reports a stall from
+//!   [`Socket::handle_timeout`], so a peer that never reads cannot hold memory indefinitely.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use ringway_proto::tunnel::Flow;
+use ringway_uring::{OpId, TxBuf};
+
+/// Largest owned buffer that small copied payloads are coalesced into (one send).
+pub const COALESCE_BYTES: usize = 16 * 1024;
+
+/// Where a socket is in its teardown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Not connected yet (origin before the connect completes) or open.
+    Open,
+    /// Close requested: shutdown(SHUT_WR) once the queue is empty.
+    Draining,
+    /// shutdown submitted; reading until EOF or the deadline.
+    ShutSent,
+    /// close(2) is due as soon as no operation is in flight.
+    Closing,
+    /// The descriptor is closed (or never existed).
+    Closed,
+}
+
+/// An operation the worker must submit for this socket.
+/// `I` is the ring's operation id ([`OpId`]; tests use plain numbers).
+#[derive(Debug)]
+pub enum SocketOp<I = OpId> {
+    /// Arm a (multishot) recv; report its id with [`Socket::recv_submitted`].
+    Recv,
+    /// Cancel the armed recv (backpressure).
+    CancelRecv(I),
+    Send(TxBuf),
+    /// shutdown(SHUT_WR).
+    Shutdown,
+    /// Cancel every operation on the descriptor (teardown).
+    CancelAll,
+    /// close(2) the descriptor through the ring.
+    Close(OwnedFd),
+    /// Bytes that will never be sent (teardown): give their pool buffer back.
+    Discard(TxBuf),
+}
+
+/// Settings shared by every socket of a worker.
+#[derive(Clone, Copy, Debug)]
+pub struct SocketLimits {
+    /// Unsent bytes past which the source is paused (resumes at half).
+    pub backpressure: usize,
+    /// How long draining or half-closed teardown may wait for the peer.
+    pub linger: Duration,
+    /// How long queued bytes may make no progress before the socket counts as stalled.
+    pub send_stall: Duration,
+}
+
+/// What a timeout did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expired {
+    /// Teardown waited long enough: the socket is now closing.
+    Linger,
+    /// Open, with bytes queued and no progress for `send_stall`: the socket was aborted.
+    Stalled,
+}
+
+/// What a send completion meant.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// The queue fell to half the cap: the source may be read again.
+    pub resumed: bool,
+    /// The send failed (negated errno; `-EPIPE` for a zero-byte send) while open.
+    pub failed: Option<i32>,
+    /// A buffer that is done with, to recycle.
+    pub done: Option<TxBuf>,
+}
+
+/// The recv side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recv<I> {
+    Idle,
+    /// Returned by `poll_op`, id not reported yet.
+    Submitting,
+    Armed(I),
+    /// Cancel submitted; the final completion has not arrived.
+    Cancelling,
+}
+
+/// One socket of a tunnel; `I` names a submitted operation ([`OpId`] in the worker).
+pub struct Socket<I = OpId> {
+    fd: Option<OwnedFd>,
+    limits: SocketLimits,
+    stage: Stage,
+    /// Connected (and so may be read and written).
+    up: bool,
+    /// EOF or an error was received.
+    eof: bool,
+    ops: u32,
+    recv: Recv<I>,
+    /// The recv ended for lack of pool buffers; re-arm when some come back.
+    starved: bool,
+    cancelled: bool,
+    sending: bool,
+    /// Pool buffers held by the queue and the send in flight.
+    slots: u32,
+    out: SendQueue,
+    pong: Option<Vec<u8>>,
+    flow: Flow,
+    /// Draining/ShutSent: close at this instant.
+    linger_until: Option<Instant>,
+    /// When the queued bytes last made progress (or were first queued).
+    progress_at: Instant,
+}
+
+impl<I: Copy + Eq> Socket<I> {
+    /// A socket; `fd` is `None` for an origin not yet connected.
+    pub fn new(fd: Option<OwnedFd>, limits: SocketLimits, now: Instant) -> Socket<I> {
+        Socket {
+            up: fd.is_some(),
+            fd,
+            limits,
+            stage: Stage::Open,
+            eof: false,
+            ops: 0,
+            recv: Recv::Idle,
+            starved: false,
+            cancelled: false,
+            sending: false,
+            slots: 0,
+            out: SendQueue::default(),
+            pong: None,
+            flow: Flow::new(limits.backpressure),
+            linger_until: None,
+            progress_at: now,
+        }
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Open and taking bytes to send.
+    pub fn is_open(&self) -> bool {
+        self.stage == Stage::Open
+    }
+
+    /// The descriptor is gone and no operation names it.
+    pub fn is_closed(&self) -> bool {
+        self.stage == Stage::Closed && self.ops == 0
+    }
+
+    /// Nothing left to send and past the point of sending: exiting loses no byte.
+    pub fn is_settled(&self) -> bool {
+        self.out.is_empty()
+            && self.pong.is_none()
+            && !self.sending
+            && matches!(self.stage, Stage::ShutSent | Stage::Closing | Stage::Closed)
+    }
+
+    /// Over its backpressure cap: its source must not be read.
+    pub fn is_paused(&self) -> bool {
+        self.flow.is_paused()
+    }
+
+    /// A pong waits behind a send in flight. The client's reads pause meanwhile, so a client
+    /// that floods pings and never reads costs no more work than one that stopped sending.
+    pub fn has_pending_pong(&self) -> bool {
+        self.pong.is_some()
+    }
+
+    /// Pool buffers this socket holds (queued or being sent).
+    pub fn pool_slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.flow.queued()
+    }
+
+    /// Installs the descriptor of a socket being connected (origin).
+    pub fn attach(&mut self, fd: OwnedFd) {
+        debug_assert!(self.fd.is_none());
+        self.fd = Some(fd);
+    }
+
+    /// Counts an operation the worker submitted outside `poll_op` (the origin's connect).
+    pub fn op_submitted(&mut self) {
+        self.ops += 1;
+    }
+
+    /// The connect completed: the socket may now be read and written.
+    pub fn on_connected(&mut self) {
+        self.ops -= 1;
+        self.up = true;
+    }
+
+    /// An operation counted with [`Socket::op_submitted`] completed (a failed connect).
+    pub fn op_done(&mut self) {
+        self.ops -= 1;
+    }
+
+    /// Never connected and nothing in flight: the descriptor may be taken away.
+    pub fn is_idle(&self) -> bool {
+        self.ops == 0 && !self.up
+    }
+
+    /// The descriptor, giving up the socket.
+    pub fn into_fd(self) -> Option<OwnedFd> {
+        self.fd
+    }
+
+    /// Queues `tx`; hands it back when the socket no longer sends (closing). Returns true when
+    /// this pushes the socket over its cap (its source must stop being read).
+    pub fn queue(&mut self, tx: TxBuf, now: Instant) -> Result<bool, TxBuf> {
+        if self.stage != Stage::Open {
+            return Err(tx);
+        }
+        self.note_queued(now);
+        if tx.is_pool() {
+            self.slots += 1;
+        }
+        let paused = self.flow.queue(tx.len());
+        self.out.push_back(tx);
+        Ok(paused)
+    }
+
+    /// Queues a copy of `bytes`, appended to the last queued owned buffer when it has room (so
+    /// many small payloads go out in one send). Dropped when closing. Returns true when this
+    /// pushes the socket over its cap.
+    pub fn queue_copy(&mut self, bytes: &[u8], now: Instant) -> bool {
+        if self.stage != Stage::Open || bytes.is_empty() {
+            return false;
+        }
+        self.note_queued(now);
+        let paused = self.flow.queue(bytes.len());
+        if !self.out.append_to_last(bytes, COALESCE_BYTES) {
+            let mut v = Vec::with_capacity(bytes.len().max(COALESCE_BYTES.min(4 * bytes.len())));
+            v.extend_from_slice(bytes);
+            self.out.push_back(TxBuf::owned(v));
+        }
+        paused
+    }
+
+    /// Queues a pong, replacing one not yet sent (RFC 6455 §5.5.3: only the latest ping needs
+    /// an answer).
+    pub fn queue_pong(&mut self, frame: Vec<u8>, now: Instant) {
+        if self.stage != Stage::Open {
+            return;
+        }
+        self.note_queued(now);
+        if let Some(old) = self.pong.replace(frame) {
+            self.flow.sent(old.len());
+        }
+        let n = self.pong.as_ref().map_or(0, Vec::len);
+        self.flow.queue(n);
+    }
+
+    fn note_queued(&mut self, now: Instant) {
+        if self.out.is_empty() && self.pong.is_none() && !self.sending {
+            self.progress_at = now;
+        }
+    }
+
+    /// A recv's completion arrived; `last` when no more will follow for it.
+    pub fn on_recv_completion(&mut self, last: bool) {
+        if last {
+            self.ops -= 1;
+            self.recv = Recv::Idle;
+        }
+    }
+
+    /// The recv ended for lack of pool buffers.
+    pub fn on_starved(&mut self) {
+        self.starved = true;
+    }
+
+    /// Pool buffers are back: a starved recv may be re-armed.
+    pub fn unstarve(&mut self) {
+        self.starved = false;
+    }
+
+    /// EOF, or a receive error, on this socket. Returns true when the session must hear of it
+    /// (the socket was open); during teardown the socket simply moves on to closing.
+    pub fn on_eof(&mut self) -> bool {
+        self.eof = true;
+        match self.stage {
+            Stage::Open => true,
+            Stage::ShutSent => {
+                self.stage = Stage::Closing;
+                false
+            }
+            Stage::Draining => false,
+            Stage::Closing | Stage::Closed => false,
+        }
+    }
+
+    /// A receive error: like EOF, but a socket being torn down closes at once.
+    pub fn on_recv_error(&mut self) -> bool {
+        let open = self.on_eof();
+        if !open && self.stage != Stage::Closed {
+            self.stage = Stage::Closing;
+        }
+        open
+    }
+
+    /// A send completed with `result` (bytes sent, or negated errno).
+    pub fn on_send_completion(&mut self, tx: TxBuf, result: i32, now: Instant) -> Sent {
+        self.ops -= 1;
+        self.sending = false;
+        let mut tx = tx;
+        let mut out = Sent::default();
+        if result > 0 {
+            let n = result as usize;
+            tx.advance(n);
+            self.progress_at = now;
+            if matches!(self.stage, Stage::Draining) {
+                // A slow peer that still reads keeps its bytes: the deadline counts from the
+                // last progress.
+                self.linger_until = Some(now + self.limits.linger);
+            }
+            out.resumed = self.flow.sent(n);
+            if tx.is_empty() {
+                if tx.is_pool() {
+                    self.slots -= 1;
+                }
+                out.done = Some(tx);
+            } else {
+                self.out.push_front(tx);
+            }
+            return out;
+        }
+        if tx.is_pool() {
+            self.slots -= 1;
+        }
+        self.flow.sent(tx.len());
+        out.done = Some(tx);
+        let err = if result == 0 { -libc::EPIPE } else { result };
+        if self.stage == Stage::Open {
+            self.eof = true;
+            out.failed = Some(err);
+        }
+        if self.stage != Stage::Closed {
+            self.stage = Stage::Closing;
+        }
+        out
+    }
+
+    /// The shutdown(SHUT_WR) completed.
+    pub fn on_shutdown_completion(&mut self) {
+        self.ops -= 1;
+        if self.eof && self.stage == Stage::ShutSent {
+            self.stage = Stage::Closing;
+        }
+    }
+
+    /// The close(2) completed.
+    pub fn on_close_completion(&mut self) {
+        self.ops -= 1;
+    }
+
+    /// Starts an orderly close: flush the queue, then shutdown(SHUT_WR).
+    pub fn request_close(&mut self, now: Instant) {
+        match self.stage {
+            Stage::Open if self.up => {
+                self.stage = Stage::Draining;
+                self.linger_until = Some(now + self.limits.linger);
+            }
+            Stage::Open => self.stage = Stage::Closing,
+            _ => {}
+        }
+    }
+
+    /// Closes at once: queued bytes are discarded, operations cancelled.
+    pub fn abort(&mut self) {
+        if self.stage != Stage::Closed {
+            self.stage = Stage::Closing;
+        }
+    }
+
+    /// The instant [`Socket::handle_timeout`] must next be called, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.stage {
+            Stage::Open if self.has_unsent() => Some(self.progress_at + self.limits.send_stall),
+            Stage::Draining | Stage::ShutSent => self.linger_until,
+            _ => None,
+        }
+    }
+
+    fn has_unsent(&self) -> bool {
+        self.sending || !self.out.is_empty() || self.pong.is_some()
+    }
+
+    /// A deadline may have passed.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Expired> {
+        match self.stage {
+            Stage::Open
+                if self.has_unsent() && self.progress_at + self.limits.send_stall <= now =>
+            {
+                self.abort();
+                Some(Expired::Stalled)
+            }
+            Stage::Draining | Stage::ShutSent if self.linger_until.is_some_and(|t| t <= now) => {
+                self.stage = Stage::Closing;
+                Some(Expired::Linger)
+            }
+            _ => None,
+        }
+    }
+
+    /// The recv just returned by `poll_op` was submitted with this id.
+    pub fn recv_submitted(&mut self, id: I) {
+        if self.recv == Recv::Submitting {
+            self.recv = Recv::Armed(id);
+        }
+    }
+
+    /// The next operation to submit. `source_of_paused` is true when what this socket reads
+    /// must not be read now (its destination is over the cap, or this socket's own queue is);
+    /// `buffers_ok` is false while the pool is too low to arm a starved recv.
+    pub fn poll_op(
+        &mut self,
+        now: Instant,
+        read_paused: bool,
+        buffers_ok: bool,
+    ) -> Option<SocketOp<I>> {
+        if self.fd.is_none() {
+            if matches!(self.stage, Stage::Closing | Stage::Draining) {
+                self.stage = Stage::Closed;
+            }
+            return self.discard();
+        }
+        if self.stage == Stage::Closing {
+            if let Some(op) = self.discard() {
+                return Some(op);
+            }
+            if self.ops > 0 {
+                if !self.cancelled {
+                    // Ends the recv and any send stuck on a peer that stopped reading; their
+                    // final completions still count in `ops`, and close waits for them (I2).
+                    self.cancelled = true;
+                    self.recv = Recv::Cancelling;
+                    return Some(SocketOp::CancelAll);
+                }
+                return None;
+            }
+            let fd = self.fd.take()?;
+            self.ops += 1; // the close itself
+            self.stage = Stage::Closed;
+            return Some(SocketOp::Close(fd));
+        }
+        if self.stage == Stage::Closed {
+            return None;
+        }
+        if !self.sending && self.up {
+            let next = match self.pong.take() {
+                Some(p) => Some(TxBuf::owned(p)),
+                None => self.out.pop_front(),
+            };
+            if let Some(tx) = next {
+                self.sending = true;
+                self.ops += 1;
+                return Some(SocketOp::Send(tx));
+            }
+        }
+        if self.stage == Stage::Draining && !self.has_unsent() {
+            if self.eof {
+                self.stage = Stage::Closing;
+                return self.poll_op(now, read_paused, buffers_ok);
+            }
+            self.stage = Stage::ShutSent;
+            self.linger_until = Some(now + self.limits.linger);
+            self.ops += 1;
+            return Some(SocketOp::Shutdown);
+        }
+        // Reading: while open (unless paused), and while tearing down to discard until EOF.
+        let discarding = self.stage != Stage::Open;
+        let want = self.up && !self.eof && (discarding || !read_paused);
+        match self.recv {
+            Recv::Idle if want && (!self.starved || buffers_ok) => {
+                self.starved = false;
+                self.recv = Recv::Submitting;
+                self.ops += 1;
+                Some(SocketOp::Recv)
+            }
+            Recv::Armed(id) if !want => {
+                self.recv = Recv::Cancelling;
+                Some(SocketOp::CancelRecv(id))
+            }
+            _ => None,
+        }
+    }
+
+    fn discard(&mut self) -> Option<SocketOp<I>> {
+        if let Some(p) = self.pong.take() {
+            self.flow.sent(p.len());
+        }
+        let tx = self.out.pop_front()?;
+        self.flow.sent(tx.len());
+        if tx.is_pool() {
+            self.slots -= 1;
+        }
+        Some(SocketOp::Discard(tx))
+    }
+}
+
+/// FIFO of buffers waiting to be sent on one socket. The first entry lives inline, so the
+/// common case (one buffer queued while no send is in flight, as in request/response traffic)
+/// never allocates and an idle tunnel holds no queue memory; only a burst spills into `rest`.
+#[derive(Default)]
+pub struct SendQueue {
+    first: Option<TxBuf>,
+    rest: VecDeque<TxBuf>,
+}
+
+impl SendQueue {
+    pub fn push_back(&mut self, tx: TxBuf) {
+        if self.first.is_none() {
+            self.first = Some(tx);
+        } else {
+            self.rest.push_back(tx);
+        }
+    }
+
+    /// Puts a partly sent buffer back at the head.
+    pub fn push_front(&mut self, tx: TxBuf) {
+        if let Some(prev) = self.first.replace(tx) {
+            self.rest.push_front(prev);
+        }
+    }
+
+    pub fn pop_front(&mut self) -> Option<TxBuf> {
+        let tx = self.first.take()?;
+        self.first = self.rest.pop_front();
+        if self.rest.is_empty() && self.rest.capacity() > 8 {
+            self.rest = VecDeque::new(); // a burst is over: give its memory back
+        }
+        Some(tx)
+    }
+
+    /// Appends `bytes` to the last queued buffer if it is owned and stays within `limit`.
+    fn append_to_last(&mut self, bytes: &[u8], limit: usize) -> bool {
+        let last = match self.rest.back_mut() {
+            Some(t) => t,
+            None => match self.first.as_mut() {
+                Some(t) => t,
+                None => return false,
+            },
+        };
+        last.try_append(bytes, limit)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! The tag a worker gives each ring operation: what the operation is, which socket of which
+//! connection it belongs to. Layout: op (4 bits) | side (1 bit) | slot index (32 bits) |
+//! generation (24 bits), so a completion finds its connection with one slab lookup and a stale
+//! one (the slot has a new tenant) is recognised by its generation.
+
+use crate::slab::{Key, GEN_MASK};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Tick = 1,
+    Accept,
+    Recv,
+    Send,
+    Connect,
+    Shutdown,
+    Close,
+    Cancel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Origin,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Origin,
+            Side::Origin => Side::Client,
+        }
+    }
+}
+
+pub fn tag(op: Op, side: Side, key: Key) -> u64 {
+    ((op as u64) << 60)
+        | ((side as u64) << 59)
+        | ((key.idx as u64) << 24)
+        | (key.gen & GEN_MASK) as u64
+}
+
+pub fn untag(t: u64) -> (Op, Side, Key) {
+    let op = match t >> 60 {
+        1 => Op::Tick,
+        2 => Op::Accept,
+        3 => Op::Recv,
+        4 => Op::Send,
+        5 => Op::Connect,
+        6 => Op::Shutdown,
+        7 => Op::Close,
+        _ => Op::Cancel,
+    };
+    let side = if (t >> 59) & 1 == 1 {
+        Side::Origin
+    } else {
+        Side::Client
+    };
+    let key = Key {
+        idx: ((t >> 24) & 0xFFFF_FFFF) as u32,
+        gen: (t & GEN_MASK as u64) as u32,
+    };
+    (op, side, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip() {
+        for op in [
+            Op::Tick,
+            Op::Accept,
+            Op::Recv,
+            Op::Send,
+            Op::Connect,
+            Op::Shutdown,
+            Op::Close,
+            Op::Cancel,
+        ] {
+            for side in [Side::Client, Side::Origin] {
+                let key = Key {
+                    idx: 0xFFFF_FFFF,
+                    gen: 0xAB_CDEF,
+                };
+                assert_eq!(untag(tag(op, side, key)), (op, side, key));
+            }
+        }
+    }
+}

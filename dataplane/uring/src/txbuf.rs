@@ -1,0 +1,173 @@
+//! Bytes handed to a send: a checked range of a lent pool buffer, or an owned vector.
+//!
+//! Invariant: a [`TxBuf`] can only name bytes its buffer holds. A pool range is checked when the
+//! `TxBuf` is built to lie inside the buffer's headroom plus the bytes the kernel received into it
+//! (never the spare room past them, which may hold an earlier tenant's bytes), and the fields are
+//! private, so safe code cannot make the kernel send a neighbouring slot.
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::bufpool::{PoolBuf, HEADROOM};
+
+/// A range that does not lie inside the buffer it was meant for.
+#[derive(Debug)]
+pub struct RangeError {
+    /// The buffer, handed back so the caller can recycle it.
+    pub buf: PoolBuf,
+    /// The range that was asked for.
+    pub range: Range<usize>,
+}
+
+impl fmt::Display for RangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "range {}..{} is outside the buffer's written bytes 0..{}",
+            self.range.start,
+            self.range.end,
+            HEADROOM + self.buf.len()
+        )
+    }
+}
+
+impl std::error::Error for RangeError {}
+
+#[derive(Debug)]
+enum Bytes {
+    /// `buf`'s slot bytes `start..end` (offsets into the slot, headroom included).
+    Pool {
+        buf: PoolBuf,
+        start: usize,
+        end: usize,
+    },
+    /// `vec[start..]`.
+    Owned { vec: Vec<u8>, start: usize },
+}
+
+/// Bytes waiting to be sent (see the module doc for what a pool range may name).
+#[derive(Debug)]
+pub struct TxBuf(Bytes);
+
+impl TxBuf {
+    /// Bytes `range` of `buf`'s slot, where the slot is `HEADROOM` bytes of headroom followed by
+    /// the `buf.len()` bytes the kernel received. Fails (returning the buffer) if the range is
+    /// reversed or reaches past the received bytes.
+    pub fn pool(buf: PoolBuf, range: Range<usize>) -> Result<TxBuf, RangeError> {
+        if range.start > range.end || range.end > HEADROOM + buf.len() {
+            return Err(RangeError { buf, range });
+        }
+        Ok(TxBuf(Bytes::Pool {
+            buf,
+            start: range.start,
+            end: range.end,
+        }))
+    }
+
+    /// The whole of `vec`.
+    pub fn owned(vec: Vec<u8>) -> TxBuf {
+        TxBuf(Bytes::Owned { vec, start: 0 })
+    }
+
+    /// Bytes still to send.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Bytes::Pool { start, end, .. } => end - start,
+            Bytes::Owned { vec, start } => vec.len() - start,
+        }
+    }
+
+    /// True when nothing is left to send.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when the bytes live in a pool buffer (which counts against the worker's pool).
+    pub fn is_pool(&self) -> bool {
+        matches!(self.0, Bytes::Pool { .. })
+    }
+
+    /// Drops `n` sent bytes from the front (after a short send).
+    pub fn advance(&mut self, n: usize) {
+        match &mut self.0 {
+            Bytes::Pool { start, end, .. } => *start = (*start + n).min(*end),
+            Bytes::Owned { vec, start } => *start = (*start + n).min(vec.len()),
+        }
+    }
+
+    /// Appends `bytes` to an owned buffer that has room for them within `limit` bytes in all;
+    /// false (nothing appended) for a pool buffer or when it would grow past `limit`. Lets a
+    /// queue coalesce small copied payloads into one send.
+    pub fn try_append(&mut self, bytes: &[u8], limit: usize) -> bool {
+        match &mut self.0 {
+            Bytes::Owned { vec, start } if vec.len() - *start + bytes.len() <= limit => {
+                if *start > 0 && vec.len() + bytes.len() > vec.capacity() {
+                    // Reclaim the sent prefix before growing.
+                    vec.drain(..*start);
+                    *start = 0;
+                }
+                vec.extend_from_slice(bytes);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Heap bytes an owned buffer holds (its capacity); zero for a pool buffer.
+    pub fn owned_capacity(&self) -> usize {
+        match &self.0 {
+            Bytes::Owned { vec, .. } => vec.capacity(),
+            Bytes::Pool { .. } => 0,
+        }
+    }
+
+    /// The pool buffer behind these bytes, to recycle once they are no longer needed.
+    pub fn into_pool_buf(self) -> Option<PoolBuf> {
+        match self.0 {
+            Bytes::Pool { buf, .. } => Some(buf),
+            Bytes::Owned { .. } => None,
+        }
+    }
+
+    /// Owned bytes still to send (None for a pool buffer, whose bytes need the ring to read).
+    pub fn owned_bytes(&self) -> Option<&[u8]> {
+        match &self.0 {
+            Bytes::Owned { vec, start } => Some(&vec[*start..]),
+            Bytes::Pool { .. } => None,
+        }
+    }
+
+    /// The pool buffer and slot offset of the next byte, or the owned slice (for the send SQE).
+    pub(crate) fn parts(&self) -> Parts<'_> {
+        match &self.0 {
+            Bytes::Pool { buf, start, end } => Parts::Pool(buf, *start, end - start),
+            Bytes::Owned { vec, start } => Parts::Owned(&vec[*start..]),
+        }
+    }
+}
+
+pub(crate) enum Parts<'a> {
+    /// Buffer, offset into its slot, length.
+    Pool(&'a PoolBuf, usize, usize),
+    Owned(&'a [u8]),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_advance_and_append() {
+        let mut t = TxBuf::owned(b"hello".to_vec());
+        assert_eq!(t.len(), 5);
+        t.advance(2);
+        assert_eq!(t.owned_bytes(), Some(&b"llo"[..]));
+        assert!(t.try_append(b" world", 64));
+        assert_eq!(t.owned_bytes(), Some(&b"llo world"[..]));
+        assert!(!t.try_append(&[0; 64], 64), "over the limit: not appended");
+        assert_eq!(t.len(), 9);
+        t.advance(100);
+        assert!(t.is_empty());
+        assert!(t.into_pool_buf().is_none());
+    }
+}
