@@ -95,17 +95,12 @@ impl TxBuf {
         }
     }
 
-    /// Appends `bytes` to an owned buffer that has room for them within `limit` bytes in all;
-    /// false (nothing appended) for a pool buffer or when it would grow past `limit`. Lets a
-    /// queue coalesce small copied payloads into one send.
-    pub fn try_append(&mut self, bytes: &[u8], limit: usize) -> bool {
+    /// Appends `bytes` to an owned buffer whose spare capacity holds them; false (nothing
+    /// appended) for a pool buffer or when they do not fit. Never reallocates, so a queue that
+    /// coalesces small copied payloads this way holds no more heap than its buffers' capacities.
+    pub fn try_append(&mut self, bytes: &[u8]) -> bool {
         match &mut self.0 {
-            Bytes::Owned { vec, start } if vec.len() - *start + bytes.len() <= limit => {
-                if *start > 0 && vec.len() + bytes.len() > vec.capacity() {
-                    // Reclaim the sent prefix before growing.
-                    vec.drain(..*start);
-                    *start = 0;
-                }
+            Bytes::Owned { vec, .. } if vec.capacity() - vec.len() >= bytes.len() => {
                 vec.extend_from_slice(bytes);
                 true
             }
@@ -158,13 +153,16 @@ mod tests {
 
     #[test]
     fn owned_advance_and_append() {
-        let mut t = TxBuf::owned(b"hello".to_vec());
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(b"hello");
+        let mut t = TxBuf::owned(v);
         assert_eq!(t.len(), 5);
         t.advance(2);
         assert_eq!(t.owned_bytes(), Some(&b"llo"[..]));
-        assert!(t.try_append(b" world", 64));
+        assert!(t.try_append(b" world"));
         assert_eq!(t.owned_bytes(), Some(&b"llo world"[..]));
-        assert!(!t.try_append(&[0; 64], 64), "over the limit: not appended");
+        assert!(!t.try_append(&[0; 6]), "no room left: not appended");
+        assert_eq!(t.owned_capacity(), 16, "never reallocated");
         assert_eq!(t.len(), 9);
         t.advance(100);
         assert!(t.is_empty());
