@@ -27,12 +27,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// A TCP origin: echo, sink or source, on an epoll event loop per thread.
+    /// A TCP origin: echo, sink, source or echo-close, on an epoll event loop per thread.
     Origin {
         /// Address to listen on, e.g. 127.0.0.1:0 (port 0 picks a free port).
         #[arg(long)]
         listen: SocketAddr,
-        /// echo (write back), sink (read and discard) or source (write continuously).
+        /// echo (write back), sink (read and discard), source (write continuously) or
+        /// echo-close (write back the first 64 bytes, then close: for `connect --close origin`).
         #[arg(long, default_value = "echo", value_parser = parse_mode)]
         mode: OriginMode,
         /// Event-loop threads sharing the port (SO_REUSEPORT).
@@ -82,6 +83,10 @@ enum Cmd {
         /// Concurrent setup loops.
         #[arg(short = 'k', long = "concurrency", default_value_t = 1)]
         concurrency: usize,
+        /// Who closes: client (after the echo) or origin (needs `origin --mode echo-close`;
+        /// the client answers the Close and waits for EOF).
+        #[arg(long, default_value = "client", value_parser = parse_close)]
+        close: connect::CloseBy,
     },
     /// Write BENCHMARKS.md and the latency plot from the JSON reports of `bench/compare`.
     Summarize {
@@ -147,6 +152,10 @@ struct CommonArgs {
 }
 
 fn parse_mode(s: &str) -> Result<OriginMode, String> {
+    s.parse()
+}
+
+fn parse_close(s: &str) -> Result<connect::CloseBy, String> {
     s.parse()
 }
 
@@ -237,12 +246,11 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Connect {
             common,
             concurrency,
+            close,
         } => {
             let c = common.common()?;
-            (
-                connect::run(&c, connect::Connect { concurrency }),
-                common.json,
-            )
+            let args = connect::Connect { concurrency, close };
+            (connect::run(&c, args), common.json)
         }
         Cmd::Hold {
             target,

@@ -7,7 +7,10 @@
 //! echo connection only holds bytes of its own (`pending`) while its peer is not reading, in
 //! which case it stops reading too (backpressure instead of unbounded buffering). Invariants:
 //! echo returns every byte in order; on EOF it flushes what is pending and then closes, so a
-//! client that shut down its write side reads every echoed byte followed by EOF.
+//! client that shut down its write side reads every echoed byte followed by EOF. Echo-close
+//! echoes the first [`ECHO_CLOSE_BYTES`] bytes however they arrive (in one read or in pieces),
+//! then shuts down its write side (the peer reads those bytes followed by EOF), discards anything
+//! more and closes on the peer's EOF, so the origin never resets a connection.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -35,7 +38,13 @@ pub enum OriginMode {
     Sink,
     /// Writes the pattern stream as fast as the peer reads; discards what it reads.
     Source,
+    /// Writes back the first [`ECHO_CLOSE_BYTES`] bytes, then half-closes (the origin ends the
+    /// connection: `connect --close origin`).
+    EchoClose,
 }
+
+/// Bytes echo-close echoes before it ends its side (the `connect` round trip).
+pub const ECHO_CLOSE_BYTES: u64 = crate::workload::connect::ROUND_TRIP_BYTES as u64;
 
 impl FromStr for OriginMode {
     type Err = String;
@@ -44,7 +53,8 @@ impl FromStr for OriginMode {
             "echo" => Ok(OriginMode::Echo),
             "sink" => Ok(OriginMode::Sink),
             "source" => Ok(OriginMode::Source),
-            _ => Err(format!("{s:?}: expected echo, sink or source")),
+            "echo-close" => Ok(OriginMode::EchoClose),
+            _ => Err(format!("{s:?}: expected echo, sink, source or echo-close")),
         }
     }
 }
@@ -140,7 +150,11 @@ struct Conn {
     pending_pos: usize,
     /// Source: pattern offset of the next byte to write.
     tx_off: u64,
+    /// Echo: bytes read for the echo so far.
+    taken: u64,
     eof: bool,
+    /// Echo-close: the write side is shut down; input is discarded until EOF.
+    shut: bool,
 }
 
 fn serve(
@@ -195,7 +209,9 @@ fn serve(
                         pending: Vec::new(),
                         pending_pos: 0,
                         tx_off: 0,
+                        taken: 0,
                         eof: false,
+                        shut: false,
                     });
                 },
                 Token(slot) => {
@@ -203,7 +219,8 @@ fn serve(
                         continue;
                     };
                     let keep = match mode {
-                        OriginMode::Echo => echo(conn, &mut buf),
+                        OriginMode::Echo => echo(conn, &mut buf, u64::MAX),
+                        OriginMode::EchoClose => echo(conn, &mut buf, ECHO_CLOSE_BYTES),
                         OriginMode::Sink => drain(conn, &mut buf),
                         OriginMode::Source => drain(conn, &mut buf) && source(conn),
                     };
@@ -217,8 +234,10 @@ fn serve(
     }
 }
 
-/// Echoes until the socket would block; `false` once the connection is to be closed.
-fn echo(c: &mut Conn, buf: &mut [u8]) -> bool {
+/// Echoes until the socket would block; `false` once the connection is to be closed. After
+/// `limit` bytes (`u64::MAX`: never) it flushes them, shuts down its write side and then only
+/// discards input until EOF.
+fn echo(c: &mut Conn, buf: &mut [u8], limit: u64) -> bool {
     loop {
         if c.pending_pos < c.pending.len() {
             match c.sock.write(&c.pending[c.pending_pos..]) {
@@ -236,7 +255,20 @@ fn echo(c: &mut Conn, buf: &mut [u8]) -> bool {
         if c.eof {
             return false;
         }
-        let n = match c.sock.read(buf) {
+        if c.taken == limit {
+            if !c.shut {
+                if c.sock.shutdown(std::net::Shutdown::Write).is_err() {
+                    return false;
+                }
+                c.shut = true;
+            }
+            return discard_until_eof(c, buf);
+        }
+        // Never take more than the limit for the echo: what follows it is discarded above.
+        let want = buf
+            .len()
+            .min(usize::try_from(limit - c.taken).unwrap_or(usize::MAX));
+        let n = match c.sock.read(&mut buf[..want]) {
             Ok(0) => {
                 c.eof = true;
                 continue;
@@ -246,6 +278,7 @@ fn echo(c: &mut Conn, buf: &mut [u8]) -> bool {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         };
+        c.taken += n as u64;
         let written = match c.sock.write(&buf[..n]) {
             Ok(w) => w,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -256,9 +289,25 @@ fn echo(c: &mut Conn, buf: &mut [u8]) -> bool {
             c.pending.extend_from_slice(&buf[written..n]);
             return true;
         }
-        if n < buf.len() {
-            // Short read: the socket is drained and the next edge is guaranteed.
+        if n < want && limit == u64::MAX {
+            // Short read: the socket is drained and the next edge is guaranteed. (Echo-close
+            // reads on until the socket would block, so an EOF queued right behind the bytes is
+            // seen at once.)
             return true;
+        }
+    }
+}
+
+/// Reads and discards until EOF (`false`: close now) or until the socket would block (`true`).
+/// Unlike [`drain`] it never stops at a short read, so an EOF queued behind data is seen.
+fn discard_until_eof(c: &mut Conn, buf: &mut [u8]) -> bool {
+    loop {
+        match c.sock.read(buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct Params {
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_secs: Option<f64>,
+    /// connect: which side ends each connection ("client" or "origin").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close: Option<&'static str>,
     pub duration_secs: f64,
     pub warmup_secs: f64,
     pub threads: usize,
@@ -69,6 +72,13 @@ pub struct Report {
     pub max_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_us: Option<f64>,
+    /// connect: the close phase alone, from the echo's last byte read to the end of the close.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_p50_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_p90_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_p99_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tx_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,6 +183,9 @@ impl Report {
         if let Some(pid) = p.pid {
             given.push(format!("pid={pid}"));
         }
+        if let Some(close) = p.close {
+            given.push(format!("close={close}"));
+        }
         match p.hold_secs {
             Some(hold) => given.push(format!(
                 "hold={hold}s settle={}s threads={}",
@@ -235,6 +248,15 @@ impl Report {
                 self.p999_us.unwrap_or_default(),
                 self.max_us.unwrap_or_default(),
                 self.mean_us.unwrap_or_default(),
+            );
+        }
+        if let Some(p50) = self.close_p50_us {
+            let _ = writeln!(
+                t,
+                "  {:<22} p50 {p50:.1}  p90 {:.1}  p99 {:.1}",
+                "close phase (us)",
+                self.close_p90_us.unwrap_or_default(),
+                self.close_p99_us.unwrap_or_default(),
             );
         }
         opt_f(&mut t, "client cpu", self.client_cpu_percent, "% of a core");

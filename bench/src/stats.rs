@@ -136,6 +136,8 @@ impl ErrorCounts {
 #[derive(Clone, Debug)]
 pub struct Tally {
     pub latency: Histogram<u64>,
+    /// connect: the close phase of each setup counted (echo read → close done).
+    pub close_latency: Histogram<u64>,
     /// Messages completed (latency, rate, bulk) or setups completed (connect, hold).
     pub completed: u64,
     /// Payload bytes written / read back.
@@ -151,8 +153,8 @@ pub struct Tally {
 impl Default for Tally {
     fn default() -> Self {
         Tally {
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
-                .expect("constant histogram bounds are valid"),
+            latency: histogram(),
+            close_latency: histogram(),
             completed: 0,
             tx_bytes: 0,
             rx_bytes: 0,
@@ -163,15 +165,29 @@ impl Default for Tally {
     }
 }
 
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("constant histogram bounds are valid")
+}
+
+fn record_in(h: &mut Histogram<u64>, d: Duration) {
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    h.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+}
+
 impl Tally {
     pub fn record(&mut self, latency: Duration) {
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.latency.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+        record_in(&mut self.latency, latency);
+    }
+
+    /// connect: how long a counted setup's close took.
+    pub fn record_close(&mut self, d: Duration) {
+        record_in(&mut self.close_latency, d);
     }
 
     pub fn merge(&mut self, other: Tally) {
-        // Both histograms have the same bounds, so adding cannot fail.
+        // All histograms have the same bounds, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.close_latency.add(&other.close_latency);
         self.completed += other.completed;
         self.tx_bytes += other.tx_bytes;
         self.rx_bytes += other.rx_bytes;

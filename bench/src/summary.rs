@@ -4,7 +4,9 @@
 //!
 //! Input files are named `<workload>__<candidate>__r<round>.json` (one ringbench `--json`
 //! report each) next to `meta.json` (free-form machine and version facts from the script).
-//! A candidate that failed a run simply has no file for it; the table shows `n/a`.
+//! A candidate that failed a run simply has no file for it; the table shows `n/a`. A workload no
+//! candidate ran (`ONLY=...` in the script) has no row. `ringway-before` (a second ringway binary,
+//! `RINGWAY_BEFORE=...`) gets its own column and a `ringway / before` ratio, and is no peer.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -83,6 +85,22 @@ const WORKLOADS: &[Workload] = &[
         target: "≥ 0.60× direct",
     },
     Workload {
+        key: "connect-origin-close",
+        title: "connect + upgrade + 64 B round trip, origin closes",
+        metric: "setups_per_sec",
+        unit: "setups/s",
+        higher_is_better: true,
+        target: "",
+    },
+    Workload {
+        key: "connect-origin-close",
+        title: "connect, origin closes: echo read → close done, p50",
+        metric: "close_p50_us",
+        unit: "µs",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
         key: "hold",
         title: "idle tunnels: RSS growth per tunnel",
         metric: "rss_per_tunnel_bytes",
@@ -92,8 +110,19 @@ const WORKLOADS: &[Workload] = &[
     },
 ];
 
-/// Candidates in table order; `direct` is the limit, `ringway` the subject, the rest peers.
-const CANDIDATES: &[&str] = &["direct", "ringway", "haproxy", "websocat", "websockify"];
+/// Candidates in table order; `direct` is the limit, `ringway` the subject, `ringway-before` the
+/// subject's previous build, the rest peers.
+const CANDIDATES: &[&str] = &[
+    "direct",
+    "ringway",
+    BEFORE,
+    "haproxy",
+    "websocat",
+    "websockify",
+];
+
+/// The previous ringway build, compared with `ringway` in the same run.
+const BEFORE: &str = "ringway-before";
 
 type Runs = BTreeMap<(String, String), Vec<Value>>;
 
@@ -186,17 +215,28 @@ cores, so CPU spent per byte and per message decides these numbers.\n"
         }
     }
     writeln!(md, "\n## Results\n")?;
+    let before = present.contains(&BEFORE);
     write!(md, "| workload | unit |")?;
     for c in &present {
         write!(md, " {c} |")?;
     }
-    writeln!(md, " ringway / direct | ringway vs best peer | target |")?;
+    write!(md, " ringway / direct |")?;
+    if before {
+        write!(md, " ringway / before |")?;
+    }
+    writeln!(md, " ringway vs best peer | target |")?;
     write!(md, "|---|---|")?;
     for _ in &present {
         write!(md, "---:|")?;
     }
+    if before {
+        write!(md, "---:|")?;
+    }
     writeln!(md, "---:|---:|---|")?;
     for w in WORKLOADS {
+        if !runs.keys().any(|(wl, _)| wl == w.key) {
+            continue;
+        }
         let value = |cand: &str| -> Option<f64> {
             let rs = runs.get(&(w.key.to_string(), cand.to_string()))?;
             median_run(rs, w.metric).and_then(|r| num(r, w.metric))
@@ -213,9 +253,13 @@ cores, so CPU spent per byte and per message decides these numbers.\n"
             (Some(r), Some(d)) if d > 0.0 && w.key != "hold" => format!("{:.2}×", r / d),
             _ => "—".to_string(),
         };
+        let vs_before = match (ring, value(BEFORE)) {
+            (Some(r), Some(b)) if b > 0.0 => format!("{:.2}×", r / b),
+            _ => "—".to_string(),
+        };
         let peers: Vec<(&str, f64)> = present
             .iter()
-            .filter(|c| !matches!(**c, "direct" | "ringway"))
+            .filter(|c| !matches!(**c, "direct" | "ringway" | BEFORE))
             .filter_map(|c| value(c).map(|v| (*c, v)))
             .collect();
         let best = peers.iter().copied().reduce(|a, b| {
@@ -234,7 +278,11 @@ cores, so CPU spent per byte and per message decides these numbers.\n"
             (Some(r), Some((name, b))) if b > 0.0 => format!("{:.2}× {name}", r / b),
             _ => "—".to_string(),
         };
-        writeln!(md, " {ratio} | {vs_peer} | {} |", w.target)?;
+        write!(md, " {ratio} |")?;
+        if before {
+            write!(md, " {vs_before} |")?;
+        }
+        writeln!(md, " {vs_peer} | {} |", w.target)?;
     }
     writeln!(
         md,
@@ -242,11 +290,14 @@ cores, so CPU spent per byte and per message decides these numbers.\n"
 goodput, below 1 is better for latency and memory. `n/a`: the candidate did not run or every \
 run had errors (see the JSON reports).\n"
     )?;
-    writeln!(
-        md,
-        "## Latency percentiles (1 connection, 64 B ping-pong)\n"
-    )?;
-    writeln!(md, "![latency percentiles]({plot_ref})\n")?;
+    let plotted = runs.keys().any(|(wl, _)| wl == "lat1");
+    if plotted {
+        writeln!(
+            md,
+            "## Latency percentiles (1 connection, 64 B ping-pong)\n"
+        )?;
+        writeln!(md, "![latency percentiles]({plot_ref})\n")?;
+    }
     let mut errors = String::new();
     for ((wl, cand), rs) in &runs {
         for r in rs {
@@ -264,7 +315,10 @@ run had errors (see the JSON reports).\n"
         )?;
     }
     std::fs::write(out, md).with_context(|| format!("writing {}", out.display()))?;
-    draw(&runs, &present, plot)
+    if plotted {
+        draw(&runs, &present, plot)?;
+    }
+    Ok(())
 }
 
 fn draw(runs: &Runs, present: &[&str], plot: &Path) -> anyhow::Result<()> {
@@ -323,6 +377,7 @@ fn draw(runs: &Runs, present: &[&str], plot: &Path) -> anyhow::Result<()> {
         let color = match *name {
             "direct" => BLACK.to_rgba(),
             "ringway" => RGBColor(0, 150, 60).to_rgba(),
+            BEFORE => RGBColor(120, 200, 140).to_rgba(),
             "haproxy" => RGBColor(30, 90, 200).to_rgba(),
             "websocat" => RGBColor(230, 120, 0).to_rgba(),
             _ => RGBColor(150, 50, 170).to_rgba(),
@@ -390,6 +445,47 @@ mod tests {
         );
         assert!(text.contains("| bulk, 8 conns, 16 KiB frames: goodput | MB/s | 100 | 80.0 | 50.0 | 0.80× | 1.60× haproxy |"), "{text}");
         assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+        assert!(
+            !text.contains("ringway / before") && !text.contains("setups/s"),
+            "no column without ringway-before, no row without runs: {text}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn summarize_compares_ringway_with_its_previous_build() {
+        let dir = std::env::temp_dir().join(format!("ringbench-before-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (cand, rate, close) in [
+            ("direct", 100.0, 10.0),
+            ("ringway", 80.0, 40.0),
+            ("ringway-before", 50.0, 600.0),
+            ("haproxy", 70.0, 12.0),
+        ] {
+            let r = serde_json::json!({"setups_per_sec": rate, "close_p50_us": close,
+                "p50_us": close * 2.0, "errors": {}});
+            let name = format!("connect-origin-close__{cand}__r1.json");
+            std::fs::write(dir.join(name), r.to_string()).unwrap();
+        }
+        let (md, svg) = (dir.join("B.md"), dir.join("p.svg"));
+        summarize(&dir, &md, &svg, "p.svg").unwrap();
+        let text = std::fs::read_to_string(&md).unwrap();
+        assert!(
+            text.contains("| workload | unit | direct | ringway | ringway-before | haproxy | ringway / direct | ringway / before | ringway vs best peer | target |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| connect + upgrade + 64 B round trip, origin closes | setups/s | 100 | 80.0 | 50.0 | 70.0 | 0.80× | 1.60× | 1.14× haproxy |  |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| connect, origin closes: echo read → close done, p50 | µs | 10.0 | 40.0 | 600 | 12.0 | 4.00× | 0.07× | 3.33× haproxy |  |"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Latency percentiles") && !svg.exists(),
+            "{text}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

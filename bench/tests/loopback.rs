@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use ringway_bench::origin::{Origin, OriginMode};
+use ringway_bench::origin::{Origin, OriginMode, ECHO_CLOSE_BYTES};
 use ringway_bench::report::Report;
 use ringway_bench::target::Target;
 use ringway_bench::workload::{bulk, connect, hold, latency, rate, Common};
@@ -103,7 +103,10 @@ fn connect_and_hold_against_echo() {
     let origin = Origin::start(localhost(), OriginMode::Echo, 1).unwrap();
     let r = connect::run(
         &common(origin.addr(), 1),
-        connect::Connect { concurrency: 3 },
+        connect::Connect {
+            concurrency: 3,
+            ..Default::default()
+        },
     );
     assert_clean(&r);
     assert!(r.setups.unwrap() > 50, "{}", r.to_table());
@@ -120,6 +123,69 @@ fn connect_and_hold_against_echo() {
     assert_eq!(r.succeeded, Some(300));
     assert_eq!(r.connections_up, 300);
     assert!(r.rss_before_bytes.is_some() && r.rss_per_tunnel_bytes.is_some());
+    origin.stop().unwrap();
+}
+
+#[test]
+fn connect_with_origin_close_against_echo_close() {
+    let origin = Origin::start(localhost(), OriginMode::EchoClose, 1).unwrap();
+    for threads in [1, 2] {
+        let args = connect::Connect {
+            concurrency: 3,
+            close: connect::CloseBy::Origin,
+        };
+        let r = connect::run(&common(origin.addr(), threads), args);
+        assert_clean(&r);
+        assert!(r.setups.unwrap() > 50, "{}", r.to_table());
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["params"]["close"], "origin");
+        assert!(json["close_p50_us"].as_f64().unwrap() <= json["p50_us"].as_f64().unwrap());
+    }
+    // The client closing first works against it too (the origin sees EOF and closes).
+    let r = connect::run(
+        &common(origin.addr(), 1),
+        connect::Connect {
+            concurrency: 2,
+            close: connect::CloseBy::Client,
+        },
+    );
+    assert_clean(&r);
+    assert!(r.setups.unwrap() > 50, "{}", r.to_table());
+    origin.stop().unwrap();
+}
+
+#[test]
+fn echo_close_echoes_a_split_message_then_ends_the_connection() {
+    let origin = Origin::start(localhost(), OriginMode::EchoClose, 1).unwrap();
+    let msg: Vec<u8> = (0..ECHO_CLOSE_BYTES as u8 + 40).collect();
+    let mut sock = std::net::TcpStream::connect(origin.addr()).unwrap();
+    sock.set_nodelay(true).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The message in three pieces, the last with bytes beyond it: exactly the first 64 come
+    // back, then EOF, and the extra bytes are discarded without a reset.
+    for piece in [&msg[..1], &msg[1..40]] {
+        sock.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sock.write_all(&msg[40..]).unwrap();
+    let mut got = Vec::new();
+    sock.read_to_end(&mut got).unwrap();
+    assert_eq!(got, &msg[..ECHO_CLOSE_BYTES as usize]);
+    // The origin is half-closed and still reading: more bytes are discarded, not reset.
+    sock.write_all(b"after the close").unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = [0u8; 16];
+    assert_eq!(sock.read(&mut rest).unwrap(), 0);
+    // Fewer bytes than the limit and then EOF: what came is echoed, then the origin closes.
+    let mut short = std::net::TcpStream::connect(origin.addr()).unwrap();
+    short
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    short.write_all(&msg[..10]).unwrap();
+    short.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    short.read_to_end(&mut got).unwrap();
+    assert_eq!(got, &msg[..10]);
     origin.stop().unwrap();
 }
 

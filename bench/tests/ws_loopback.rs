@@ -1,8 +1,11 @@
 //! The ws:// client against an independent server: a small blocking WebSocket echo server built
 //! on `ringway_proto`'s handshake parser and client-frame decoder, which re-frames every echo
 //! into random-sized fragments (binary + continuations) and slips pings in between. Also the
-//! refusals a client must report: a non-101 status and a wrong Sec-WebSocket-Accept. All on
-//! 127.0.0.1; every server thread ends when its client does or after a read timeout.
+//! refusals a client must report: a non-101 status and a wrong Sec-WebSocket-Accept. The same
+//! server can play a tunnel whose origin closes after the echo (`connect --close origin`): Close
+//! frame, then the TCP close once the client's Close is in (or right behind its own Close), and
+//! the ways that can go wrong. All on 127.0.0.1; every server thread ends when its client does or
+//! after a read timeout.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,6 +18,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ringway_bench::report::Report;
 use ringway_bench::target::Target;
+use ringway_bench::workload::connect::{CloseBy, ROUND_TRIP_BYTES};
 use ringway_bench::workload::{bulk, connect, hold, latency, rate, Common};
 use ringway_proto::ws::encoder::{close_frame, control_frame};
 use ringway_proto::ws::handshake::{parse_upgrade, write_switching_protocols};
@@ -26,6 +30,16 @@ enum Behaviour {
     Echo,
     Refuse503,
     WrongAccept,
+    /// Echoes the first `ROUND_TRIP_BYTES` payload bytes, then sends Close `code`; once the
+    /// client's Close is in, ends the TCP connection first (RFC 6455 §7.1.1). With `early_fin` it
+    /// half-closes right behind its Close instead, so the Close and the EOF arrive together.
+    OriginClose {
+        code: u16,
+        early_fin: bool,
+    },
+    /// Echoes the first `ROUND_TRIP_BYTES` payload bytes, then ends the TCP connection without a
+    /// Close frame.
+    DropAfterEcho,
 }
 
 struct Server {
@@ -88,7 +102,9 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, seed: u64) {
     };
     let mut out = Vec::new();
     match behaviour {
-        Behaviour::Echo => write_switching_protocols(&req, &mut out),
+        Behaviour::Echo | Behaviour::OriginClose { .. } | Behaviour::DropAfterEcho => {
+            write_switching_protocols(&req, &mut out)
+        }
         Behaviour::WrongAccept => out.extend_from_slice(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
@@ -97,9 +113,20 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, seed: u64) {
             out.extend_from_slice(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
         }
     }
-    if sock.write_all(&out).is_err() || !matches!(behaviour, Behaviour::Echo) {
+    let upgraded = matches!(
+        behaviour,
+        Behaviour::Echo | Behaviour::OriginClose { .. } | Behaviour::DropAfterEcho
+    );
+    if sock.write_all(&out).is_err() || !upgraded {
         return;
     }
+    // Origin-close behaviours: payload bytes echoed so far, and whether our Close went out.
+    let limit = match behaviour {
+        Behaviour::Echo => u64::MAX,
+        _ => ROUND_TRIP_BYTES as u64,
+    };
+    let mut echoed = 0u64;
+    let mut close_sent = false;
     buf.copy_within(head..have, 0);
     have -= head;
     let mut decoder = Decoder::new(DecoderLimits::default());
@@ -116,12 +143,19 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, seed: u64) {
                 &mut out,
             );
             pos += d.consumed;
+            echoed += d.data.len() as u64;
             let mut control = [0u8; 127];
             let done = match d.event {
                 Some(Event::Ping) => {
                     let n = control_frame(Opcode::Pong, decoder.control_payload(), &mut control);
                     out.extend_from_slice(&control[..n]);
                     false
+                }
+                Some(Event::Close { .. }) if close_sent => {
+                    // The client answered our Close: the server closes the TCP connection first.
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                    drain_to_eof(&mut sock, &mut buf);
+                    return;
                 }
                 Some(Event::Close { .. }) => {
                     let n = close_frame(Some(CloseCode::NORMAL), "", &mut control);
@@ -134,12 +168,36 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, seed: u64) {
             if sock.write_all(&out).is_err() || done {
                 return;
             }
+            if echoed >= limit && !close_sent {
+                match behaviour {
+                    Behaviour::OriginClose { code, early_fin } => {
+                        let n = close_frame(Some(CloseCode(code)), "origin closed", &mut control);
+                        if sock.write_all(&control[..n]).is_err() {
+                            return;
+                        }
+                        if early_fin {
+                            let _ = sock.shutdown(std::net::Shutdown::Write);
+                        }
+                        close_sent = true;
+                    }
+                    _ => {
+                        let _ = sock.shutdown(std::net::Shutdown::Write);
+                        drain_to_eof(&mut sock, &mut buf);
+                        return;
+                    }
+                }
+            }
         }
         have = match sock.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
     }
+}
+
+/// Reads until EOF, an error or the read timeout.
+fn drain_to_eof(sock: &mut TcpStream, buf: &mut [u8]) {
+    while let Ok(1..) = sock.read(buf) {}
 }
 
 /// Echoes `data` as random-sized fragments, finishing the message only sometimes, with pings.
@@ -214,7 +272,13 @@ fn every_workload_over_a_reframing_server() {
     );
     assert_clean(&r);
     assert!(r.rx_bytes.unwrap() > 100_000, "{}", r.to_table());
-    let r = connect::run(&c, connect::Connect { concurrency: 2 });
+    let r = connect::run(
+        &c,
+        connect::Connect {
+            concurrency: 2,
+            ..Default::default()
+        },
+    );
     assert_clean(&r);
     assert!(r.setups.unwrap() > 20, "{}", r.to_table());
     let args = hold::Hold {
@@ -263,5 +327,60 @@ fn refusals_are_reported_with_their_status() {
     assert_eq!(
         r.error_details["handshake_invalid"],
         "wrong Sec-WebSocket-Accept"
+    );
+}
+
+fn origin_close(c: &Common) -> Report {
+    connect::run(
+        c,
+        connect::Connect {
+            concurrency: 2,
+            close: CloseBy::Origin,
+        },
+    )
+}
+
+#[test]
+fn origin_initiated_close_over_a_reframing_server() {
+    for early_fin in [false, true] {
+        let server = Server::start(Behaviour::OriginClose {
+            code: 1000,
+            early_fin,
+        });
+        let r = origin_close(&common(server.addr));
+        assert_clean(&r);
+        assert!(r.setups.unwrap() > 20, "{}", r.to_table());
+        assert_eq!(r.params.close, Some("origin"));
+        let (p50, close) = (r.p50_us.unwrap(), r.close_p50_us.unwrap());
+        assert!(close > 0.0 && close <= p50, "{}", r.to_table());
+    }
+}
+
+#[test]
+fn origin_close_errors_are_reported() {
+    let server = Server::start(Behaviour::OriginClose {
+        code: 1011,
+        early_fin: false,
+    });
+    let r = origin_close(&common(server.addr));
+    assert!(
+        r.errors.contains_key("unexpected_close"),
+        "{}",
+        r.to_table()
+    );
+    assert_eq!(
+        r.error_details["unexpected_close"],
+        "Close 1011 instead of Close 1000"
+    );
+    let server = Server::start(Behaviour::DropAfterEcho);
+    let r = origin_close(&common(server.addr));
+    assert!(
+        r.errors.contains_key("unexpected_close"),
+        "{}",
+        r.to_table()
+    );
+    assert_eq!(
+        r.error_details["unexpected_close"],
+        "EOF instead of a Close frame"
     );
 }

@@ -214,3 +214,26 @@ fn sigterm_right_after_listening_line_exits_0() {
         failures.len()
     );
 }
+
+/// Origin EOF: the client gets the last bytes, the Close 1000 and the TCP FIN without having to
+/// answer the Close first (the server closes TCP first, RFC 6455 §7.1.1), so an origin-closed
+/// tunnel costs the client one round trip less; the client's late Close answer is still taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_eof_sends_close_and_fin_without_waiting_for_the_clients_close() {
+    let origin = Origin::echo_then_close(64).await;
+    let server = Ringway::start(&ConfigToml::echo(origin.addr).build());
+    let mut c = ringway_e2e::raw::RawConn::upgrade(server.port, "/echo").await;
+    c.send(&ringway_e2e::raw::masked(0x2, &[7u8; 64]))
+        .await
+        .expect("send the frame");
+    let data = c.read_frame().await.expect("the echo");
+    assert_eq!((data.opcode, data.payload.len()), (0x2, 64));
+    let close = c.read_close().await.expect("the Close");
+    assert_eq!(close.close_code(), Some(1000));
+    // No Close sent back yet: the FIN must already be on its way.
+    let rest = c
+        .await_close(Duration::from_secs(1))
+        .await
+        .expect("EOF right behind the Close");
+    assert!(rest.is_empty(), "nothing after the Close: {rest:?}");
+}

@@ -44,6 +44,12 @@ pub struct Stream {
     peer_closed: bool,
     /// The status code of the peer's Close frame, 0 for a Close without one.
     close_code: Option<u16>,
+    /// Read EOF.
+    eof: bool,
+    /// Reads go on until the socket would block or EOF, past short reads and a Close frame:
+    /// once the peer is expected to end the connection, its FIN may be queued right behind the
+    /// last bytes and then brings no readiness edge of its own.
+    until_eof: bool,
 }
 
 impl Stream {
@@ -71,6 +77,8 @@ impl Stream {
             closing: false,
             peer_closed: false,
             close_code: None,
+            eof: false,
+            until_eof: false,
         }
     }
 
@@ -97,6 +105,27 @@ impl Stream {
     /// The peer closed: EOF (tcp) or a Close frame (ws).
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
+    }
+
+    /// EOF was read (the peer ended the TCP connection, or at least its write side).
+    pub fn eof(&self) -> bool {
+        self.eof
+    }
+
+    /// The status code of the peer's Close frame (0 for a Close without one), if one was read.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
+    }
+
+    /// Every queued byte, ws control replies included, has been written.
+    pub fn flushed(&self) -> bool {
+        self.sent == self.queued && self.ws.as_ref().is_none_or(|ws| ws.out_pos == ws.out.len())
+    }
+
+    /// From now on [`Stream::read`] reads until the socket would block or EOF, so an EOF queued
+    /// behind the last bytes is not missed. For a peer that is expected to close.
+    pub fn expect_eof(&mut self) {
+        self.until_eof = true;
     }
 
     /// How the peer closed, for error reports: "EOF" or "Close 1011".
@@ -164,7 +193,8 @@ impl Stream {
     }
 
     /// Reads everything available, checks it and returns the payload bytes it carried. Answers
-    /// pings and an unsolicited Close (ws); sets [`Stream::peer_closed`] on EOF or Close.
+    /// pings and an unsolicited Close (ws); sets [`Stream::peer_closed`] on EOF or Close and
+    /// [`Stream::eof`] on EOF.
     pub fn read(&mut self, io: &mut Io) -> Result<u64, ErrorKind> {
         let mut got = 0;
         loop {
@@ -179,6 +209,7 @@ impl Stream {
             let n = match self.sock.read(room) {
                 Ok(0) => {
                     self.peer_closed = true;
+                    self.eof = true;
                     break;
                 }
                 Ok(n) => n,
@@ -231,7 +262,7 @@ impl Stream {
                     debug_assert!(ws.carry.len() <= CARRY_ROOM);
                 }
             }
-            if n < IO_CHUNK || self.peer_closed {
+            if !self.until_eof && (n < IO_CHUNK || self.peer_closed) {
                 break;
             }
         }

@@ -1,13 +1,22 @@
 //! `connect`: K concurrent loops, each doing full setups back to back: TCP connect, upgrade (ws),
-//! one 64-byte round trip, orderly close (ws: Close sent and Close received, RFC 6455 §5.5.1;
-//! tcp: write side shut down and EOF read), then the next setup at once.
+//! one 64-byte round trip, orderly close, then the next setup at once.
 //!
-//! A setup's latency runs from just before `connect()` to the end of the close. Setups finishing
-//! inside the window are counted. A failed setup is counted as an error and its loop pauses
-//! `BACKOFF` before the next one, so a refusing target shows up as a bounded error count rather
-//! than a busy loop. Setups still running `STUCK` after they began when the run ends are counted
-//! as timeouts.
+//! Who closes ([`CloseBy`]):
+//! - `client` (default): ws sends Close and reads the peer's Close (RFC 6455 §5.5.1); tcp shuts
+//!   down its write side and reads EOF.
+//! - `origin`: the origin ends the connection after the echo (`ringbench origin --mode
+//!   echo-close`). ws reads the proxy's Close (which must carry 1000), answers it with a Close
+//!   and reads EOF, since the server closes the TCP connection first (§7.1.1); tcp reads the echo
+//!   and then EOF. Either way the client closes its socket after the EOF.
+//!
+//! A setup's latency runs from just before `connect()` to the end of the close; its close phase,
+//! reported apart (`close_p50_us`, ...), from reading the echo's last byte to the end of the
+//! close. Setups finishing inside the window are counted. A failed setup is counted as an error
+//! and its loop pauses `BACKOFF` before the next one, so a refusing target shows up as a bounded
+//! error count rather than a busy loop. Setups still running `STUCK` after they began when the
+//! run ends are counted as timeouts (e.g. `--close origin` against an origin that never closes).
 
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
@@ -23,16 +32,48 @@ pub const ROUND_TRIP_BYTES: usize = 64;
 const BACKOFF: Duration = Duration::from_millis(10);
 const STUCK: Duration = Duration::from_secs(2);
 
+/// Which side ends each setup's connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CloseBy {
+    /// The client starts the close after the echo.
+    #[default]
+    Client,
+    /// The origin closes after the echo; the client answers and waits for EOF.
+    Origin,
+}
+
+impl CloseBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseBy::Client => "client",
+            CloseBy::Origin => "origin",
+        }
+    }
+}
+
+impl FromStr for CloseBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "client" => Ok(CloseBy::Client),
+            "origin" => Ok(CloseBy::Origin),
+            _ => Err(format!("{s:?}: expected client or origin")),
+        }
+    }
+}
+
 /// `connect` parameters.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Connect {
     pub concurrency: usize,
+    pub close: CloseBy,
 }
 
 pub fn run(common: &Common, args: Connect) -> Report {
     let params = Params {
         concurrency: Some(args.concurrency as u64),
         size: Some(ROUND_TRIP_BYTES as u64),
+        close: Some(args.close.as_str()),
         ..common.params()
     };
     let (mut r, m) = run_load(
@@ -41,10 +82,17 @@ pub fn run(common: &Common, args: Connect) -> Report {
         params,
         args.concurrency,
         "setups",
-        thread,
+        |lane, gate| thread(lane, gate, args.close),
     );
     r.setups = Some(m.tally.completed);
     r.setups_per_sec = Some(m.tally.completed as f64 / m.window_secs);
+    let h = &m.tally.close_latency;
+    if !h.is_empty() {
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        r.close_p50_us = Some(us(0.50));
+        r.close_p90_us = Some(us(0.90));
+        r.close_p99_us = Some(us(0.99));
+    }
     r
 }
 
@@ -55,11 +103,20 @@ enum Slot {
     Dialing(Dial),
     /// Open; the round trip is in flight. Holds when the setup began.
     RoundTrip(Stream, Instant),
-    /// Close sent; waiting for the peer's.
-    Closing(Stream, Instant),
+    /// Close sent; waiting for the peer's. Holds when the setup began and when the echo was in.
+    Closing(Stream, Times),
+    /// Echo back; waiting for the origin's close (ws: the Close frame, answered, then EOF).
+    AwaitClose(Stream, Times),
 }
 
-fn thread(lane: &mut Lane<'_>, gate: &ThreadGate<'_>) {
+/// When a setup began and when its echo was complete.
+#[derive(Clone, Copy, Debug)]
+struct Times {
+    started: Instant,
+    echoed: Instant,
+}
+
+fn thread(lane: &mut Lane<'_>, gate: &ThreadGate<'_>, close: CloseBy) {
     let Some(mut poll) = lane.open_poll() else {
         return;
     };
@@ -93,13 +150,14 @@ fn thread(lane: &mut Lane<'_>, gate: &ThreadGate<'_>) {
                 continue;
             }
             let slot = std::mem::replace(&mut slots[i], Slot::Backoff(now));
-            slots[i] = match advance(slot, &mut lane.io, lane.share.global(i)) {
+            slots[i] = match advance(slot, &mut lane.io, lane.share.global(i), close) {
                 Ok(Outcome::Pending(slot)) => slot,
-                Ok(Outcome::Done(started)) => {
+                Ok(Outcome::Done(t)) => {
                     let end = Instant::now();
                     done += 1;
                     if w.contains(end) {
-                        lane.tally.record(end - started);
+                        lane.tally.record(end - t.started);
+                        lane.tally.record_close(end - t.echoed);
                         lane.tally.completed += 1;
                     }
                     begin(&poll, lane, i)
@@ -117,7 +175,8 @@ fn thread(lane: &mut Lane<'_>, gate: &ThreadGate<'_>) {
         let started = match slot {
             Slot::Backoff(_) => continue,
             Slot::Dialing(d) => d.started,
-            Slot::RoundTrip(_, s) | Slot::Closing(_, s) => *s,
+            Slot::RoundTrip(_, s) => *s,
+            Slot::Closing(_, t) | Slot::AwaitClose(_, t) => t.started,
         };
         if end.saturating_duration_since(started) > STUCK {
             lane.tally.errors.add(&ErrorKind::Timeout("setup"));
@@ -139,12 +198,12 @@ fn begin(poll: &Poll, lane: &mut Lane<'_>, i: usize) -> Slot {
 
 enum Outcome {
     Pending(Slot),
-    /// The setup that began at this instant is complete.
-    Done(Instant),
+    /// The setup with these times is complete.
+    Done(Times),
 }
 
 /// Moves one loop on after readiness on its socket (or a stale event, which changes nothing).
-fn advance(slot: Slot, io: &mut Io, global: usize) -> Result<Outcome, ErrorKind> {
+fn advance(slot: Slot, io: &mut Io, global: usize, close: CloseBy) -> Result<Outcome, ErrorKind> {
     match slot {
         Slot::Backoff(until) => Ok(Outcome::Pending(Slot::Backoff(until))),
         Slot::Dialing(mut d) => {
@@ -153,6 +212,10 @@ fn advance(slot: Slot, io: &mut Io, global: usize) -> Result<Outcome, ErrorKind>
             }
             let started = d.started;
             let mut s = d.into_stream(ROUND_TRIP_BYTES, pattern::seed(global));
+            if close == CloseBy::Origin {
+                // The echo and the origin's close may arrive together.
+                s.expect_eof();
+            }
             s.queue_messages(1);
             s.flush(io)?;
             Ok(Outcome::Pending(Slot::RoundTrip(s, started)))
@@ -161,8 +224,15 @@ fn advance(slot: Slot, io: &mut Io, global: usize) -> Result<Outcome, ErrorKind>
             s.read(io)?;
             check_echo(&s)?;
             if s.received() == s.queued() {
+                let t = Times {
+                    started,
+                    echoed: Instant::now(),
+                };
+                if close == CloseBy::Origin {
+                    return await_close(s, io, t);
+                }
                 s.start_close(io)?;
-                return Ok(Outcome::Pending(Slot::Closing(s, started)));
+                return Ok(Outcome::Pending(Slot::Closing(s, t)));
             }
             if s.peer_closed() {
                 return Err(ErrorKind::UnexpectedClose(format!(
@@ -173,7 +243,7 @@ fn advance(slot: Slot, io: &mut Io, global: usize) -> Result<Outcome, ErrorKind>
             s.flush(io)?;
             Ok(Outcome::Pending(Slot::RoundTrip(s, started)))
         }
-        Slot::Closing(mut s, started) => {
+        Slot::Closing(mut s, t) => {
             s.read(io)?;
             check_echo(&s)?;
             if s.is_ws() && s.peer_closed() && !s.got_close_frame() {
@@ -182,10 +252,43 @@ fn advance(slot: Slot, io: &mut Io, global: usize) -> Result<Outcome, ErrorKind>
                 ));
             }
             if s.peer_closed() {
-                return Ok(Outcome::Done(started));
+                return Ok(Outcome::Done(t));
             }
             s.flush(io)?;
-            Ok(Outcome::Pending(Slot::Closing(s, started)))
+            Ok(Outcome::Pending(Slot::Closing(s, t)))
+        }
+        Slot::AwaitClose(mut s, t) => {
+            s.read(io)?;
+            check_echo(&s)?;
+            await_close(s, io, t)
         }
     }
+}
+
+/// After the echo, with the origin closing: done once EOF is read (ws: after a Close 1000, which
+/// [`Stream::read`] has answered); the stream is dropped (closed) on return.
+fn await_close(mut s: Stream, io: &mut Io, t: Times) -> Result<Outcome, ErrorKind> {
+    if let Some(code) = s.close_code() {
+        if code != 1000 {
+            return Err(ErrorKind::UnexpectedClose(format!(
+                "{} instead of Close 1000",
+                s.close_reason()
+            )));
+        }
+    }
+    if !s.eof() {
+        s.flush(io)?;
+        return Ok(Outcome::Pending(Slot::AwaitClose(s, t)));
+    }
+    if s.is_ws() && !s.got_close_frame() {
+        return Err(ErrorKind::UnexpectedClose(
+            "EOF instead of a Close frame".into(),
+        ));
+    }
+    if !s.flushed() {
+        return Err(ErrorKind::UnexpectedClose(
+            "EOF before the Close reply was written".into(),
+        ));
+    }
+    Ok(Outcome::Done(t))
 }

@@ -25,6 +25,9 @@ use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
 use crate::token::{tag, Op, Side};
 use crate::transport::Transport;
 
+/// Largest pool-held payload copied to go out in one send with a frame queued behind it.
+const MERGE_BYTES: usize = 4096;
+
 /// A live connection slot.
 pub struct Conn {
     pub key: Key,
@@ -39,6 +42,8 @@ pub struct Conn {
     pub scheduled: Option<Instant>,
     /// Counted as settled (nothing left to send) by the worker's shutdown bookkeeping.
     pub settled: bool,
+    /// Queued for a pump at the end of the current batch of completions.
+    pub dirty: bool,
 }
 
 /// What a completion asks of the worker beyond this connection.
@@ -168,12 +173,7 @@ impl Conn {
                         self.session.handle_origin_connect_failed(errno, now);
                     }
                 },
-                Intent::SendClient(v) => {
-                    let tx = self.transport.on_send(TxBuf::owned(v));
-                    if let Err(tx) = self.client.queue(tx, now) {
-                        ring.recycle_tx(tx);
-                    }
-                }
+                Intent::SendClient(v) => self.queue_client_frame(ring, v, now),
                 Intent::SendPong(v) => self.client.queue_pong(v, now),
                 Intent::SendOrigin(v) => {
                     if let Err(tx) = self.origin.socket.queue(TxBuf::owned(v), now) {
@@ -182,6 +182,7 @@ impl Conn {
                 }
                 Intent::CloseOrigin => self.origin.socket.request_close(now),
                 Intent::CloseClient => self.client.request_close(now),
+                Intent::ShutClientWrite => self.client.shut_write(),
                 Intent::AbortOrigin => {
                     if let Some(op) = self.origin.pending_connect() {
                         ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
@@ -221,6 +222,26 @@ impl Conn {
             origin_paused,
             buffers_ok,
         );
+    }
+
+    /// Queues a frame the session built (101, Close) to the client. A small payload still
+    /// waiting in a pool slot right before it is copied in front of it, so both go out in one
+    /// send (an origin's last bytes and the Close its EOF causes reach the client together).
+    fn queue_client_frame(&mut self, ring: &mut Ring, frame: Vec<u8>, now: Instant) {
+        let mut bytes = frame;
+        if self.transport.passes_bytes_through() {
+            if let Some(prev) = self.client.pop_back_small_pool(MERGE_BYTES) {
+                let mut joined = Vec::with_capacity(prev.len() + bytes.len());
+                joined.extend_from_slice(ring.tx_bytes(&prev));
+                joined.extend_from_slice(&bytes);
+                ring.recycle_tx(prev);
+                bytes = joined;
+            }
+        }
+        let tx = self.transport.on_send(TxBuf::owned(bytes));
+        if let Err(tx) = self.client.queue(tx, now) {
+            ring.recycle_tx(tx);
+        }
     }
 
     /// Runs whatever deadline passed: the session's, and each socket's linger or stall.
@@ -298,7 +319,13 @@ fn submit(
             SocketOp::CancelRecv(id) => ring.cancel(id, tag(Op::Cancel, side, key)),
             SocketOp::Send(tx) => ring.send(sock.raw(), tx, tag(Op::Send, side, key)),
             SocketOp::Shutdown => {
-                ring.shutdown(sock.raw(), libc::SHUT_WR, tag(Op::Shutdown, side, key))
+                // A direct syscall: IORING_OP_SHUTDOWN always runs on an io-wq thread, which
+                // costs a context switch and delays the FIN (measured: 81 µs p50, 426 µs p90).
+                // shutdown(SHUT_WR) on a TCP socket only queues the FIN; it never blocks.
+                if let Some(fd) = sock.fd() {
+                    let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write);
+                }
+                sock.on_shutdown_completion();
             }
             SocketOp::CancelAll => ring.cancel_fd(sock.raw(), tag(Op::Cancel, side, key)),
             SocketOp::Close(fd) => ring.close(fd, tag(Op::Close, side, key)),
@@ -326,5 +353,6 @@ pub fn new_conn(
         started: now,
         scheduled: None,
         settled: false,
+        dirty: false,
     }
 }

@@ -130,6 +130,15 @@ pub struct Socket<I = OpId> {
     linger_until: Option<Instant>,
     /// When the queued bytes last made progress (or were first queued).
     progress_at: Instant,
+    /// Half-close (FIN) requested while open: after the queue, shutdown(SHUT_WR), reads go on.
+    fin: Fin,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fin {
+    None,
+    Wanted,
+    Sent,
 }
 
 impl<I: Copy + Eq> Socket<I> {
@@ -152,6 +161,7 @@ impl<I: Copy + Eq> Socket<I> {
             flow: Flow::new(limits.backpressure),
             linger_until: None,
             progress_at: now,
+            fin: Fin::None,
         }
     }
 
@@ -237,7 +247,7 @@ impl<I: Copy + Eq> Socket<I> {
     /// Queues `tx`; hands it back when the socket no longer sends (closing). Returns true when
     /// this pushes the socket over its cap (its source must stop being read).
     pub fn queue(&mut self, tx: TxBuf, now: Instant) -> Result<bool, TxBuf> {
-        if self.stage != Stage::Open {
+        if !self.takes_bytes() {
             return Err(tx);
         }
         self.note_queued(now);
@@ -253,7 +263,7 @@ impl<I: Copy + Eq> Socket<I> {
     /// many small payloads go out in one send). Dropped when closing. Returns true when this
     /// pushes the socket over its cap.
     pub fn queue_copy(&mut self, bytes: &[u8], now: Instant) -> bool {
-        if self.stage != Stage::Open || bytes.is_empty() {
+        if !self.takes_bytes() || bytes.is_empty() {
             return false;
         }
         self.note_queued(now);
@@ -271,7 +281,7 @@ impl<I: Copy + Eq> Socket<I> {
     /// Queues a pong, replacing one not yet sent (RFC 6455 §5.5.3: only the latest ping needs
     /// an answer).
     pub fn queue_pong(&mut self, frame: Vec<u8>, now: Instant) {
-        if self.stage != Stage::Open {
+        if !self.takes_bytes() {
             return;
         }
         self.note_queued(now);
@@ -280,6 +290,33 @@ impl<I: Copy + Eq> Socket<I> {
         }
         let n = self.pong.as_ref().map_or(0, Vec::len);
         self.flow.queue(n);
+    }
+
+    /// Open and not half-closed: bytes may still be queued.
+    fn takes_bytes(&self) -> bool {
+        self.stage == Stage::Open && self.fin == Fin::None
+    }
+
+    /// After the bytes queued so far, half-close (shutdown SHUT_WR) and queue nothing more;
+    /// reading goes on until EOF or [`Socket::request_close`].
+    pub fn shut_write(&mut self) {
+        if self.stage == Stage::Open && self.fin == Fin::None {
+            self.fin = Fin::Wanted;
+        }
+    }
+
+    /// Takes back the last queued buffer if it is a pool buffer of at most `max` bytes (so a
+    /// small frame queued behind it can go out in the same send, copied together).
+    pub fn pop_back_small_pool(&mut self, max: usize) -> Option<TxBuf> {
+        let tx = self.out.pop_back_if(|t| t.is_pool() && t.len() <= max)?;
+        self.flow.sent(tx.len());
+        self.slots -= 1;
+        Some(tx)
+    }
+
+    /// The descriptor, for a syscall made outside the ring.
+    pub fn fd(&self) -> Option<&OwnedFd> {
+        self.fd.as_ref()
     }
 
     fn note_queued(&mut self, now: Instant) {
@@ -489,11 +526,23 @@ impl<I: Copy + Eq> Socket<I> {
                 return Some(SocketOp::Send(tx));
             }
         }
+        if self.stage == Stage::Open && self.fin == Fin::Wanted && self.up && !self.has_unsent() {
+            self.fin = Fin::Sent;
+            self.ops += 1;
+            return Some(SocketOp::Shutdown);
+        }
         if self.stage == Stage::Draining && !self.has_unsent() {
             if self.eof {
                 self.stage = Stage::Closing;
                 return self.poll_op(now, read_paused, buffers_ok);
             }
+            if self.fin == Fin::Sent {
+                // Already half-closed: only the wait for the peer's EOF is left.
+                self.stage = Stage::ShutSent;
+                self.linger_until = Some(now + self.limits.linger);
+                return self.poll_op(now, read_paused, buffers_ok);
+            }
+            self.fin = Fin::Sent;
             self.stage = Stage::ShutSent;
             self.linger_until = Some(now + self.limits.linger);
             self.ops += 1;
@@ -553,6 +602,16 @@ impl SendQueue {
         if let Some(prev) = self.first.replace(tx) {
             self.rest.push_front(prev);
         }
+    }
+
+    fn pop_back_if(&mut self, pred: impl Fn(&TxBuf) -> bool) -> Option<TxBuf> {
+        if self.rest.back().is_some_and(&pred) {
+            return self.rest.pop_back();
+        }
+        if self.rest.is_empty() && self.first.as_ref().is_some_and(&pred) {
+            return self.first.take();
+        }
+        None
     }
 
     pub fn pop_front(&mut self) -> Option<TxBuf> {

@@ -69,6 +69,8 @@ pub struct Worker {
     unsettled: usize,
     /// Receives that ended for lack of pool buffers, re-armed when buffers come back.
     starved: Vec<(Key, Side)>,
+    /// Connections with completions in the current batch, pumped once at its end.
+    dirty: Vec<Key>,
     tick_armed: bool,
     busy_poll: Duration,
 }
@@ -101,6 +103,7 @@ impl Worker {
             stop_by: None,
             unsettled: 0,
             starved: Vec::new(),
+            dirty: Vec::new(),
             tick_armed: false,
             busy_poll: cfg.busy_poll,
         })
@@ -136,6 +139,17 @@ impl Worker {
             for c in cqes.drain(..) {
                 self.dispatch(c, now);
             }
+            // One pump per connection per batch: everything the batch brought (an origin's
+            // last bytes and its EOF, say) is queued before the sockets submit, so it can leave
+            // in one send.
+            let mut dirty = std::mem::take(&mut self.dirty);
+            for key in dirty.drain(..) {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.dirty = false;
+                    self.pump(key, now);
+                }
+            }
+            self.dirty = dirty;
             if !self.starved.is_empty() && self.pool.may_rearm(&self.ring) {
                 self.unstarve(now);
             }
@@ -189,10 +203,13 @@ impl Worker {
                     return;
                 };
                 let fx = conn.on_completion(op, side, c, &mut self.ring, &self.pool, now);
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(key);
+                }
                 if let Some(side) = fx.starved {
                     self.starved.push((key, side));
                 }
-                self.pump(key, now);
             }
         }
     }
@@ -292,7 +309,12 @@ impl Worker {
     }
 
     fn open_conn(&mut self, fd: OwnedFd, now: Instant) {
-        let _ = socket2::SockRef::from(&fd).set_nodelay(true);
+        // TCP_NODELAY is inherited from the listener (set in `main::listen`): no syscall here.
+        // Debug builds (the end-to-end tests) check the inheritance.
+        debug_assert!(
+            socket2::SockRef::from(&fd).nodelay().unwrap_or(true),
+            "accepted socket did not inherit TCP_NODELAY"
+        );
         let (routes, limits) = (self.routes.clone(), self.limits);
         let session = Session::websocket(self.tunnel, now);
         let key = self

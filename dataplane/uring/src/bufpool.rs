@@ -229,6 +229,15 @@ impl BufPool {
         }
     }
 
+    /// Bytes `start..start + len` of a lent buffer's slot, read-only.
+    pub(crate) fn bytes(&self, buf: &PoolBuf, start: usize, len: usize) -> &[u8] {
+        let ptr = self.send_ptr(buf, start, len);
+        // SAFETY: `send_ptr` checked the buffer is this pool's and the range lies in its
+        // headroom plus received bytes (initialised, lent: the kernel does not write it); `&self`
+        // excludes a live `&mut` from `slot` for the returned lifetime.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
     /// Pointer to byte `start` of a lent buffer's slot, for a send SQE of `len` bytes. The caller
     /// keeps the PoolBuf in the operation's in-flight entry until the completion (I1).
     pub(crate) fn send_ptr(&self, buf: &PoolBuf, start: usize, len: usize) -> *const u8 {

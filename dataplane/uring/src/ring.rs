@@ -240,6 +240,14 @@ impl Ring {
         self.pool.recycle(buf);
     }
 
+    /// The bytes `tx` still has to send (from its pool slot or its vector).
+    pub fn tx_bytes<'a>(&'a self, tx: &'a TxBuf) -> &'a [u8] {
+        match tx.parts() {
+            Parts::Pool(buf, start, len) => self.pool.bytes(buf, start, len),
+            Parts::Owned(bytes) => bytes,
+        }
+    }
+
     /// Recycles the pool buffer behind `tx`, if any.
     pub fn recycle_tx(&mut self, tx: TxBuf) {
         if let Some(buf) = tx.into_pool_buf() {

@@ -136,6 +136,10 @@ pub enum Intent {
     CloseClient,
     /// Stop receiving from the origin and close it at once (a connect that will not complete).
     AbortOrigin,
+    /// Once the client queue (ending with our Close frame) is sent, half-close the client
+    /// (SHUT_WR: the server closes TCP first, RFC 6455 §7.1.1) but keep reading its frames until
+    /// its Close or EOF: the client sees data, Close and FIN in one go.
+    ShutClientWrite,
     /// The tunnel reached `Closed`; [`Tunnel::close_record`] says why.
     Finished,
 }
@@ -479,6 +483,7 @@ impl Tunnel {
             Phase::Relaying(r) => {
                 self.finish(Side::Origin, why);
                 self.send_close(Some(code), text);
+                self.intents.push_back(Intent::ShutClientWrite);
                 self.intents.push_back(Intent::CloseOrigin);
                 self.phase = Phase::Closing(Closing::new(
                     r.into_decoder(),
@@ -556,6 +561,7 @@ impl Tunnel {
                 }
                 self.finish(Side::Server, CloseReason::IdleTimeout);
                 self.send_close(Some(CloseCode::GOING_AWAY), "idle timeout");
+                self.intents.push_back(Intent::ShutClientWrite);
                 self.intents.push_back(Intent::CloseOrigin);
                 self.phase = Phase::Closing(Closing::new(
                     r.into_decoder(),
@@ -616,6 +622,7 @@ impl Tunnel {
             Phase::Relaying(r) => {
                 self.finish(Side::Server, CloseReason::Shutdown);
                 self.send_close(Some(CloseCode::GOING_AWAY), "server shutting down");
+                self.intents.push_back(Intent::ShutClientWrite);
                 self.intents.push_back(Intent::CloseOrigin);
                 self.phase = Phase::Closing(Closing::new(
                     r.into_decoder(),

@@ -26,6 +26,8 @@ struct Pair {
     origin_closed: bool,
     origin_aborted: bool,
     client_closed: bool,
+    /// FIN sent to the client after our Close, reading goes on.
+    client_write_shut: bool,
     finished: bool,
 }
 
@@ -49,6 +51,7 @@ impl Pair {
             origin_closed: false,
             origin_aborted: false,
             client_closed: false,
+            client_write_shut: false,
             finished: false,
         }
     }
@@ -75,6 +78,7 @@ impl Pair {
                 Intent::ConnectOrigin(a) => self.connect = Some(a),
                 Intent::SendClient(b) | Intent::SendPong(b) => {
                     assert!(!self.client_closed, "send to a closed client");
+                    assert!(!self.client_write_shut, "send after the client's FIN");
                     self.to_client.extend_from_slice(&b);
                 }
                 Intent::SendOrigin(b) => {
@@ -82,6 +86,7 @@ impl Pair {
                     self.to_origin.extend_from_slice(&b);
                 }
                 Intent::CloseOrigin => self.origin_closed = true,
+                Intent::ShutClientWrite => self.client_write_shut = true,
                 Intent::AbortOrigin => self.origin_aborted = true,
                 Intent::CloseClient => self.client_closed = true,
                 Intent::Finished => self.finished = true,
@@ -262,6 +267,10 @@ fn origin_eof_sends_pending_bytes_then_close_1000_and_waits_for_reply() {
     p.tunnel.handle_origin_eof(p.now);
     p.drain();
     assert!(p.origin_closed && !p.client_closed && !p.finished);
+    assert!(
+        p.client_write_shut,
+        "FIN right behind our Close; reading goes on"
+    );
     let frames = p.client_frames();
     assert_eq!(frames[0], (2, b"tail".to_vec()));
     assert_eq!(frames[1].0, 8);

@@ -255,3 +255,42 @@ fn a_starved_recv_waits_for_buffers() {
     assert!(s.poll_op(now, false, false).is_none(), "pool still low");
     assert!(matches!(s.poll_op(now, false, true), Some(SocketOp::Recv)));
 }
+
+#[test]
+fn shut_write_sends_fin_after_the_queue_and_keeps_reading() {
+    let now = Instant::now();
+    let mut s = open(now);
+    assert_eq!(kinds(&ops(&mut s, now, false)), ["recv"]);
+    s.queue(TxBuf::owned(b"close frame".to_vec()), now).unwrap();
+    s.shut_write();
+    assert!(
+        s.queue(TxBuf::owned(b"late".to_vec()), now).is_err(),
+        "nothing after the FIN"
+    );
+    let o = ops(&mut s, now, false);
+    assert_eq!(kinds(&o), ["send"], "the FIN waits for the queue");
+    s.on_send_completion(take_send(o), 11, now);
+    assert_eq!(kinds(&ops(&mut s, now, false)), ["shutdown"]);
+    s.on_shutdown_completion();
+    assert_eq!(s.stage(), Stage::Open, "still reading the peer's frames");
+    assert!(ops(&mut s, now, false).is_empty(), "the recv stays armed");
+    // The session ends: no second shutdown, only the wait for the peer's EOF.
+    s.request_close(now);
+    assert!(ops(&mut s, now, false).is_empty());
+    assert_eq!(s.stage(), Stage::ShutSent);
+    assert!(!s.on_eof());
+    s.on_recv_completion(true);
+    assert_eq!(kinds(&ops(&mut s, now, false)), ["close"]);
+}
+
+#[test]
+fn only_a_small_pool_buffer_is_taken_back_for_merging() {
+    let now = Instant::now();
+    let mut s = open(now);
+    s.queue(TxBuf::owned(vec![1; 10]), now).unwrap();
+    assert!(
+        s.pop_back_small_pool(4096).is_none(),
+        "owned bytes are not a pool buffer"
+    );
+    assert_eq!(s.queued(), 10);
+}
