@@ -7,6 +7,7 @@
 //! through [`Session::poll_intent`], the next deadline from [`Session::poll_timeout`].
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ringway_proto::route::RouteTable;
@@ -18,7 +19,7 @@ pub enum Session {
 }
 
 impl Session {
-    pub fn websocket(config: TunnelConfig, now: Instant) -> Session {
+    pub fn websocket(config: Arc<TunnelConfig>, now: Instant) -> Session {
         Session::WebSocket(Tunnel::new(config, now))
     }
 

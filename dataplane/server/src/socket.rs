@@ -109,7 +109,9 @@ enum Recv<I> {
 /// One socket of a tunnel; `I` names a submitted operation ([`OpId`] in the worker).
 pub struct Socket<I = OpId> {
     fd: Option<OwnedFd>,
-    limits: SocketLimits,
+    /// `close_ms` and `send_stall_ms` (kept narrow: two sockets per idle tunnel).
+    linger_ms: u32,
+    stall_ms: u32,
     stage: Stage,
     /// Connected (and so may be read and written).
     up: bool,
@@ -124,12 +126,12 @@ pub struct Socket<I = OpId> {
     /// Pool buffers held by the queue and the send in flight.
     slots: u32,
     out: SendQueue,
-    pong: Option<Vec<u8>>,
+    pong: Option<Box<[u8]>>,
     flow: Flow,
-    /// Draining/ShutSent: close at this instant.
-    linger_until: Option<Instant>,
-    /// When the queued bytes last made progress (or were first queued).
-    progress_at: Instant,
+    /// Open: when the queued bytes last made progress (or were first queued); the send stall
+    /// counts from here. Draining/ShutSent: when the last progress or the half-close happened;
+    /// the linger counts from here.
+    since: Instant,
     /// Half-close (FIN) requested while open: after the queue, shutdown(SHUT_WR), reads go on.
     fin: Fin,
 }
@@ -144,10 +146,12 @@ enum Fin {
 impl<I: Copy + Eq> Socket<I> {
     /// A socket; `fd` is `None` for an origin not yet connected.
     pub fn new(fd: Option<OwnedFd>, limits: SocketLimits, now: Instant) -> Socket<I> {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         Socket {
             up: fd.is_some(),
             fd,
-            limits,
+            linger_ms: ms(limits.linger),
+            stall_ms: ms(limits.send_stall),
             stage: Stage::Open,
             eof: false,
             ops: 0,
@@ -159,8 +163,7 @@ impl<I: Copy + Eq> Socket<I> {
             out: SendQueue::default(),
             pong: None,
             flow: Flow::new(limits.backpressure),
-            linger_until: None,
-            progress_at: now,
+            since: now,
             fin: Fin::None,
         }
     }
@@ -285,10 +288,10 @@ impl<I: Copy + Eq> Socket<I> {
             return;
         }
         self.note_queued(now);
-        if let Some(old) = self.pong.replace(frame) {
+        if let Some(old) = self.pong.replace(frame.into_boxed_slice()) {
             self.flow.sent(old.len());
         }
-        let n = self.pong.as_ref().map_or(0, Vec::len);
+        let n = self.pong.as_ref().map_or(0, |p| p.len());
         self.flow.queue(n);
     }
 
@@ -321,7 +324,7 @@ impl<I: Copy + Eq> Socket<I> {
 
     fn note_queued(&mut self, now: Instant) {
         if self.out.is_empty() && self.pong.is_none() && !self.sending {
-            self.progress_at = now;
+            self.since = now;
         }
     }
 
@@ -376,12 +379,9 @@ impl<I: Copy + Eq> Socket<I> {
         if result > 0 {
             let n = result as usize;
             tx.advance(n);
-            self.progress_at = now;
-            if matches!(self.stage, Stage::Draining) {
-                // A slow peer that still reads keeps its bytes: the deadline counts from the
-                // last progress.
-                self.linger_until = Some(now + self.limits.linger);
-            }
+            // Progress: the stall (open) or the linger (draining) counts from here, so a slow
+            // peer that still reads keeps its bytes.
+            self.since = now;
             out.resumed = self.flow.sent(n);
             if tx.is_empty() {
                 if tx.is_pool() {
@@ -427,7 +427,7 @@ impl<I: Copy + Eq> Socket<I> {
         match self.stage {
             Stage::Open if self.up => {
                 self.stage = Stage::Draining;
-                self.linger_until = Some(now + self.limits.linger);
+                self.since = now;
             }
             Stage::Open => self.stage = Stage::Closing,
             _ => {}
@@ -444,10 +444,18 @@ impl<I: Copy + Eq> Socket<I> {
     /// The instant [`Socket::handle_timeout`] must next be called, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.stage {
-            Stage::Open if self.has_unsent() => Some(self.progress_at + self.limits.send_stall),
-            Stage::Draining | Stage::ShutSent => self.linger_until,
+            Stage::Open if self.has_unsent() => Some(self.since + self.stall()),
+            Stage::Draining | Stage::ShutSent => Some(self.since + self.linger()),
             _ => None,
         }
+    }
+
+    fn stall(&self) -> Duration {
+        Duration::from_millis(u64::from(self.stall_ms))
+    }
+
+    fn linger(&self) -> Duration {
+        Duration::from_millis(u64::from(self.linger_ms))
     }
 
     fn has_unsent(&self) -> bool {
@@ -457,13 +465,11 @@ impl<I: Copy + Eq> Socket<I> {
     /// A deadline may have passed.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Expired> {
         match self.stage {
-            Stage::Open
-                if self.has_unsent() && self.progress_at + self.limits.send_stall <= now =>
-            {
+            Stage::Open if self.has_unsent() && self.since + self.stall() <= now => {
                 self.abort();
                 Some(Expired::Stalled)
             }
-            Stage::Draining | Stage::ShutSent if self.linger_until.is_some_and(|t| t <= now) => {
+            Stage::Draining | Stage::ShutSent if self.since + self.linger() <= now => {
                 self.stage = Stage::Closing;
                 Some(Expired::Linger)
             }
@@ -517,7 +523,7 @@ impl<I: Copy + Eq> Socket<I> {
         }
         if !self.sending && self.up {
             let next = match self.pong.take() {
-                Some(p) => Some(TxBuf::owned(p)),
+                Some(p) => Some(TxBuf::owned(p.into_vec())),
                 None => self.out.pop_front(),
             };
             if let Some(tx) = next {
@@ -539,12 +545,12 @@ impl<I: Copy + Eq> Socket<I> {
             if self.fin == Fin::Sent {
                 // Already half-closed: only the wait for the peer's EOF is left.
                 self.stage = Stage::ShutSent;
-                self.linger_until = Some(now + self.limits.linger);
+                self.since = now;
                 return self.poll_op(now, read_paused, buffers_ok);
             }
             self.fin = Fin::Sent;
             self.stage = Stage::ShutSent;
-            self.linger_until = Some(now + self.limits.linger);
+            self.since = now;
             self.ops += 1;
             return Some(SocketOp::Shutdown);
         }
@@ -585,7 +591,10 @@ impl<I: Copy + Eq> Socket<I> {
 #[derive(Default)]
 pub struct SendQueue {
     first: Option<TxBuf>,
-    rest: VecDeque<TxBuf>,
+    /// Boxed so a queue without a burst costs one pointer (an empty VecDeque is 32 bytes, in
+    /// every socket of every idle tunnel).
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<TxBuf>>>,
 }
 
 impl SendQueue {
@@ -593,22 +602,30 @@ impl SendQueue {
         if self.first.is_none() {
             self.first = Some(tx);
         } else {
-            self.rest.push_back(tx);
+            self.rest.get_or_insert_default().push_back(tx);
         }
     }
 
     /// Puts a partly sent buffer back at the head.
     pub fn push_front(&mut self, tx: TxBuf) {
         if let Some(prev) = self.first.replace(tx) {
-            self.rest.push_front(prev);
+            self.rest.get_or_insert_default().push_front(prev);
         }
     }
 
+    fn rest_is_empty(&self) -> bool {
+        self.rest.as_ref().is_none_or(|r| r.is_empty())
+    }
+
     fn pop_back_if(&mut self, pred: impl Fn(&TxBuf) -> bool) -> Option<TxBuf> {
-        if self.rest.back().is_some_and(&pred) {
-            return self.rest.pop_back();
+        if let Some(rest) = self.rest.as_mut().filter(|r| !r.is_empty()) {
+            return if rest.back().is_some_and(&pred) {
+                rest.pop_back()
+            } else {
+                None
+            };
         }
-        if self.rest.is_empty() && self.first.as_ref().is_some_and(&pred) {
+        if self.first.as_ref().is_some_and(&pred) {
             return self.first.take();
         }
         None
@@ -616,16 +633,16 @@ impl SendQueue {
 
     pub fn pop_front(&mut self) -> Option<TxBuf> {
         let tx = self.first.take()?;
-        self.first = self.rest.pop_front();
-        if self.rest.is_empty() && self.rest.capacity() > 8 {
-            self.rest = VecDeque::new(); // a burst is over: give its memory back
+        self.first = self.rest.as_mut().and_then(|r| r.pop_front());
+        if self.rest_is_empty() {
+            self.rest = None; // a burst is over: give its memory back
         }
         Some(tx)
     }
 
     /// Appends `bytes` to the last queued buffer if it is owned and has room.
     fn append_to_last(&mut self, bytes: &[u8]) -> bool {
-        let last = match self.rest.back_mut() {
+        let last = match self.rest.as_mut().and_then(|r| r.back_mut()) {
             Some(t) => t,
             None => match self.first.as_mut() {
                 Some(t) => t,

@@ -59,7 +59,7 @@ pub struct Worker {
     /// The armed accept per listener.
     accepting: Vec<Option<OpId>>,
     routes: Arc<RouteTable>,
-    tunnel: TunnelConfig,
+    tunnel: Arc<TunnelConfig>,
     limits: SocketLimits,
     pool: Pool,
     shutdown: Arc<AtomicBool>,
@@ -91,7 +91,7 @@ impl Worker {
             listeners: cfg.listeners.into_iter().map(Some).collect(),
             accepting: vec![None; n],
             routes: cfg.routes,
-            tunnel: cfg.tunnel,
+            tunnel: Arc::new(cfg.tunnel),
             limits: SocketLimits {
                 backpressure: cfg.backpressure,
                 linger: cfg.tunnel.close_timeout,
@@ -316,7 +316,7 @@ impl Worker {
             "accepted socket did not inherit TCP_NODELAY"
         );
         let (routes, limits) = (self.routes.clone(), self.limits);
-        let session = Session::websocket(self.tunnel, now);
+        let session = Session::websocket(self.tunnel.clone(), now);
         let key = self
             .conns
             .insert_with(|key| new_conn(key, fd, session, routes, limits, now));

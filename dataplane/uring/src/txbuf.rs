@@ -36,13 +36,9 @@ impl std::error::Error for RangeError {}
 #[derive(Debug)]
 enum Bytes {
     /// `buf`'s slot bytes `start..end` (offsets into the slot, headroom included).
-    Pool {
-        buf: PoolBuf,
-        start: usize,
-        end: usize,
-    },
+    Pool { buf: PoolBuf, start: u32, end: u32 },
     /// `vec[start..]`.
-    Owned { vec: Vec<u8>, start: usize },
+    Owned { vec: Vec<u8>, start: u32 },
 }
 
 /// Bytes waiting to be sent (see the module doc for what a pool range may name).
@@ -57,23 +53,26 @@ impl TxBuf {
         if range.start > range.end || range.end > HEADROOM + buf.len() {
             return Err(RangeError { buf, range });
         }
+        // A slot is at most 1 MiB (checked by the pool), so both offsets fit in u32.
         Ok(TxBuf(Bytes::Pool {
             buf,
-            start: range.start,
-            end: range.end,
+            start: range.start as u32,
+            end: range.end as u32,
         }))
     }
 
-    /// The whole of `vec`.
+    /// The whole of `vec` (at most 4 GiB: frames, responses and coalesced copies are far
+    /// smaller).
     pub fn owned(vec: Vec<u8>) -> TxBuf {
+        debug_assert!(u32::try_from(vec.len()).is_ok());
         TxBuf(Bytes::Owned { vec, start: 0 })
     }
 
     /// Bytes still to send.
     pub fn len(&self) -> usize {
         match &self.0 {
-            Bytes::Pool { start, end, .. } => end - start,
-            Bytes::Owned { vec, start } => vec.len() - start,
+            Bytes::Pool { start, end, .. } => (end - start) as usize,
+            Bytes::Owned { vec, start } => vec.len() - *start as usize,
         }
     }
 
@@ -90,8 +89,10 @@ impl TxBuf {
     /// Drops `n` sent bytes from the front (after a short send).
     pub fn advance(&mut self, n: usize) {
         match &mut self.0 {
-            Bytes::Pool { start, end, .. } => *start = (*start + n).min(*end),
-            Bytes::Owned { vec, start } => *start = (*start + n).min(vec.len()),
+            Bytes::Pool { start, end, .. } => {
+                *start = (*start as usize + n).min(*end as usize) as u32;
+            }
+            Bytes::Owned { vec, start } => *start = (*start as usize + n).min(vec.len()) as u32,
         }
     }
 
@@ -127,7 +128,7 @@ impl TxBuf {
     /// Owned bytes still to send (None for a pool buffer, whose bytes need the ring to read).
     pub fn owned_bytes(&self) -> Option<&[u8]> {
         match &self.0 {
-            Bytes::Owned { vec, start } => Some(&vec[*start..]),
+            Bytes::Owned { vec, start } => Some(&vec[*start as usize..]),
             Bytes::Pool { .. } => None,
         }
     }
@@ -135,8 +136,10 @@ impl TxBuf {
     /// The pool buffer and slot offset of the next byte, or the owned slice (for the send SQE).
     pub(crate) fn parts(&self) -> Parts<'_> {
         match &self.0 {
-            Bytes::Pool { buf, start, end } => Parts::Pool(buf, *start, end - start),
-            Bytes::Owned { vec, start } => Parts::Owned(&vec[*start..]),
+            Bytes::Pool { buf, start, end } => {
+                Parts::Pool(buf, *start as usize, (end - start) as usize)
+            }
+            Bytes::Owned { vec, start } => Parts::Owned(&vec[*start as usize..]),
         }
     }
 }

@@ -8,8 +8,10 @@
 /// Unsent-byte accounting for one direction.
 #[derive(Clone, Copy, Debug)]
 pub struct Flow {
-    queued: usize,
-    cap: usize,
+    // u32: a direction never holds 4 GiB (the cap is configured far below it), and a tunnel's
+    // two flows are part of its idle footprint.
+    queued: u32,
+    cap: u32,
     paused: bool,
 }
 
@@ -18,14 +20,16 @@ impl Flow {
     pub fn new(cap: usize) -> Flow {
         Flow {
             queued: 0,
-            cap,
+            cap: u32::try_from(cap).unwrap_or(u32::MAX),
             paused: false,
         }
     }
 
     /// `n` more bytes were queued. Returns true if the source must now be paused.
     pub fn queue(&mut self, n: usize) -> bool {
-        self.queued += n;
+        self.queued = self
+            .queued
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         if !self.paused && self.queued > self.cap {
             self.paused = true;
             return true;
@@ -35,7 +39,9 @@ impl Flow {
 
     /// `n` queued bytes were sent (or dropped). Returns true if the source may resume.
     pub fn sent(&mut self, n: usize) -> bool {
-        self.queued = self.queued.saturating_sub(n);
+        self.queued = self
+            .queued
+            .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
         if self.paused && self.queued <= self.cap / 2 {
             self.paused = false;
             return true;
@@ -45,7 +51,7 @@ impl Flow {
 
     /// Bytes queued and not yet sent.
     pub fn queued(&self) -> usize {
-        self.queued
+        self.queued as usize
     }
 
     /// True while the source must not be read.

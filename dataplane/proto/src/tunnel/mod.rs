@@ -24,6 +24,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use flow::Flow;
@@ -164,10 +165,11 @@ enum Phase {
 /// One client connection's protocol state. See the module doc for the call order.
 pub struct Tunnel {
     phase: Phase,
-    config: TunnelConfig,
+    /// Shared by every tunnel of a worker (one pointer per tunnel, not 64 bytes).
+    config: Arc<TunnelConfig>,
     intents: VecDeque<Intent>,
     record: Option<CloseRecord>,
-    route: Option<usize>,
+    route: Option<u32>,
     idle_timeout: Option<Duration>,
     last_activity: Instant,
     stats: TunnelStats,
@@ -188,7 +190,8 @@ pub const OVERHEAD_BURST: u32 = 256 << 10;
 
 impl Tunnel {
     /// A tunnel for a freshly accepted client connection.
-    pub fn new(config: TunnelConfig, now: Instant) -> Tunnel {
+    pub fn new(config: impl Into<Arc<TunnelConfig>>, now: Instant) -> Tunnel {
+        let config = config.into();
         Tunnel {
             phase: Phase::AwaitUpgrade(AwaitUpgrade::new(now + config.handshake_timeout)),
             config,
@@ -205,7 +208,7 @@ impl Tunnel {
 
     /// Index of the route in the table the upgrade was looked up in.
     pub fn route(&self) -> Option<usize> {
-        self.route
+        self.route.map(|r| r as usize)
     }
 
     /// Who closed the tunnel and why, once known.
@@ -379,7 +382,7 @@ impl Tunnel {
                     );
                     return;
                 };
-                self.route = Some(idx);
+                self.route = u32::try_from(idx).ok();
                 self.idle_timeout = route.idle_timeout;
                 let origin = route.origin;
                 let Phase::AwaitUpgrade(p) = std::mem::replace(&mut self.phase, Phase::Closed)
