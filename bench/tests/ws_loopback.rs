@@ -358,29 +358,24 @@ fn origin_initiated_close_over_a_reframing_server() {
 
 #[test]
 fn origin_close_errors_are_reported() {
-    let server = Server::start(Behaviour::OriginClose {
-        code: 1011,
-        early_fin: false,
-    });
-    let r = origin_close(&common(server.addr));
-    assert!(
-        r.errors.contains_key("unexpected_close"),
-        "{}",
-        r.to_table()
-    );
-    assert_eq!(
-        r.error_details["unexpected_close"],
-        "Close 1011 instead of Close 1000"
-    );
-    let server = Server::start(Behaviour::DropAfterEcho);
-    let r = origin_close(&common(server.addr));
-    assert!(
-        r.errors.contains_key("unexpected_close"),
-        "{}",
-        r.to_table()
-    );
-    assert_eq!(
-        r.error_details["unexpected_close"],
-        "EOF instead of a Close frame"
-    );
+    let cases = [
+        (
+            Behaviour::OriginClose {
+                code: 1011,
+                early_fin: false,
+            },
+            "Close 1011 instead of Close 1000",
+        ),
+        (Behaviour::DropAfterEcho, "EOF instead of a Close frame"),
+    ];
+    for (behaviour, detail) in cases {
+        let server = Server::start(behaviour);
+        let r = origin_close(&common(server.addr));
+        assert!(
+            r.errors.contains_key("unexpected_close"),
+            "{}",
+            r.to_table()
+        );
+        assert_eq!(r.error_details["unexpected_close"], detail);
+    }
 }

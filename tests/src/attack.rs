@@ -159,39 +159,13 @@ impl SlowConn {
     }
 }
 
+/// A server frame from the front of `buf` (see [`crate::raw::parse_frame`]); a masked one is an
+/// error (RFC 6455 §5.1: a server never masks).
 fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, RawError> {
-    if buf.len() < 2 {
-        return Ok(None);
+    match crate::raw::parse_frame(buf)? {
+        Some((frame, _)) if frame.masked => Err(RawError::Malformed("masked server frame".into())),
+        other => Ok(other),
     }
-    let (b0, b1) = (buf[0], buf[1]);
-    if b1 & 0x80 != 0 {
-        return Err(RawError::Malformed("masked server frame".into()));
-    }
-    let (len, at) = match b1 & 0x7f {
-        126 if buf.len() < 4 => return Ok(None),
-        126 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
-        127 if buf.len() < 10 => return Ok(None),
-        127 => (
-            u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
-            10,
-        ),
-        n => (u64::from(n), 2),
-    };
-    if len > 256 * 1024 * 1024 {
-        return Err(RawError::Malformed(format!("server frame of {len} bytes")));
-    }
-    let end = at + len as usize;
-    if buf.len() < end {
-        return Ok(None);
-    }
-    let frame = Frame {
-        fin: b0 & 0x80 != 0,
-        rsv: (b0 >> 4) & 0b111,
-        opcode: b0 & 0x0f,
-        masked: false,
-        payload: buf[at..end].to_vec(),
-    };
-    Ok(Some((frame, end)))
 }
 
 /// What to attack with.

@@ -285,7 +285,7 @@ fn parse_head(raw: &[u8]) -> Result<ResponseHead, RawError> {
 
 /// Parses one frame from the front of `buf`: `Ok(None)` if more bytes are needed, otherwise the
 /// frame and how many bytes it used.
-fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, RawError> {
+pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, RawError> {
     if buf.len() < 2 {
         return Ok(None);
     }
