@@ -237,3 +237,30 @@ async fn origin_eof_sends_close_and_fin_without_waiting_for_the_clients_close() 
         .expect("EOF right behind the Close");
     assert!(rest.is_empty(), "nothing after the Close: {rest:?}");
 }
+
+/// A client that writes its upgrade request, a message and its Close in one go and then
+/// half-closes (before the origin connect completes) still gets the 101 and its Close answered:
+/// pipelined bytes are delivered once the tunnel is up, whatever the client does next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_frames_and_close_then_half_close_still_get_101_and_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::echo().await;
+    let server = Ringway::start(&ConfigToml::echo(origin.addr).build());
+    let mut bytes = ringway_e2e::raw::upgrade_request("/echo").into_bytes();
+    bytes.extend_from_slice(&ringway_e2e::raw::masked(0x2, b"hello"));
+    bytes.extend_from_slice(&ringway_e2e::raw::masked(0x8, &1000u16.to_be_bytes()));
+    let mut s = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect");
+    s.write_all(&bytes).await.expect("write");
+    s.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    timeout(STEP, s.read_to_end(&mut got))
+        .await
+        .expect("the server ends the connection")
+        .expect("read");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101 "), "no 101: {text:?}");
+    let at = got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    assert_eq!(&got[at..], &[0x88, 0x02, 0x03, 0xe8], "Close 1000 echoed");
+}

@@ -408,6 +408,7 @@ impl Tunnel {
         let mut decoder = Decoder::new(DecoderLimits {
             max_payload: self.config.max_payload,
         });
+        let client_eof = p.client_eof;
         let mut pipelined = p.pipelined;
         let after_101 = self.intents.len();
         let (range, end) = decode_frames(&mut decoder, &mut pipelined, &mut self.intents, true);
@@ -422,6 +423,9 @@ impl Tunnel {
         self.phase = Phase::Relaying(Relaying::new(decoder));
         if let Some(end) = end {
             self.websocket_ended(end);
+        }
+        if client_eof {
+            self.client_ended(CloseReason::ClientEof);
         }
     }
 
@@ -510,6 +514,14 @@ impl Tunnel {
     fn client_ended(&mut self, why: CloseReason) {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Closed => {}
+            Phase::AwaitOrigin(mut p)
+                if why == CloseReason::ClientEof && !p.pipelined.is_empty() =>
+            {
+                // A client may send its request, its frames and its Close, then half-close:
+                // what it pipelined is still delivered once the origin is up.
+                p.client_eof = true;
+                self.phase = Phase::AwaitOrigin(p);
+            }
             Phase::AwaitOrigin(_) => {
                 self.finish(Side::Client, why);
                 self.intents.push_back(Intent::AbortOrigin);

@@ -33,6 +33,7 @@ impl AwaitUpgrade {
             request,
             pipelined: self.head,
             deadline,
+            client_eof: false,
         }
     }
 }
@@ -43,6 +44,9 @@ pub struct AwaitOrigin {
     pub(super) request: UpgradeRequest,
     pub(super) pipelined: Vec<u8>,
     pub(super) deadline: Instant,
+    /// The client's stream ended after pipelining bytes: the tunnel still comes up (101, the
+    /// bytes forwarded, their Close answered) and then handles the EOF.
+    pub(super) client_eof: bool,
 }
 
 /// The 101 went out; frames flow both ways.

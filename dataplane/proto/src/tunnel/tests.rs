@@ -594,3 +594,36 @@ fn a_ping_flood_pauses_the_client_until_its_overhead_drains() {
     p.client_sends(&frame(true, 0x2, &vec![7u8; 200_000]));
     assert_eq!(p.tunnel.client_paused_until(), None);
 }
+
+#[test]
+fn a_client_that_half_closes_behind_its_pipelined_frames_still_gets_them_delivered() {
+    let mut p = Pair::new(None);
+    let mut bytes = UPGRADE.to_vec();
+    bytes.extend_from_slice(&frame(true, 2, b"hello"));
+    bytes.extend_from_slice(&frame(true, 8, &close_payload(1000, "")));
+    p.client_sends(&bytes);
+    p.tunnel.handle_client_eof(p.now);
+    p.drain();
+    assert!(!p.origin_aborted && !p.finished, "EOF waits for the origin");
+    p.tunnel.handle_origin_connected(p.now);
+    p.drain();
+    assert_eq!(p.to_origin, b"hello");
+    let head = p.take_client();
+    let at = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    p.to_client = head[at..].to_vec();
+    let frames = p.client_frames();
+    assert_eq!(frames, vec![(8, 1000u16.to_be_bytes().to_vec())]);
+    assert!(p.origin_closed && p.client_closed && p.finished);
+    assert_eq!(p.record().reason, CloseReason::ClientClose(Some(1000)));
+}
+
+#[test]
+fn a_client_that_half_closes_without_pipelined_bytes_aborts_the_connect() {
+    let mut p = Pair::new(None);
+    p.client_sends(UPGRADE);
+    p.tunnel.handle_client_eof(p.now);
+    p.drain();
+    assert!(p.origin_aborted && p.finished);
+    assert_eq!(p.record().reason, CloseReason::ClientEof);
+}
