@@ -18,7 +18,7 @@ use ringway_uring::{Completion, Ring, TxBuf, HEADROOM};
 use tracing::{debug, info};
 
 use crate::origin::Origin;
-use crate::relay::{Forward, Pool};
+use crate::relay::{forward, Pool};
 use crate::session::Session;
 use crate::slab::Key;
 use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
@@ -46,14 +46,30 @@ pub struct Conn {
     pub dirty: bool,
 }
 
-/// What a completion asks of the worker beyond this connection.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Effects {
-    /// A recv ended for lack of pool buffers: re-arm it when buffers come back.
-    pub starved: Option<Side>,
-}
-
 impl Conn {
+    /// A connection for the client socket `fd` just accepted into slot `key`.
+    pub fn new(
+        key: Key,
+        fd: std::os::fd::OwnedFd,
+        session: Session,
+        routes: Arc<RouteTable>,
+        limits: SocketLimits,
+        now: Instant,
+    ) -> Conn {
+        Conn {
+            key,
+            session,
+            transport: Transport::Plain,
+            client: Socket::new(Some(fd), limits, now),
+            origin: Origin::new(limits, now),
+            routes,
+            started: now,
+            scheduled: None,
+            settled: false,
+            dirty: false,
+        }
+    }
+
     pub fn socket(&mut self, side: Side) -> &mut Socket {
         match side {
             Side::Client => &mut self.client,
@@ -61,7 +77,9 @@ impl Conn {
         }
     }
 
-    /// Feeds one completion to the socket it names and the session.
+    /// Feeds one completion to the socket it names and the session. Returns true when a recv
+    /// ended for lack of pool buffers (the worker pumps the connection again once buffers are
+    /// back, and the socket re-arms it then).
     pub fn on_completion(
         &mut self,
         op: Op,
@@ -70,8 +88,7 @@ impl Conn {
         ring: &mut Ring,
         pool: &Pool,
         now: Instant,
-    ) -> Effects {
-        let mut fx = Effects::default();
+    ) -> bool {
         match op {
             Op::Recv => {
                 self.socket(side).on_recv_completion(!c.more);
@@ -81,7 +98,7 @@ impl Conn {
                     } else {
                         ring.recycle(buf);
                     }
-                    return fx;
+                    return false;
                 }
                 match c.result {
                     0 if self.socket(side).on_eof() => {
@@ -90,7 +107,7 @@ impl Conn {
                     r if r == -libc::ENOBUFS => {
                         debug!(slot = self.key.idx, ?side, "receive buffers exhausted");
                         self.socket(side).on_starved();
-                        fx.starved = Some(side);
+                        return true;
                     }
                     r if r == -libc::ECANCELED => {}
                     r if r < 0 && self.socket(side).on_recv_error() => {
@@ -100,7 +117,7 @@ impl Conn {
                 }
             }
             Op::Send => {
-                let Some(tx) = c.tx else { return fx };
+                let Some(tx) = c.tx else { return false };
                 let sent = self.socket(side).on_send_completion(tx, c.result, now);
                 if let Some(done) = sent.done {
                     ring.recycle_tx(done);
@@ -118,11 +135,10 @@ impl Conn {
                     self.session.handle_origin_connect_failed(c.result, now);
                 }
             }
-            Op::Shutdown => self.socket(side).on_shutdown_completion(),
             Op::Close => self.socket(side).on_close_completion(),
             Op::Cancel | Op::Tick | Op::Accept => {}
         }
-        fx
+        false
     }
 
     /// Bytes received on `side`: through the session, then forwarded to the other socket.
@@ -152,10 +168,8 @@ impl Conn {
             Side::Client => &mut self.origin.socket,
             Side::Origin => &mut self.client,
         };
-        let fwd = Forward {
-            through: (side == Side::Origin).then_some(&mut self.transport),
-        };
-        fwd.forward(ring, pool, dest, buf, range, now);
+        let through = (side == Side::Origin).then_some(&mut self.transport);
+        forward(ring, pool, dest, through, buf, range, now);
     }
 
     /// Applies the session's intents, then submits what both sockets need.
@@ -325,34 +339,10 @@ fn submit(
                 if let Some(fd) = sock.fd() {
                     let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write);
                 }
-                sock.on_shutdown_completion();
             }
             SocketOp::CancelAll => ring.cancel_fd(sock.raw(), tag(Op::Cancel, side, key)),
             SocketOp::Close(fd) => ring.close(fd, tag(Op::Close, side, key)),
             SocketOp::Discard(tx) => ring.recycle_tx(tx),
         }
-    }
-}
-
-/// The limits every socket of a worker runs with.
-pub fn new_conn(
-    key: Key,
-    fd: std::os::fd::OwnedFd,
-    session: Session,
-    routes: Arc<RouteTable>,
-    limits: SocketLimits,
-    now: Instant,
-) -> Conn {
-    Conn {
-        key,
-        session,
-        transport: Transport::Plain,
-        client: Socket::new(Some(fd), limits, now),
-        origin: Origin::new(limits, now),
-        routes,
-        started: now,
-        scheduled: None,
-        settled: false,
-        dirty: false,
     }
 }

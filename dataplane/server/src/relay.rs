@@ -48,58 +48,45 @@ impl Pool {
     }
 }
 
-/// Forwarding of one received buffer to the other socket of its connection.
-pub struct Forward<'a> {
-    /// The transport the bytes go out through (toward the client), if any.
-    pub through: Option<&'a mut Transport>,
-}
-
-impl Forward<'_> {
-    /// Queues `buf`'s slot bytes `range` to `dest`, from the slot or as a copy (module doc);
-    /// an empty range, or a destination that no longer sends, gives the buffer back.
-    pub fn forward(
-        self,
-        ring: &mut Ring,
-        pool: &Pool,
-        dest: &mut Socket,
-        buf: PoolBuf,
-        range: Range<usize>,
-        now: Instant,
-    ) {
-        if range.is_empty() || !dest.is_open() {
-            ring.recycle(buf);
-            return;
-        }
-        let plain = self
-            .through
-            .as_ref()
-            .is_none_or(|t| t.passes_bytes_through());
-        if !plain || pool.may_keep(ring, dest) {
-            match TxBuf::pool(buf, range) {
-                Ok(tx) => {
-                    let tx = match self.through {
-                        Some(t) => t.on_send(tx),
-                        None => tx,
-                    };
-                    if let Err(tx) = dest.queue(tx, now) {
-                        ring.recycle_tx(tx);
-                    }
-                }
-                Err(e) => {
-                    // A session bug, not peer input: drop the bytes rather than send others'.
-                    error!("{e}");
-                    ring.recycle(e.buf);
-                }
-            }
-            return;
-        }
-        let slot = ring.slot(&buf);
-        match slot.get(range) {
-            Some(bytes) => {
-                dest.queue_copy(bytes, now);
-            }
-            None => error!("forward range outside the received bytes"),
-        }
+/// Queues `buf`'s slot bytes `range` to `dest` (through the client transport `through`, if the
+/// bytes go to the client), from the slot or as a copy (module doc); an empty range, or a
+/// destination that takes no more bytes, gives the buffer back.
+pub fn forward(
+    ring: &mut Ring,
+    pool: &Pool,
+    dest: &mut Socket,
+    through: Option<&mut Transport>,
+    buf: PoolBuf,
+    range: Range<usize>,
+    now: Instant,
+) {
+    if range.is_empty() || !dest.takes_bytes() {
         ring.recycle(buf);
+        return;
     }
+    let plain = through.as_ref().is_none_or(|t| t.passes_bytes_through());
+    if !plain || pool.may_keep(ring, dest) {
+        match TxBuf::pool(buf, range) {
+            Ok(tx) => {
+                let tx = match through {
+                    Some(t) => t.on_send(tx),
+                    None => tx,
+                };
+                if let Err(tx) = dest.queue(tx, now) {
+                    ring.recycle_tx(tx);
+                }
+            }
+            Err(e) => {
+                // A session bug, not peer input: drop the bytes rather than send others'.
+                error!("{e}");
+                ring.recycle(e.buf);
+            }
+        }
+        return;
+    }
+    match ring.slot(&buf).get(range) {
+        Some(bytes) => dest.queue_copy(bytes, now),
+        None => error!("forward range outside the received bytes"),
+    }
+    ring.recycle(buf);
 }

@@ -54,7 +54,7 @@ pub enum SocketOp<I = OpId> {
     /// Cancel the armed recv (backpressure).
     CancelRecv(I),
     Send(TxBuf),
-    /// shutdown(SHUT_WR).
+    /// shutdown(SHUT_WR), made at once by the worker (a direct syscall: never in flight).
     Shutdown,
     /// Cancel every operation on the descriptor (teardown).
     CancelAll,
@@ -87,8 +87,6 @@ pub enum Expired {
 /// What a send completion meant.
 #[derive(Debug, Default)]
 pub struct Sent {
-    /// The queue fell to half the cap: the source may be read again.
-    pub resumed: bool,
     /// The send failed (negated errno; `-EPIPE` for a zero-byte send) while open.
     pub failed: Option<i32>,
     /// A buffer that is done with, to recycle.
@@ -247,9 +245,9 @@ impl<I: Copy + Eq> Socket<I> {
         self.fd
     }
 
-    /// Queues `tx`; hands it back when the socket no longer sends (closing). Returns true when
-    /// this pushes the socket over its cap (its source must stop being read).
-    pub fn queue(&mut self, tx: TxBuf, now: Instant) -> Result<bool, TxBuf> {
+    /// Queues `tx`; hands it back when the socket no longer sends (closing). Whether its source
+    /// must stop being read is [`Socket::is_paused`], read by the worker when it submits.
+    pub fn queue(&mut self, tx: TxBuf, now: Instant) -> Result<(), TxBuf> {
         if !self.takes_bytes() {
             return Err(tx);
         }
@@ -257,20 +255,19 @@ impl<I: Copy + Eq> Socket<I> {
         if tx.is_pool() {
             self.slots += 1;
         }
-        let paused = self.flow.queue(tx.len());
+        self.flow.queue(tx.len());
         self.out.push_back(tx);
-        Ok(paused)
+        Ok(())
     }
 
     /// Queues a copy of `bytes`, appended to the last queued owned buffer when it has room (so
-    /// many small payloads go out in one send). Dropped when closing. Returns true when this
-    /// pushes the socket over its cap.
-    pub fn queue_copy(&mut self, bytes: &[u8], now: Instant) -> bool {
+    /// many small payloads go out in one send). Dropped when closing.
+    pub fn queue_copy(&mut self, bytes: &[u8], now: Instant) {
         if !self.takes_bytes() || bytes.is_empty() {
-            return false;
+            return;
         }
         self.note_queued(now);
-        let paused = self.flow.queue(bytes.len());
+        self.flow.queue(bytes.len());
         if !self.out.append_to_last(bytes) {
             // Capacity never grows after this: a chunk is at most half empty (or one small
             // payload in 16 KiB), which is what the memory bound in ARCHITECTURE.md counts.
@@ -278,7 +275,6 @@ impl<I: Copy + Eq> Socket<I> {
             v.extend_from_slice(bytes);
             self.out.push_back(TxBuf::owned(v));
         }
-        paused
     }
 
     /// Queues a pong, replacing one not yet sent (RFC 6455 §5.5.3: only the latest ping needs
@@ -296,7 +292,7 @@ impl<I: Copy + Eq> Socket<I> {
     }
 
     /// Open and not half-closed: bytes may still be queued.
-    fn takes_bytes(&self) -> bool {
+    pub fn takes_bytes(&self) -> bool {
         self.stage == Stage::Open && self.fin == Fin::None
     }
 
@@ -341,11 +337,6 @@ impl<I: Copy + Eq> Socket<I> {
         self.starved = true;
     }
 
-    /// Pool buffers are back: a starved recv may be re-armed.
-    pub fn unstarve(&mut self) {
-        self.starved = false;
-    }
-
     /// EOF, or a receive error, on this socket. Returns true when the session must hear of it
     /// (the socket was open); during teardown the socket simply moves on to closing.
     pub fn on_eof(&mut self) -> bool {
@@ -382,7 +373,7 @@ impl<I: Copy + Eq> Socket<I> {
             // Progress: the stall (open) or the linger (draining) counts from here, so a slow
             // peer that still reads keeps its bytes.
             self.since = now;
-            out.resumed = self.flow.sent(n);
+            self.flow.sent(n);
             if tx.is_empty() {
                 if tx.is_pool() {
                     self.slots -= 1;
@@ -407,14 +398,6 @@ impl<I: Copy + Eq> Socket<I> {
             self.stage = Stage::Closing;
         }
         out
-    }
-
-    /// The shutdown(SHUT_WR) completed.
-    pub fn on_shutdown_completion(&mut self) {
-        self.ops -= 1;
-        if self.eof && self.stage == Stage::ShutSent {
-            self.stage = Stage::Closing;
-        }
     }
 
     /// The close(2) completed.
@@ -484,8 +467,8 @@ impl<I: Copy + Eq> Socket<I> {
         }
     }
 
-    /// The next operation to submit. `source_of_paused` is true when what this socket reads
-    /// must not be read now (its destination is over the cap, or this socket's own queue is);
+    /// The next operation to submit. `read_paused` is true when this socket must not be read
+    /// now (where its bytes go is over the cap, or the session holds the client back);
     /// `buffers_ok` is false while the pool is too low to arm a starved recv.
     pub fn poll_op(
         &mut self,
@@ -534,7 +517,6 @@ impl<I: Copy + Eq> Socket<I> {
         }
         if self.stage == Stage::Open && self.fin == Fin::Wanted && self.up && !self.has_unsent() {
             self.fin = Fin::Sent;
-            self.ops += 1;
             return Some(SocketOp::Shutdown);
         }
         if self.stage == Stage::Draining && !self.has_unsent() {
@@ -551,7 +533,6 @@ impl<I: Copy + Eq> Socket<I> {
             self.fin = Fin::Sent;
             self.stage = Stage::ShutSent;
             self.since = now;
-            self.ops += 1;
             return Some(SocketOp::Shutdown);
         }
         // Reading: while open (unless paused), and while tearing down to discard until EOF.

@@ -12,7 +12,6 @@ pub enum Op {
     Recv,
     Send,
     Connect,
-    Shutdown,
     Close,
     Cancel,
 }
@@ -21,15 +20,6 @@ pub enum Op {
 pub enum Side {
     Client,
     Origin,
-}
-
-impl Side {
-    pub fn other(self) -> Side {
-        match self {
-            Side::Client => Side::Origin,
-            Side::Origin => Side::Client,
-        }
-    }
 }
 
 pub fn tag(op: Op, side: Side, key: Key) -> u64 {
@@ -46,8 +36,7 @@ pub fn untag(t: u64) -> (Op, Side, Key) {
         3 => Op::Recv,
         4 => Op::Send,
         5 => Op::Connect,
-        6 => Op::Shutdown,
-        7 => Op::Close,
+        6 => Op::Close,
         _ => Op::Cancel,
     };
     let side = if (t >> 59) & 1 == 1 {
@@ -74,7 +63,6 @@ mod tests {
             Op::Recv,
             Op::Send,
             Op::Connect,
-            Op::Shutdown,
             Op::Close,
             Op::Cancel,
         ] {

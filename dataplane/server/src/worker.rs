@@ -17,7 +17,7 @@ use ringway_proto::tunnel::TunnelConfig;
 use ringway_uring::{Completion, OpId, Ring};
 use tracing::{debug, info, warn};
 
-use crate::conn::{new_conn, Conn};
+use crate::conn::Conn;
 use crate::relay::Pool;
 use crate::session::Session;
 use crate::slab::{Key, Slab};
@@ -68,7 +68,7 @@ pub struct Worker {
     /// Connections that still have bytes to send (see `Conn::is_settled`).
     unsettled: usize,
     /// Receives that ended for lack of pool buffers, re-armed when buffers come back.
-    starved: Vec<(Key, Side)>,
+    starved: Vec<Key>,
     /// Connections with completions in the current batch, pumped once at its end.
     dirty: Vec<Key>,
     tick_armed: bool,
@@ -202,13 +202,13 @@ impl Worker {
                     }
                     return;
                 };
-                let fx = conn.on_completion(op, side, c, &mut self.ring, &self.pool, now);
+                let starved = conn.on_completion(op, side, c, &mut self.ring, &self.pool, now);
                 if !conn.dirty {
                     conn.dirty = true;
                     self.dirty.push(key);
                 }
-                if let Some(side) = fx.starved {
-                    self.starved.push((key, side));
+                if starved {
+                    self.starved.push(key);
                 }
             }
         }
@@ -319,17 +319,15 @@ impl Worker {
         let session = Session::websocket(self.tunnel.clone(), now);
         let key = self
             .conns
-            .insert_with(|key| new_conn(key, fd, session, routes, limits, now));
+            .insert_with(|key| Conn::new(key, fd, session, routes, limits, now));
         self.unsettled += 1;
         self.pump(key, now);
     }
 
     fn unstarve(&mut self, now: Instant) {
-        for (key, side) in std::mem::take(&mut self.starved) {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.socket(side).unstarve();
-                self.pump(key, now);
-            }
+        // Each starved socket re-arms its recv in the pump, now that the pool has buffers.
+        for key in std::mem::take(&mut self.starved) {
+            self.pump(key, now);
         }
     }
 }

@@ -219,11 +219,6 @@ impl Ring {
         self.pool.free()
     }
 
-    /// Number of buffers in the pool.
-    pub fn buffers(&self) -> usize {
-        self.pool.entries() as usize
-    }
-
     /// Slot size of the pool buffers, headroom included.
     pub fn buffer_size(&self) -> usize {
         self.pool.size()
@@ -414,14 +409,6 @@ impl Ring {
         // allocation does not move). The caller keeps `fd` open (I2).
         unsafe { self.push(sqe.user_data(ud)) };
         OpId(ud)
-    }
-
-    /// shutdown(2) through the ring (`libc::SHUT_WR`, `SHUT_RDWR`, ...).
-    pub fn shutdown(&mut self, fd: RawFd, how: i32, tag: u64) {
-        let ud = self.insert(tag, Owned::None);
-        let sqe = opcode::Shutdown::new(types::Fd(fd), how).build();
-        // SAFETY: no pointers; the caller keeps `fd` open until this completes (I2).
-        unsafe { self.push(sqe.user_data(ud)) };
     }
 
     /// Closes `fd` through the ring. The caller must have no other operation in flight on it.
