@@ -485,17 +485,24 @@ impl Tunnel {
         );
     }
 
+    /// The server starts the closing handshake of a relaying tunnel: its Close after the bytes
+    /// already queued, the client's FIN right behind it (reading goes on until the client's
+    /// Close), the origin half-closed; then wait for the client's Close up to `close_timeout`.
+    fn begin_closing(&mut self, r: Relaying, code: CloseCode, text: &str, now: Instant) {
+        self.send_close(Some(code), text);
+        self.intents.push_back(Intent::ShutClientWrite);
+        self.intents.push_back(Intent::CloseOrigin);
+        self.phase = Phase::Closing(Closing::new(
+            r.into_decoder(),
+            now + self.config.close_timeout,
+        ));
+    }
+
     fn origin_ended(&mut self, why: CloseReason, code: CloseCode, text: &str, now: Instant) {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Relaying(r) => {
                 self.finish(Side::Origin, why);
-                self.send_close(Some(code), text);
-                self.intents.push_back(Intent::ShutClientWrite);
-                self.intents.push_back(Intent::CloseOrigin);
-                self.phase = Phase::Closing(Closing::new(
-                    r.into_decoder(),
-                    now + self.config.close_timeout,
-                ));
+                self.begin_closing(r, code, text, now);
             }
             other => self.phase = other,
         }
@@ -575,13 +582,7 @@ impl Tunnel {
                     return;
                 }
                 self.finish(Side::Server, CloseReason::IdleTimeout);
-                self.send_close(Some(CloseCode::GOING_AWAY), "idle timeout");
-                self.intents.push_back(Intent::ShutClientWrite);
-                self.intents.push_back(Intent::CloseOrigin);
-                self.phase = Phase::Closing(Closing::new(
-                    r.into_decoder(),
-                    now + self.config.close_timeout,
-                ));
+                self.begin_closing(r, CloseCode::GOING_AWAY, "idle timeout", now);
             }
             Phase::Closing(_) => {
                 self.intents.push_back(Intent::CloseClient);
@@ -636,13 +637,7 @@ impl Tunnel {
             }
             Phase::Relaying(r) => {
                 self.finish(Side::Server, CloseReason::Shutdown);
-                self.send_close(Some(CloseCode::GOING_AWAY), "server shutting down");
-                self.intents.push_back(Intent::ShutClientWrite);
-                self.intents.push_back(Intent::CloseOrigin);
-                self.phase = Phase::Closing(Closing::new(
-                    r.into_decoder(),
-                    now + self.config.close_timeout,
-                ));
+                self.begin_closing(r, CloseCode::GOING_AWAY, "server shutting down", now);
             }
             other => self.phase = other,
         }
