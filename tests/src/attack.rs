@@ -12,16 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::raw::{upgrade_request, Frame, RawError, SAMPLE_ACCEPT};
-use crate::STEP;
-
-/// Largest response head accepted while upgrading.
-const MAX_HEAD: usize = 64 * 1024;
+use crate::raw::RawConn;
 
 /// `VmRSS` of process `pid` in bytes, from `/proc/PID/status`; `None` once it is gone.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -42,130 +38,6 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 pub fn frames(opcode: u8, payload: &[u8], count: usize) -> Vec<u8> {
     let one = crate::raw::masked(opcode, payload);
     one.repeat(count)
-}
-
-/// A WebSocket connection over a socket whose receive buffer was set before connecting, so the
-/// window it advertises stays small and the server's sends to it stall as soon as it stops
-/// reading. It parses what it reads itself (unmasked server frames, RFC 6455 §5.2).
-#[derive(Debug)]
-pub struct SlowConn {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-/// How a drained connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Eof,
-    Reset,
-}
-
-impl SlowConn {
-    /// Connects to 127.0.0.1:`port` with SO_RCVBUF = `rcvbuf` (set before the connect), sends a
-    /// valid upgrade for `path` and checks the 101 answer; the whole within [`STEP`].
-    pub async fn upgrade(port: u16, path: &str, rcvbuf: u32) -> Result<SlowConn, String> {
-        match timeout(STEP, Self::try_upgrade(port, path, rcvbuf)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("upgrade to {path} not answered within {STEP:?}")),
-        }
-    }
-
-    async fn try_upgrade(port: u16, path: &str, rcvbuf: u32) -> Result<SlowConn, String> {
-        let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-        socket
-            .set_recv_buffer_size(rcvbuf)
-            .map_err(|e| format!("SO_RCVBUF: {e}"))?;
-        let stream = socket
-            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("nodelay: {e}"))?;
-        let mut conn = SlowConn {
-            stream,
-            buf: Vec::new(),
-        };
-        conn.stream
-            .write_all(upgrade_request(path).as_bytes())
-            .await
-            .map_err(|e| format!("send upgrade: {e}"))?;
-        let head = loop {
-            if let Some(end) = conn.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head: Vec<u8> = conn.buf.drain(..end + 4).collect();
-                break String::from_utf8_lossy(&head).into_owned();
-            }
-            if conn.buf.len() > MAX_HEAD {
-                return Err(format!("no end of response head in {MAX_HEAD} bytes"));
-            }
-            let mut chunk = [0u8; 4096];
-            match conn.stream.read(&mut chunk).await {
-                Ok(0) => return Err("closed before the response head".into()),
-                Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(format!("reading the response head: {e}")),
-            }
-        };
-        let accept = format!(
-            "sec-websocket-accept: {}",
-            SAMPLE_ACCEPT.to_ascii_lowercase()
-        );
-        if !head.starts_with("HTTP/1.1 101") || !head.to_ascii_lowercase().contains(&accept) {
-            return Err(format!("upgrade refused or malformed:\n{head}"));
-        }
-        Ok(conn)
-    }
-
-    /// Reads one server frame, failing at `deadline`.
-    pub async fn read_frame_by(&mut self, deadline: Instant) -> Result<Frame, RawError> {
-        loop {
-            if let Some((frame, used)) = parse_frame(&self.buf)? {
-                self.buf.drain(..used);
-                return Ok(frame);
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Err(_) => return Err(RawError::Timeout(Duration::ZERO)),
-                Ok(Err(e)) => return Err(RawError::Io(e)),
-                Ok(Ok(0)) => {
-                    return Err(RawError::Closed {
-                        buffered: std::mem::take(&mut self.buf),
-                    })
-                }
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    /// Reads and discards everything until EOF or a reset, at most until `deadline`. Returns how
-    /// it ended and how many bytes were read; `Err` with the byte count if the connection was
-    /// still open at `deadline` or failed otherwise.
-    pub async fn drain(&mut self, deadline: Instant) -> Result<(Ending, u64), (String, u64)> {
-        let mut total = self.buf.len() as u64;
-        self.buf.clear();
-        let mut chunk = vec![0u8; 64 * 1024];
-        // Bounded by the deadline; the count bound only guards against a spinning read.
-        for _ in 0..10_000_000u32 {
-            match timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Err(_) => return Err(("still open".into(), total)),
-                Ok(Ok(0)) => return Ok((Ending::Eof, total)),
-                Ok(Ok(n)) => total += n as u64,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    return Ok((Ending::Reset, total))
-                }
-                Ok(Err(e)) => return Err((format!("read error: {e}"), total)),
-            }
-        }
-        Err(("read never ended".into(), total))
-    }
-}
-
-/// A server frame from the front of `buf` (see [`crate::raw::parse_frame`]); a masked one is an
-/// error (RFC 6455 §5.1: a server never masks).
-fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, RawError> {
-    match crate::raw::parse_frame(buf)? {
-        Some((frame, _)) if frame.masked => Err(RawError::Malformed("masked server frame".into())),
-        other => Ok(other),
-    }
 }
 
 /// What to attack with.
@@ -288,7 +160,7 @@ async fn run_attack(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        match SlowConn::upgrade(plan.port, &plan.path, plan.rcvbuf).await {
+        match RawConn::upgrade_small_window(plan.port, &plan.path, plan.rcvbuf).await {
             Ok(c) => conns.push(c),
             Err(e) => {
                 let _ = ready.send(Err(format!(
@@ -309,7 +181,8 @@ async fn run_attack(
         };
         let stop = stop.clone();
         tasks.spawn(async move {
-            let mut stream = conn.stream;
+            let mut conn = conn;
+            let stream = conn.stream_mut();
             // Ends at `stop` (or when aborted while a write is blocked) or when the server
             // closes; the count bound is far beyond what the hard limit allows.
             for _ in 0..100_000_000u64 {
@@ -323,7 +196,7 @@ async fn run_attack(
             }
             // Keep the socket open (never read) until the attack ends.
             let _ = timeout_at(hard_deadline, std::future::pending::<()>()).await;
-            drop(stream);
+            drop(conn);
         });
     }
     let _ = ready.send(Ok(total));

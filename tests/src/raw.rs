@@ -10,7 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};
 
 use crate::STEP;
@@ -131,6 +131,13 @@ pub fn upgrade_request(path: &str) -> String {
     )
 }
 
+/// How a drained connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Eof,
+    Reset,
+}
+
 /// A raw TCP connection to the server.
 #[derive(Debug)]
 pub struct RawConn {
@@ -198,33 +205,104 @@ impl RawConn {
     /// Sends a valid upgrade for `path` and asserts the 101 answer.
     pub async fn upgrade(port: u16, path: &str) -> RawConn {
         let mut conn = RawConn::connect(port).await;
-        conn.send(upgrade_request(path).as_bytes())
+        conn.try_upgrade(path)
             .await
-            .expect("send upgrade request");
-        let head = conn
+            .unwrap_or_else(|e| panic!("{e}"));
+        conn
+    }
+
+    /// Like [`RawConn::upgrade`], over a socket whose SO_RCVBUF is set to `rcvbuf` before the
+    /// connect, so the window it advertises stays small and the server's sends to it stall as
+    /// soon as it stops reading; failures come back as errors (the whole within [`STEP`]).
+    pub async fn upgrade_small_window(
+        port: u16,
+        path: &str,
+        rcvbuf: u32,
+    ) -> Result<RawConn, String> {
+        let connect = async {
+            let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+            socket
+                .set_recv_buffer_size(rcvbuf)
+                .map_err(|e| format!("SO_RCVBUF: {e}"))?;
+            let stream = socket
+                .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| format!("nodelay: {e}"))?;
+            let mut conn = RawConn {
+                stream,
+                buf: Vec::new(),
+            };
+            conn.try_upgrade(path).await?;
+            Ok(conn)
+        };
+        timeout(STEP, connect)
+            .await
+            .unwrap_or_else(|_| Err(format!("upgrade to {path} not answered within {STEP:?}")))
+    }
+
+    /// Sends a valid upgrade for `path` and checks the 101 and its Sec-WebSocket-Accept.
+    async fn try_upgrade(&mut self, path: &str) -> Result<(), String> {
+        self.send(upgrade_request(path).as_bytes())
+            .await
+            .map_err(|e| format!("send upgrade request: {e}"))?;
+        let head = self
             .read_head()
             .await
-            .unwrap_or_else(|e| panic!("reading the upgrade response: {e}"));
-        assert_eq!(head.status, 101, "upgrade refused:\n{}", head.raw);
-        assert_eq!(
-            head.header("sec-websocket-accept"),
-            Some(SAMPLE_ACCEPT),
-            "wrong Sec-WebSocket-Accept:\n{}",
-            head.raw
-        );
-        conn
+            .map_err(|e| format!("reading the upgrade response: {e}"))?;
+        if head.status != 101 {
+            return Err(format!("upgrade refused:\n{}", head.raw));
+        }
+        if head.header("sec-websocket-accept") != Some(SAMPLE_ACCEPT) {
+            return Err(format!("wrong Sec-WebSocket-Accept:\n{}", head.raw));
+        }
+        Ok(())
+    }
+
+    /// The socket, to write to it directly (floods, writes that may block).
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     /// Reads one server frame within `STEP`.
     pub async fn read_frame(&mut self) -> Result<Frame, RawError> {
-        let deadline = Instant::now() + STEP;
+        self.read_frame_by(Instant::now() + STEP).await
+    }
+
+    /// Reads one server frame, failing at `deadline`.
+    pub async fn read_frame_by(&mut self, deadline: Instant) -> Result<Frame, RawError> {
+        let bound = deadline.saturating_duration_since(Instant::now());
         loop {
             if let Some((frame, used)) = parse_frame(&self.buf)? {
                 self.buf.drain(..used);
                 return Ok(frame);
             }
-            self.fill(deadline, STEP).await?;
+            self.fill(deadline, bound).await?;
         }
+    }
+
+    /// Reads and discards everything until EOF or a reset, at most until `deadline`. Returns how
+    /// it ended and how many bytes were read (buffered ones included); `Err` with the byte count
+    /// if the connection was still open at `deadline` or failed otherwise.
+    pub async fn drain(&mut self, deadline: Instant) -> Result<(Ending, u64), (String, u64)> {
+        let mut total = self.buf.len() as u64;
+        self.buf.clear();
+        let mut chunk = vec![0u8; 64 * 1024];
+        // Bounded by the deadline; the count bound only guards against a spinning read.
+        for _ in 0..10_000_000u32 {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return Err(("still open".into(), total)),
+                Ok(Ok(0)) => return Ok((Ending::Eof, total)),
+                Ok(Ok(n)) => total += n as u64,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Ok((Ending::Reset, total))
+                }
+                Ok(Err(e)) => return Err((format!("read error: {e}"), total)),
+            }
+        }
+        Err(("read never ended".into(), total))
     }
 
     /// Reads frames until a Close (skipping at most 64 others) and returns it.
@@ -285,7 +363,7 @@ fn parse_head(raw: &[u8]) -> Result<ResponseHead, RawError> {
 
 /// Parses one frame from the front of `buf`: `Ok(None)` if more bytes are needed, otherwise the
 /// frame and how many bytes it used.
-pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, RawError> {
+fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, RawError> {
     if buf.len() < 2 {
         return Ok(None);
     }

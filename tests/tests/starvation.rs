@@ -12,10 +12,10 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use ringway_e2e::attack::{rss_bytes, Attack, AttackPlan, CountingOrigin, Ending, SlowConn};
+use ringway_e2e::attack::{rss_bytes, Attack, AttackPlan, CountingOrigin};
 use ringway_e2e::config::ConfigToml;
 use ringway_e2e::origin::Origin;
-use ringway_e2e::raw::{masked, RawError};
+use ringway_e2e::raw::{masked, Ending, RawConn, RawError};
 use ringway_e2e::server::Ringway;
 use ringway_e2e::ws::{self, assert_still_serves};
 use ringway_e2e::STEP;
@@ -311,7 +311,7 @@ async fn a_client_that_never_reads_is_closed_after_send_stall_ms() {
         .timeout("send_stall_ms", STALL_MS)
         .timeout("close_ms", CLOSE_MS);
     let server = Ringway::start(&config.build());
-    let mut conn = SlowConn::upgrade(server.port, "/echo", TINY_RCVBUF)
+    let mut conn = RawConn::upgrade_small_window(server.port, "/echo", TINY_RCVBUF)
         .await
         .unwrap_or_else(|e| panic!("upgrade: {e}"));
 
@@ -322,7 +322,12 @@ async fn a_client_that_never_reads_is_closed_after_send_stall_ms() {
     let mut write_end = String::from("4 MiB written");
     let started = Instant::now();
     while written < 4 << 20 {
-        match timeout(Duration::from_millis(300), conn.stream.write_all(&batch)).await {
+        match timeout(
+            Duration::from_millis(300),
+            conn.stream_mut().write_all(&batch),
+        )
+        .await
+        {
             Ok(Ok(())) => written += batch.len(),
             Ok(Err(e)) => {
                 write_end = format!("write failed: {e}");
@@ -380,7 +385,7 @@ async fn ping_flood_gets_only_the_latest_pong() {
     const PINGS: u64 = 10_000;
     let origin = Origin::echo().await;
     let server = Ringway::start(&ConfigToml::echo(origin.addr).build());
-    let mut conn = SlowConn::upgrade(server.port, "/echo", 4096)
+    let mut conn = RawConn::upgrade_small_window(server.port, "/echo", 4096)
         .await
         .unwrap_or_else(|e| panic!("upgrade: {e}"));
 
@@ -390,7 +395,7 @@ async fn ping_flood_gets_only_the_latest_pong() {
         bytes.extend_from_slice(&masked(0x9, &i.to_be_bytes()));
     }
     bytes.extend_from_slice(&masked(0x2, &data));
-    timeout(STEP, conn.stream.write_all(&bytes))
+    timeout(STEP, conn.stream_mut().write_all(&bytes))
         .await
         .expect("writing the pings timed out")
         .expect("writing the pings");
