@@ -228,8 +228,16 @@ async fn origin_eof_sends_close_and_fin_without_waiting_for_the_clients_close() 
         .expect("send the frame");
     let data = c.read_frame().await.expect("the echo");
     assert_eq!((data.opcode, data.payload.len()), (0x2, 64));
+    let echoed = Instant::now();
     let close = c.read_close().await.expect("the Close");
     assert_eq!(close.close_code(), Some(1000));
+    // The Close is sent corked (MSG_MORE) so the FIN can join it; the shutdown must follow at
+    // once, or the Close would wait in the kernel.
+    assert!(
+        echoed.elapsed() < Duration::from_secs(1),
+        "the Close came {:?} after the echo",
+        echoed.elapsed()
+    );
     // No Close sent back yet: the FIN must already be on its way.
     let rest = c
         .await_close(Duration::from_secs(1))

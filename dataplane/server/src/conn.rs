@@ -331,7 +331,9 @@ fn submit(
                 sock.recv_submitted(id);
             }
             SocketOp::CancelRecv(id) => ring.cancel(id, tag(Op::Cancel, side, key)),
-            SocketOp::Send(tx) => ring.send(sock.raw(), tx, tag(Op::Send, side, key)),
+            SocketOp::Send(tx, false) => ring.send(sock.raw(), tx, tag(Op::Send, side, key)),
+            // The FIN follows this send's completion at once, and joins its last segment.
+            SocketOp::Send(tx, true) => ring.send_last(sock.raw(), tx, tag(Op::Send, side, key)),
             SocketOp::Shutdown => {
                 // A direct syscall: IORING_OP_SHUTDOWN always runs on an io-wq thread, which
                 // costs a context switch and delays the FIN (measured: 81 µs p50, 426 µs p90).

@@ -53,7 +53,9 @@ pub enum SocketOp<I = OpId> {
     Recv,
     /// Cancel the armed recv (backpressure).
     CancelRecv(I),
-    Send(TxBuf),
+    /// Send the buffer. `true`: nothing follows it but the FIN, so it may be sent with MSG_MORE
+    /// and leave in one segment with the FIN ([`SocketOp::Shutdown`] follows its completion).
+    Send(TxBuf, bool),
     /// shutdown(SHUT_WR), made at once by the worker (a direct syscall: never in flight).
     Shutdown,
     /// Cancel every operation on the descriptor (teardown).
@@ -512,7 +514,11 @@ impl<I: Copy + Eq> Socket<I> {
             if let Some(tx) = next {
                 self.sending = true;
                 self.ops += 1;
-                return Some(SocketOp::Send(tx));
+                let fin_next = self.fin != Fin::Sent
+                    && (self.fin == Fin::Wanted || self.stage == Stage::Draining)
+                    && self.out.is_empty()
+                    && self.pong.is_none();
+                return Some(SocketOp::Send(tx, fin_next));
             }
         }
         if self.stage == Stage::Open && self.fin == Fin::Wanted && self.up && !self.has_unsent() {

@@ -379,6 +379,18 @@ impl Ring {
     /// Sends `tx` on a stream socket (MSG_NOSIGNAL). The buffer comes back in the completion;
     /// a short send reports fewer bytes and the caller sends the rest.
     pub fn send(&mut self, fd: RawFd, tx: TxBuf, tag: u64) {
+        self.send_flags(fd, tx, libc::MSG_NOSIGNAL, tag);
+    }
+
+    /// Like [`Ring::send`], with MSG_MORE: TCP holds a tail shorter than a segment back until
+    /// more is sent or the socket is shut down, so a last message and the FIN that follows it
+    /// leave in one segment. The caller must shut the socket down (or send without MSG_MORE)
+    /// once this completes, or the tail waits for the kernel's cork timer (200 ms).
+    pub fn send_last(&mut self, fd: RawFd, tx: TxBuf, tag: u64) {
+        self.send_flags(fd, tx, libc::MSG_NOSIGNAL | libc::MSG_MORE, tag);
+    }
+
+    fn send_flags(&mut self, fd: RawFd, tx: TxBuf, flags: i32, tag: u64) {
         let (ptr, len) = match tx.parts() {
             Parts::Pool(buf, start, len) => (self.pool.send_ptr(buf, start, len), len),
             Parts::Owned(bytes) => (bytes.as_ptr(), bytes.len()),
@@ -386,7 +398,7 @@ impl Ring {
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         let ud = self.insert(tag, Owned::Tx(tx));
         let sqe = opcode::Send::new(types::Fd(fd), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(flags)
             .build();
         // SAFETY: I1 — ptr/len point into the TxBuf now owned by in-flight entry `ud` (a Vec's heap
         // buffer does not move when the Vec is moved; a pool slot is lent, not recycled, while

@@ -43,7 +43,7 @@ fn kinds(ops: &[Op]) -> Vec<&'static str> {
         .map(|o| match o {
             SocketOp::Recv => "recv",
             SocketOp::CancelRecv(_) => "cancel-recv",
-            SocketOp::Send(_) => "send",
+            SocketOp::Send(..) => "send",
             SocketOp::Shutdown => "shutdown",
             SocketOp::CancelAll => "cancel-all",
             SocketOp::Close(_) => "close",
@@ -55,7 +55,7 @@ fn kinds(ops: &[Op]) -> Vec<&'static str> {
 fn take_send(ops: Vec<Op>) -> TxBuf {
     ops.into_iter()
         .find_map(|o| match o {
-            SocketOp::Send(t) => Some(t),
+            SocketOp::Send(t, _) => Some(t),
             _ => None,
         })
         .expect("a send")
@@ -122,7 +122,7 @@ fn copies_coalesce_up_to_the_limit() {
     }
     let mut sends = Vec::new();
     while let Some(op) = s.poll_op(now, false, true) {
-        if let SocketOp::Send(t) = op {
+        if let SocketOp::Send(t, _) = op {
             assert!(t.len() <= COALESCE_BYTES);
             sends.push(t.len());
             s.on_send_completion(t, sends[sends.len() - 1] as i32, now);
@@ -291,4 +291,48 @@ fn only_a_small_pool_buffer_is_taken_back_for_merging() {
         "owned bytes are not a pool buffer"
     );
     assert_eq!(s.queued(), 10);
+}
+
+#[test]
+fn only_the_send_right_before_the_fin_is_corked() {
+    let now = Instant::now();
+    let last = |o: &[Op]| {
+        o.iter()
+            .find_map(|o| match o {
+                SocketOp::Send(_, last) => Some(*last),
+                _ => None,
+            })
+            .expect("a send")
+    };
+    // Half-close: two messages, then the FIN.
+    let mut s = open(now);
+    ops(&mut s, now, false);
+    s.queue(TxBuf::owned(b"echo".to_vec()), now).unwrap();
+    s.queue(TxBuf::owned(b"close frame".to_vec()), now).unwrap();
+    s.shut_write();
+    let o = ops(&mut s, now, false);
+    assert!(!last(&o), "more follows: sent at once");
+    s.on_send_completion(take_send(o), 4, now);
+    let o = ops(&mut s, now, false);
+    assert!(last(&o), "only the FIN follows: corked, to leave with it");
+    // A short send's rest is the last message too.
+    s.on_send_completion(take_send(o), 5, now);
+    let o = ops(&mut s, now, false);
+    assert!(last(&o));
+    s.on_send_completion(take_send(o), 6, now);
+    assert_eq!(kinds(&ops(&mut s, now, false)), ["shutdown"]);
+    // Drain on close: the last message is corked as well.
+    let mut s = open(now);
+    ops(&mut s, now, false);
+    s.queue(TxBuf::owned(b"bye".to_vec()), now).unwrap();
+    s.request_close(now);
+    let o = ops(&mut s, now, false);
+    assert!(last(&o));
+    s.on_send_completion(take_send(o), 3, now);
+    assert_eq!(kinds(&ops(&mut s, now, false)), ["shutdown"]);
+    // No FIN wanted: never corked.
+    let mut s = open(now);
+    ops(&mut s, now, false);
+    s.queue(TxBuf::owned(b"data".to_vec()), now).unwrap();
+    assert!(!last(&ops(&mut s, now, false)));
 }
