@@ -98,6 +98,19 @@ impl Ringway {
         Self::spawn_env(&args, Some(config_path.clone()), env)
     }
 
+    /// `ringway [ARGS] run --config FILE` (e.g. `--log-format json`), with extra environment
+    /// variables. Blocks up to 10 s.
+    pub fn start_with(config: &str, args: &[&str], env: &[(&str, &str)]) -> Ringway {
+        let config_path = write_config(config);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "run",
+            "--config",
+            config_path.to_str().expect("utf-8 temp path"),
+        ]);
+        Self::spawn_env(&all, Some(config_path.clone()), env)
+    }
+
     fn spawn(args: &[&str], config_path: Option<PathBuf>) -> Ringway {
         Self::spawn_env(args, config_path, &[])
     }
@@ -231,6 +244,27 @@ impl Ringway {
         match self.wait_exit(bound).await {
             Some(status) => status,
             None => panic!("ringway did not exit within {bound:?} of SIGTERM"),
+        }
+    }
+
+    /// Everything the server wrote to stderr so far (its log).
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Polls the log for at most `bound` until a line contains every one of `needles`; returns
+    /// that line, or `None`.
+    pub async fn await_log_line(&self, needles: &[&str], bound: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return Some(line.to_string());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -9,11 +9,13 @@
 //! both sockets are closed with no operation in flight (`is_done`), so no completion can
 //! outlive its slot.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ringway_proto::route::RouteTable;
 use ringway_proto::tunnel::Intent;
+use ringway_proto::ws::handshake::reason_phrase;
 use ringway_uring::{Completion, Ring, TxBuf, HEADROOM};
 use tracing::{debug, info};
 
@@ -24,6 +26,9 @@ use crate::slab::Key;
 use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
 use crate::token::{tag, Op, Side};
 use crate::transport::Transport;
+
+/// The target of the per-tunnel log lines (`RUST_LOG=ringway::tunnel=debug` shows opens too).
+pub const LOG_TARGET: &str = "ringway::tunnel";
 
 /// Largest pool-held payload copied to go out in one send with a frame queued behind it.
 const MERGE_BYTES: usize = 4096;
@@ -37,6 +42,8 @@ pub struct Conn {
     pub origin: Origin,
     /// The table the upgrade was routed with (kept so logs name the route it resolved).
     pub routes: Arc<RouteTable>,
+    /// The client's address, for logs (looked up only when tunnel logs are on).
+    pub peer: Option<SocketAddr>,
     pub started: Instant,
     /// The instant of this connection's live entry in the worker's deadline heap.
     pub scheduled: Option<Instant>,
@@ -56,7 +63,12 @@ impl Conn {
         limits: SocketLimits,
         now: Instant,
     ) -> Conn {
+        // One getpeername(2) per connection, only when its lines will be written.
+        let peer = tracing::enabled!(target: LOG_TARGET, tracing::Level::INFO)
+            .then(|| socket2::SockRef::from(&fd).peer_addr().ok()?.as_socket())
+            .flatten();
         Conn {
+            peer,
             key,
             session,
             transport: Transport::Plain,
@@ -130,6 +142,13 @@ impl Conn {
                 if c.result == 0 {
                     self.origin.on_connected();
                     self.session.handle_origin_connected(now);
+                    debug!(
+                        target: LOG_TARGET,
+                        client = %Addr(self.peer),
+                        route = self.route_name(),
+                        origin = %Addr(self.origin.addr()),
+                        "tunnel open"
+                    );
                 } else {
                     self.origin.on_connect_failed();
                     self.session.handle_origin_connect_failed(c.result, now);
@@ -184,7 +203,14 @@ impl Conn {
                     }
                     Err(e) => {
                         let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                        self.session.handle_origin_connect_failed(errno, now);
+                        if matches!(
+                            errno,
+                            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+                        ) {
+                            self.session.handle_origin_socket_failed(errno, now);
+                        } else {
+                            self.session.handle_origin_connect_failed(errno, now);
+                        }
                     }
                 },
                 Intent::SendClient(v) => self.queue_client_frame(ring, v, now),
@@ -292,25 +318,66 @@ impl Conn {
         self.session.is_closed() && self.client.is_closed() && self.origin.socket.is_closed()
     }
 
-    fn log_close(&self, worker: usize, now: Instant) {
-        let stats = self.session.stats();
-        let route = self
-            .session
+    fn route_name(&self) -> &str {
+        self.session
             .route()
             .and_then(|i| self.routes.routes().get(i))
-            .map_or("-", |r| r.name.as_str());
-        let rec = self.session.close_record();
+            .map_or("-", |r| r.name.as_str())
+    }
+
+    /// One line per connection at its end: `upgrade refused` (the HTTP error sent, with what
+    /// was asked for) or `tunnel closed` (bytes, duration, who closed and why, in words).
+    fn log_close(&self, worker: usize, now: Instant) {
+        let duration_ms = now.duration_since(self.started).as_millis() as u64;
+        let why = self
+            .session
+            .close_record()
+            .map(|r| (r.by.to_string(), r.reason.to_string()));
+        let (by, why) = why.as_ref().map_or(("-", "-"), |(b, w)| (b, w));
+        if let Some(r) = self.session.refusal() {
+            info!(
+                target: LOG_TARGET,
+                worker,
+                client = %Addr(self.peer),
+                status = r.status,
+                phrase = reason_phrase(r.status),
+                host = r.host.as_deref().unwrap_or("-"),
+                path = r.path.as_deref().unwrap_or("-"),
+                route = self.route_name(),
+                origin = %Addr(self.origin.addr()),
+                reason = r.reason,
+                cause = why,
+                duration_ms,
+                "upgrade refused"
+            );
+            return;
+        }
+        let stats = self.session.stats();
         info!(
-            target: "ringway::tunnel",
+            target: LOG_TARGET,
             worker,
-            route,
+            client = %Addr(self.peer),
+            route = self.route_name(),
+            origin = %Addr(self.origin.addr()),
             to_origin = stats.to_origin,
             to_client = stats.to_client,
-            duration_ms = now.duration_since(self.started).as_millis() as u64,
-            closed_by = ?rec.map(|r| r.by),
-            reason = ?rec.map(|r| r.reason),
+            duration_ms,
+            closed_by = by,
+            reason = why,
             "tunnel closed"
         );
+    }
+}
+
+/// An address for a log line, `-` when unknown.
+struct Addr(Option<SocketAddr>);
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 

@@ -11,14 +11,16 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use socket2::{Domain, Protocol, Socket, Type};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use ringway::config::Config;
 use ringway::echo;
@@ -33,6 +35,30 @@ use ringway::worker::{Worker, WorkerConfig};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format on stderr: `text` (for people) or `json` (one object per line, for log
+    /// shippers). Levels and targets come from RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -50,18 +76,14 @@ enum Command {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     let code = match cli.command {
         Command::Check { config } => match load(&config) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "config ok: {} listener(s), {} route(s), {} worker(s)",
                     c.listeners.len(),
@@ -80,6 +102,9 @@ fn main() {
                 Some(path) => load(path),
                 None => embedded_default(),
             };
+            for w in loaded.iter().flat_map(|c| &c.warnings) {
+                tracing::warn!("{w}");
+            }
             match loaded.and_then(|c| run(c, config.is_none())) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -133,16 +158,23 @@ fn raise_fd_limit() {
         }
     }
     let lim = getrlimit(Resource::Nofile);
-    let tunnels = lim
-        .current
-        .map_or("unlimited".to_string(), |n| (n / 2).to_string());
-    info!(open_files = ?lim.current, "at most about {tunnels} tunnels (two descriptors each)");
+    match lim.current {
+        Some(n) => info!(
+            open_files = n,
+            "at most about {} tunnels (two descriptors each)",
+            n / 2
+        ),
+        None => info!("open files unlimited"),
+    }
 }
 
 fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
     raise_fd_limit();
     let shutdown = Arc::new(AtomicBool::new(false));
     let routes = Arc::new(config.routes.clone());
+    for &addr in &config.listeners {
+        ensure_address_free(addr)?;
+    }
     // Bind every worker's listeners first, so a port-0 address resolves to one port for all.
     let mut per_worker: Vec<Vec<OwnedFd>> = config.cpus.iter().map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -172,6 +204,7 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
                 .context("`engine.steer_by_cpu`: the kernel refused SO_ATTACH_REUSEPORT_CBPF")?;
         }
     }
+    let draining: Vec<Arc<AtomicUsize>> = config.cpus.iter().map(|_| Arc::default()).collect();
     let mut handles = Vec::new();
     for (id, (cpu, listeners)) in config.cpus.iter().zip(per_worker).enumerate() {
         let wc = WorkerConfig {
@@ -188,6 +221,7 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
             shutdown_timeout: Duration::from_millis(config.timeouts.shutdown_ms),
             busy_poll: Duration::from_micros(config.engine.busy_poll_us),
+            draining: draining[id].clone(),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::Builder::new()
@@ -218,10 +252,7 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
         handles.push(h);
     }
     // Install the handler before announcing the port: a supervisor may signal at once.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let mut out = std::io::stdout().lock();
     for addr in &bound {
         writeln!(out, "listening on ws://{addr}")?;
@@ -239,13 +270,77 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             "ringway: embedded default config. Try it:\n  python3 -m websockets ws://127.0.0.1:{port}/echo\n  (anything you send comes back from the built-in echo origin; Ctrl-C stops)"
         );
     }
-    if let Some(sig) = signals.forever().next() {
-        info!(signal = sig, "signal received, draining tunnels");
-    }
+    let Some(first) = signals.forever().find(|&sig| stops(sig)) else {
+        bail!("the signal handler stopped");
+    };
+    info!(
+        signal = signal_name(first),
+        "draining tunnels; a second SIGINT or SIGTERM exits at once"
+    );
     shutdown.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.join();
+    // The workers drain in their own time; a joiner ends the signal loop when they are done.
+    let handle = signals.handle();
+    let joiner = std::thread::spawn(move || {
+        for h in handles {
+            let _ = h.join();
+        }
+        handle.close();
+    });
+    if let Some(second) = signals.forever().find(|&sig| stops(sig)) {
+        let cut: usize = draining.iter().map(|d| d.load(Ordering::Relaxed)).sum();
+        warn!(
+            signal = signal_name(second),
+            tunnels_cut = cut,
+            "second signal during the drain: exiting now, cutting {cut} tunnel(s)"
+        );
+        std::process::exit(128 + second);
     }
+    let _ = joiner.join();
     info!("ringway stopped");
     Ok(())
+}
+
+/// SIGINT and SIGTERM stop ringway; SIGHUP is logged and ignored (it will reload certificates
+/// and routes once TLS and the control socket exist), so a stray hangup never kills it.
+fn stops(sig: i32) -> bool {
+    if sig == SIGHUP {
+        info!("SIGHUP received: nothing to reload yet (no TLS certificates, no control socket); ignored");
+        return false;
+    }
+    true
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
+/// Refuses to start on an address another process listens on. The workers' listeners share a
+/// port through SO_REUSEPORT, which would also let a second ringway (same user) join the group
+/// silently and take a share of the connections; a probe bound without SO_REUSEPORT conflicts
+/// with any listener on the address, so it finds one. Port 0 picks a free port: nothing to check.
+fn ensure_address_free(addr: SocketAddr) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    // Connections of an earlier run in TIME_WAIT do not count.
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "cannot listen on {addr}: another process already listens there (another ringway?); \
+             `ss -ltnp 'sport = :{}'` shows which",
+            addr.port()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
+    }
 }

@@ -18,6 +18,8 @@ pub struct Origin {
     connect: Option<OpId>,
     /// Connect attempts made for this connection.
     attempts: u32,
+    /// Where the latest connect went.
+    addr: Option<SocketAddr>,
 }
 
 impl Origin {
@@ -26,12 +28,14 @@ impl Origin {
             socket: Socket::new(None, limits, now),
             connect: None,
             attempts: 0,
+            addr: None,
         }
     }
 
     /// Creates the socket for a connect to `addr`; the caller submits the connect on the
     /// returned descriptor and reports its id with [`Origin::connect_submitted`].
     pub fn begin_connect(&mut self, addr: SocketAddr) -> std::io::Result<RawFd> {
+        self.addr = Some(addr);
         let s = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM.nonblocking().cloexec(),
@@ -74,6 +78,11 @@ impl Origin {
         }
         let old = std::mem::replace(&mut self.socket, Socket::new(None, limits, now));
         old.into_fd()
+    }
+
+    /// The address of the latest connect, if one was begun.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
     }
 
     pub fn attempts(&self) -> u32 {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ringway_proto::route::RouteTable;
-use ringway_proto::tunnel::{CloseRecord, Intent, Tunnel, TunnelConfig, TunnelStats};
+use ringway_proto::tunnel::{CloseRecord, Intent, Refusal, Tunnel, TunnelConfig, TunnelStats};
 
 pub enum Session {
     /// RFC 6455 tunnel: upgrade, route, origin connect, frames both ways.
@@ -121,6 +121,20 @@ impl Session {
     pub fn route(&self) -> Option<usize> {
         match self {
             Session::WebSocket(t) => t.route(),
+        }
+    }
+
+    /// The origin socket could not be created (out of descriptors or memory).
+    pub fn handle_origin_socket_failed(&mut self, errno: i32, now: Instant) {
+        match self {
+            Session::WebSocket(t) => t.handle_origin_socket_failed(errno, now),
+        }
+    }
+
+    /// The HTTP error the client was answered with, if it was refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Session::WebSocket(t) => t.refusal(),
         }
     }
 

@@ -8,7 +8,7 @@
 //! completion does to a connection lives in `conn`, `socket`, `relay` and `session`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,9 @@ pub struct WorkerConfig {
     pub shutdown: Arc<AtomicBool>,
     pub shutdown_timeout: Duration,
     pub busy_poll: Duration,
+    /// During a drain: how many connections still have bytes to send, for the main thread
+    /// (written by this worker only, read when a second signal cuts the drain short).
+    pub draining: Arc<AtomicUsize>,
 }
 
 /// A running worker's state. Field order matters for drop: the ring goes first (cancelling
@@ -64,6 +67,7 @@ pub struct Worker {
     pool: Pool,
     shutdown: Arc<AtomicBool>,
     shutdown_timeout: Duration,
+    draining: Arc<AtomicUsize>,
     stop_by: Option<Instant>,
     /// Connections that still have bytes to send (see `Conn::is_settled`).
     unsettled: usize,
@@ -73,6 +77,7 @@ pub struct Worker {
     dirty: Vec<Key>,
     tick_armed: bool,
     busy_poll: Duration,
+    accept_failures: AcceptFailures,
 }
 
 impl Worker {
@@ -100,12 +105,14 @@ impl Worker {
             pool: Pool::new(cfg.buffers as usize),
             shutdown: cfg.shutdown,
             shutdown_timeout: cfg.shutdown_timeout,
+            draining: cfg.draining,
             stop_by: None,
             unsettled: 0,
             starved: Vec::new(),
             dirty: Vec::new(),
             tick_armed: false,
             busy_poll: cfg.busy_poll,
+            accept_failures: AcceptFailures::default(),
         })
     }
 
@@ -154,6 +161,7 @@ impl Worker {
                 self.unstarve(now);
             }
             if let Some(by) = self.stop_by {
+                self.draining.store(self.unsettled, Ordering::Relaxed);
                 if self.unsettled == 0 {
                     return Ok(());
                 }
@@ -249,6 +257,7 @@ impl Worker {
                 self.arm_accept(i);
             }
         }
+        self.accept_failures.flush(self.id, now);
         self.expire(now);
     }
 
@@ -298,7 +307,7 @@ impl Worker {
             Some(_) => {}
             None => {
                 if self.stop_by.is_none() && c.result != -libc::ECANCELED {
-                    warn!(worker = self.id, errno = -c.result, "accept failed");
+                    self.accept_failures.record(self.id, -c.result, now);
                 }
             }
         }
@@ -332,6 +341,50 @@ impl Worker {
     }
 }
 
+/// Accept failures (EMFILE when the descriptors run out) are retried every tick; they are
+/// logged at most once per [`AcceptFailures::EVERY`], with how many happened since.
+#[derive(Default)]
+struct AcceptFailures {
+    unreported: u64,
+    last_errno: i32,
+    reported_at: Option<Instant>,
+}
+
+impl AcceptFailures {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn record(&mut self, worker: usize, errno: i32, now: Instant) {
+        self.unreported += 1;
+        self.last_errno = errno;
+        if self.reported_at.is_none_or(|t| now >= t + Self::EVERY) {
+            self.report(worker, now);
+        }
+    }
+
+    /// Reports failures left unreported once the interval has passed.
+    fn flush(&mut self, worker: usize, now: Instant) {
+        if self.unreported > 0 && self.reported_at.is_some_and(|t| now >= t + Self::EVERY) {
+            self.report(worker, now);
+        }
+    }
+
+    fn report(&mut self, worker: usize, now: Instant) {
+        let error = std::io::Error::from_raw_os_error(self.last_errno);
+        let hint = if matches!(self.last_errno, libc::EMFILE | libc::ENFILE) {
+            " (out of file descriptors: raise `ulimit -n` or LimitNOFILE)"
+        } else {
+            ""
+        };
+        warn!(
+            worker,
+            failures = self.unreported,
+            "accept failed: {error}{hint}; retrying every 100 ms, next report in 10 s at most"
+        );
+        self.unreported = 0;
+        self.reported_at = Some(now);
+    }
+}
+
 /// Exponentially weighted share of loop time spent working rather than waiting.
 #[derive(Default)]
 struct Duty {
@@ -358,6 +411,26 @@ impl Duty {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_failures_are_reported_at_most_every_ten_seconds() {
+        let t0 = Instant::now();
+        let mut a = AcceptFailures::default();
+        a.record(0, libc::EMFILE, t0);
+        assert_eq!(
+            (a.unreported, a.reported_at),
+            (0, Some(t0)),
+            "the first is reported"
+        );
+        for i in 1..=99 {
+            a.record(0, libc::EMFILE, t0 + Duration::from_millis(100 * i));
+        }
+        assert_eq!(a.unreported, 99, "ten a second for ten seconds: held back");
+        a.flush(0, t0 + Duration::from_millis(9_950));
+        assert_eq!(a.unreported, 99);
+        a.flush(0, t0 + Duration::from_secs(10));
+        assert_eq!(a.unreported, 0, "reported with their count");
+    }
 
     #[test]
     fn duty_polls_only_while_mostly_idle() {

@@ -22,6 +22,7 @@ mod phase;
 mod tests;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -93,6 +94,8 @@ pub enum CloseReason {
     ConnectFailed(i32),
     /// The origin did not accept in time.
     ConnectTimeout,
+    /// The origin socket could not be created here (errno: out of descriptors or memory).
+    OriginSocket(i32),
     /// The origin ended its stream.
     OriginEof,
     /// The origin's socket failed (errno).
@@ -107,6 +110,74 @@ pub enum CloseReason {
     /// The origin stopped reading: bytes queued to it made no progress for the send-stall
     /// timeout (closed with 1011).
     OriginStalled,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Origin => "origin",
+            Side::Server => "ringway",
+        })
+    }
+}
+
+/// In words, for logs: `client sent Close 1000 (normal closure)`,
+/// `origin connect failed: Connection refused (os error 111)`.
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let os = |e: i32| std::io::Error::from_raw_os_error(e);
+        match *self {
+            CloseReason::ClientClose(Some(code)) => {
+                write!(f, "client sent Close {code} ({})", CloseCode(code).name())
+            }
+            CloseReason::ClientClose(None) => f.write_str("client sent Close without a code"),
+            CloseReason::ClientEof => f.write_str("client closed TCP without a Close frame"),
+            CloseReason::ClientError(e) => write!(f, "client connection failed: {}", os(e)),
+            CloseReason::Protocol(code) => write!(
+                f,
+                "client broke the WebSocket protocol, closed with {code} ({})",
+                CloseCode(code).name()
+            ),
+            CloseReason::Refused(status) => write!(
+                f,
+                "upgrade refused with {status} {}",
+                handshake::reason_phrase(status)
+            ),
+            CloseReason::HandshakeTimeout => {
+                f.write_str("client did not finish the upgrade request in time")
+            }
+            CloseReason::ConnectFailed(e) => write!(f, "origin connect failed: {}", os(e)),
+            CloseReason::ConnectTimeout => f.write_str("origin did not accept in time"),
+            CloseReason::OriginSocket(e) => {
+                write!(f, "cannot create a socket to the origin: {}", os(e))
+            }
+            CloseReason::OriginEof => f.write_str("origin closed the connection"),
+            CloseReason::OriginError(e) => write!(f, "origin connection failed: {}", os(e)),
+            CloseReason::IdleTimeout => f.write_str("no bytes moved for the idle timeout"),
+            CloseReason::Shutdown => f.write_str("ringway is shutting down"),
+            CloseReason::ClientStalled => {
+                f.write_str("client stopped reading for the send-stall timeout (Close 1008)")
+            }
+            CloseReason::OriginStalled => {
+                f.write_str("origin stopped reading for the send-stall timeout (Close 1011)")
+            }
+        }
+    }
+}
+
+/// An upgrade answered with an HTTP error instead of 101: what the client was told, and what it
+/// asked for when its request could be parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status sent.
+    pub status: u16,
+    /// The body sent (why, in words).
+    pub reason: &'static str,
+    /// The request's Host header, if the request parsed and had one.
+    pub host: Option<String>,
+    /// The request's path, if the request parsed.
+    pub path: Option<String>,
 }
 
 /// Who closed a tunnel and why.
@@ -169,6 +240,8 @@ pub struct Tunnel {
     config: Arc<TunnelConfig>,
     intents: VecDeque<Intent>,
     record: Option<CloseRecord>,
+    /// Set when the upgrade was refused (rare: boxed, so a tunnel pays one pointer for it).
+    refusal: Option<Box<Refusal>>,
     route: Option<u32>,
     idle_timeout: Option<Duration>,
     last_activity: Instant,
@@ -197,6 +270,7 @@ impl Tunnel {
             config,
             intents: VecDeque::new(),
             record: None,
+            refusal: None,
             route: None,
             idle_timeout: None,
             last_activity: now,
@@ -214,6 +288,11 @@ impl Tunnel {
     /// Who closed the tunnel and why, once known.
     pub fn close_record(&self) -> Option<CloseRecord> {
         self.record
+    }
+
+    /// The HTTP error the upgrade was answered with, if it was refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refusal.as_deref()
     }
 
     /// Payload byte counters.
@@ -283,7 +362,27 @@ impl Tunnel {
         self.record.get_or_insert(CloseRecord { by, reason });
     }
 
-    fn refuse(&mut self, status: u16, reason: &str, by: Side, why: CloseReason) {
+    /// Keeps the Host and path of a request that was routed but is refused (502, 503, 504).
+    fn note_target(&mut self, p: AwaitOrigin) {
+        self.refusal = Some(Box::new(Refusal {
+            status: 0,
+            reason: "",
+            host: p.request.host,
+            path: Some(p.request.path),
+        }));
+    }
+
+    fn refuse(&mut self, status: u16, reason: &'static str, by: Side, why: CloseReason) {
+        let refusal = self.refusal.get_or_insert_with(|| {
+            Box::new(Refusal {
+                status,
+                reason,
+                host: None,
+                path: None,
+            })
+        });
+        refusal.status = status;
+        refusal.reason = reason;
         let mut out = Vec::with_capacity(160);
         let extra: &[(&str, &str)] = if status == 426 {
             &[("Sec-WebSocket-Version", "13")]
@@ -374,6 +473,12 @@ impl Tunnel {
             }
             Ok(Some((req, head_len))) => {
                 let Some((idx, route)) = routes.lookup(req.host.as_deref(), &req.path) else {
+                    self.refusal = Some(Box::new(Refusal {
+                        status: 404,
+                        reason: "",
+                        host: req.host,
+                        path: Some(req.path),
+                    }));
                     self.refuse(
                         404,
                         "no route for this path",
@@ -431,9 +536,14 @@ impl Tunnel {
 
     /// The origin connection failed (negated errno from the kernel, or a positive errno).
     pub fn handle_origin_connect_failed(&mut self, errno: i32, _now: Instant) {
-        if !matches!(self.phase, Phase::AwaitOrigin(_)) {
-            return;
-        }
+        let p = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::AwaitOrigin(p) => p,
+            other => {
+                self.phase = other;
+                return;
+            }
+        };
+        self.note_target(p);
         self.intents.push_back(Intent::AbortOrigin);
         let reason = "origin refused the connection";
         self.refuse(
@@ -441,6 +551,26 @@ impl Tunnel {
             reason,
             Side::Origin,
             CloseReason::ConnectFailed(errno.abs()),
+        );
+    }
+
+    /// The origin socket could not be created here (out of descriptors or memory): 503, since
+    /// this server, not the origin, is out of resources.
+    pub fn handle_origin_socket_failed(&mut self, errno: i32, _now: Instant) {
+        let p = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::AwaitOrigin(p) => p,
+            other => {
+                self.phase = other;
+                return;
+            }
+        };
+        self.note_target(p);
+        self.intents.push_back(Intent::AbortOrigin);
+        self.refuse(
+            503,
+            "no resources to reach the origin, try again later",
+            Side::Server,
+            CloseReason::OriginSocket(errno.abs()),
         );
     }
 
@@ -568,7 +698,8 @@ impl Tunnel {
                     why,
                 );
             }
-            Phase::AwaitOrigin(_) => {
+            Phase::AwaitOrigin(p) => {
+                self.note_target(p);
                 self.intents.push_back(Intent::AbortOrigin);
                 let why = CloseReason::ConnectTimeout;
                 self.refuse(504, "origin did not accept in time", Side::Origin, why);
@@ -630,7 +761,8 @@ impl Tunnel {
                 let why = CloseReason::Shutdown;
                 self.refuse(503, "server shutting down", Side::Server, why);
             }
-            Phase::AwaitOrigin(_) => {
+            Phase::AwaitOrigin(p) => {
+                self.note_target(p);
                 self.intents.push_back(Intent::AbortOrigin);
                 let why = CloseReason::Shutdown;
                 self.refuse(503, "server shutting down", Side::Server, why);

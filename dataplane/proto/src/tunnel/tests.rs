@@ -384,8 +384,22 @@ fn protocol_errors_close_with_their_code() {
 fn refusals_are_http_responses() {
     let mut p = Pair::new(None);
     p.client_sends(b"GET /nope HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-    assert!(String::from_utf8_lossy(&p.to_client).starts_with("HTTP/1.1 404 "));
+    assert!(String::from_utf8_lossy(&p.to_client).starts_with("HTTP/1.1 404 Not Found\r\n"));
     assert!(p.finished && p.client_closed && p.connect.is_none());
+    // The log names what was asked for.
+    let r = p.tunnel.refusal().expect("a refusal");
+    assert_eq!(
+        (r.status, r.host.as_deref(), r.path.as_deref()),
+        (404, Some("h"), Some("/nope"))
+    );
+    assert_eq!(r.reason, "no route for this path");
+
+    // A request that does not parse: status and reason, no Host or path.
+    let mut p = Pair::new(None);
+    p.client_sends(b"BREW /pot HTCPCP/1.0\r\n\r\n");
+    assert!(String::from_utf8_lossy(&p.to_client).starts_with("HTTP/1.1 4"));
+    let r = p.tunnel.refusal().expect("a refusal");
+    assert!(r.status >= 400 && r.path.is_none(), "{r:?}");
 
     let mut p = Pair::new(None);
     p.client_sends(&UPGRADE.to_vec().repeat(1)[..UPGRADE.len() - 2]);
@@ -399,6 +413,28 @@ fn refusals_are_http_responses() {
         CloseRecord {
             by: Side::Origin,
             reason: CloseReason::ConnectFailed(111)
+        }
+    );
+    let r = p.tunnel.refusal().expect("a refusal");
+    assert_eq!(
+        (r.status, r.host.as_deref(), r.path.as_deref()),
+        (502, Some("edge.example"), Some("/db"))
+    );
+
+    // No descriptor for the origin socket: this server is out of resources, not the origin.
+    let mut p = Pair::new(None);
+    p.client_sends(UPGRADE);
+    p.tunnel.handle_origin_socket_failed(24, p.now);
+    p.drain();
+    assert!(
+        String::from_utf8_lossy(&p.to_client).starts_with("HTTP/1.1 503 Service Unavailable\r\n")
+    );
+    assert!(p.origin_aborted && p.finished);
+    assert_eq!(
+        p.record(),
+        CloseRecord {
+            by: Side::Server,
+            reason: CloseReason::OriginSocket(24)
         }
     );
 
@@ -427,7 +463,7 @@ fn timeouts_handshake_connect_idle() {
     p.advance(Duration::from_secs(9));
     assert!(!p.finished);
     p.advance(Duration::from_secs(1));
-    assert!(String::from_utf8_lossy(&p.to_client).starts_with("HTTP/1.1 408 "));
+    assert!(String::from_utf8_lossy(&p.to_client).starts_with("HTTP/1.1 408 Request Timeout\r\n"));
     assert!(p.finished);
     assert_eq!(
         p.record(),
@@ -626,4 +662,54 @@ fn a_client_that_half_closes_without_pipelined_bytes_aborts_the_connect() {
     p.drain();
     assert!(p.origin_aborted && p.finished);
     assert_eq!(p.record().reason, CloseReason::ClientEof);
+}
+
+#[test]
+fn close_reasons_read_as_words() {
+    let cases = [
+        (
+            CloseReason::ClientClose(Some(1000)),
+            "client sent Close 1000 (normal closure)",
+        ),
+        (
+            CloseReason::ConnectFailed(111),
+            "origin connect failed: Connection refused (os error 111)",
+        ),
+        (
+            CloseReason::Protocol(1009),
+            "client broke the WebSocket protocol, closed with 1009 (message too big)",
+        ),
+        (
+            CloseReason::Refused(404),
+            "upgrade refused with 404 Not Found",
+        ),
+        (
+            CloseReason::OriginSocket(24),
+            "cannot create a socket to the origin: Too many open files (os error 24)",
+        ),
+        (CloseReason::OriginEof, "origin closed the connection"),
+    ];
+    for (reason, words) in cases {
+        assert_eq!(reason.to_string(), words);
+    }
+    assert_eq!(Side::Server.to_string(), "ringway");
+    for r in [
+        CloseReason::ClientClose(None),
+        CloseReason::ClientEof,
+        CloseReason::ClientError(104),
+        CloseReason::HandshakeTimeout,
+        CloseReason::ConnectTimeout,
+        CloseReason::OriginError(104),
+        CloseReason::IdleTimeout,
+        CloseReason::Shutdown,
+        CloseReason::ClientStalled,
+        CloseReason::OriginStalled,
+    ] {
+        let text = r.to_string();
+        assert!(
+            !text.contains('(') || text.contains("os error") || text.contains("Close 10"),
+            "no Debug text: {text}"
+        );
+        assert!(text.len() > 10 && !text.contains("Some"), "{text}");
+    }
 }

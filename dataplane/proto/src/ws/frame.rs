@@ -73,6 +73,30 @@ impl Opcode {
 pub struct CloseCode(pub u16);
 
 impl CloseCode {
+    /// The code's name from RFC 6455 §7.4.1 (and the IANA registry), for logs.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            1000 => "normal closure",
+            1001 => "going away",
+            1002 => "protocol error",
+            1003 => "unsupported data",
+            1005 => "no status received",
+            1006 => "abnormal closure",
+            1007 => "invalid payload data",
+            1008 => "policy violation",
+            1009 => "message too big",
+            1010 => "mandatory extension",
+            1011 => "internal error",
+            1012 => "service restart",
+            1013 => "try again later",
+            1014 => "bad gateway",
+            1015 => "TLS handshake",
+            3000..=3999 => "registered code",
+            4000..=4999 => "application code",
+            _ => "unknown code",
+        }
+    }
+
     pub const NORMAL: CloseCode = CloseCode(1000);
     pub const GOING_AWAY: CloseCode = CloseCode(1001);
     pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);

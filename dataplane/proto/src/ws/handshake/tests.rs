@@ -303,6 +303,8 @@ fn refusal_response() {
     for (status, phrase) in [
         (400, "Bad Request"),
         (404, "Not Found"),
+        (408, "Request Timeout"),
+        (426, "Upgrade Required"),
         (431, "Request Header Fields Too Large"),
         (500, "Internal Server Error"),
         (502, "Bad Gateway"),
