@@ -1,34 +1,73 @@
 //! `ringway run` with no `--config` uses the embedded default: 127.0.0.1:8080 with `/echo` routed
 //! to a built-in echo origin.
 //!
-//! This is the only test in the suite that uses a fixed port, and it lives alone in this file so
-//! that its test binary never runs it beside another test (cargo runs test binaries one after
-//! another). It first checks that 8080 is free, so a foreign listener fails it with a clear message.
+//! Port 8080 on this machine may be taken (by the README's first command, still running, say),
+//! so the test does not use it: it runs ringway and a third-party client (Python websockets) in a
+//! network namespace of their own (`unshare -rn`, util-linux; `ip` from iproute2 brings its
+//! loopback up), where 127.0.0.1:8080 is always free. Both tools are needed and checked loudly.
 
-use std::net::TcpListener;
+use std::process::Command;
 use std::time::Duration;
 
-use ringway_e2e::server::Ringway;
-use ringway_e2e::ws;
+use ringway_e2e::server::{binary, run_command};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_without_config_serves_builtin_echo_on_8080() {
-    match TcpListener::bind("127.0.0.1:8080") {
-        Ok(probe) => drop(probe),
-        Err(e) => {
-            panic!("127.0.0.1:8080 is taken by another process ({e}); free it to run this test")
-        }
-    }
-    let mut server = Ringway::start_default();
-    assert_eq!(
-        server.port, 8080,
-        "embedded default must listen on 127.0.0.1:8080"
+const SCRIPT: &str = r#"
+set -u
+ip link set lo up || { echo "cannot bring lo up in the namespace"; exit 97; }
+out=$(mktemp)
+"$RINGWAY" run >"$out" 2>/dev/null &
+rw=$!
+for _ in $(seq 1 100); do
+  grep -q 'listening on' "$out" && break
+  sleep 0.1
+done
+cat "$out"
+python3 - <<'EOF'
+import asyncio, websockets
+async def main():
+    async with websockets.connect("ws://127.0.0.1:8080/echo") as ws:
+        await ws.send(b"embedded default echo")
+        got = await asyncio.wait_for(ws.recv(), 10)
+        assert got == b"embedded default echo", got
+        print("echo ok")
+asyncio.run(main())
+EOF
+kill -TERM "$rw"
+wait "$rw"
+echo "exit=$?"
+"#;
+
+#[test]
+fn run_without_config_serves_builtin_echo_on_8080() {
+    // Taken on the host for the length of the test (unless something else already holds it):
+    // the namespace must make that irrelevant.
+    let _host_8080 = std::net::TcpListener::bind("127.0.0.1:8080");
+    let unshare = Command::new("unshare").arg("--version").output();
+    assert!(
+        unshare.is_ok_and(|o| o.status.success()),
+        "this test needs `unshare` (util-linux) to get a network namespace with a free port 8080"
     );
-    ws::echo_once("ws://127.0.0.1:8080/echo", b"embedded default echo").await;
-    let status = server.terminate(Duration::from_secs(10)).await;
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM: {status}"
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-rn", "sh", "-c", SCRIPT])
+        .env("RINGWAY", binary());
+    let out = run_command(cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "unshare -rn failed ({}): {stdout}{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("listening on ws://127.0.0.1:8080\n"),
+        "embedded default must listen on 127.0.0.1:8080: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("echo ok"),
+        "the built-in echo must answer: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("exit=0"),
+        "exit status after SIGTERM must be 0: {stdout}{stderr}"
     );
 }
