@@ -106,28 +106,3 @@ proptest! {
         prop_assert_eq!(fast, slow);
     }
 }
-
-/// By hand: `cargo test --release -p ringway-proto --lib ws::mask -- --ignored --nocapture`.
-#[test]
-#[ignore = "throughput check, run by hand with --release"]
-fn throughput() {
-    use std::hint::black_box;
-    use std::time::Instant;
-    for size in [16usize, 1024, 64 * 1024, 1 << 20] {
-        let mut buf = pattern(size);
-        let total: usize = 2 << 30;
-        let iters = (total / size).max(1);
-        let mut best = f64::MAX;
-        for _ in 0..3 {
-            let t = Instant::now();
-            let mut off = 0;
-            for _ in 0..iters {
-                off = apply_mask(black_box(&mut buf), black_box([1, 2, 3, 4]), black_box(off));
-            }
-            black_box(&buf);
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        let gbps = (iters * size) as f64 / best / 1e9;
-        println!("apply_mask {size:>8} B: {gbps:6.2} GB/s");
-    }
-}
