@@ -1,15 +1,27 @@
 //! The TOML configuration (`ringway run --config FILE`) and the embedded default.
 //!
 //! Every error names the key and the line: unknown keys and type errors come from serde with
-//! the span toml reports; checks made after parsing use the spans kept with `Spanned`.
+//! the span toml reports; checks made after parsing use the spans kept with `Spanned`. Beyond
+//! types, a config is refused when part of it could never take effect: a route no request can
+//! match (`matchable`), two routes that are one, a CPU this process may not run on. What is
+//! legal but probably a mistake (no routes at all) is a warning in [`Config::warnings`].
 
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
 use std::time::Duration;
 
 use ringway_proto::route::{Route, RouteTable};
 use ringway_proto::tunnel::TunnelConfig;
+use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
+
+mod matchable;
+#[cfg(test)]
+mod tests;
 
 /// Worker threads: a count, or the CPUs to pin one worker each to.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -79,7 +91,7 @@ pub struct Listener {
 pub struct RouteConfig {
     pub path: Spanned<String>,
     #[serde(default)]
-    pub host: Option<String>,
+    pub host: Option<Spanned<String>>,
     pub origin: Spanned<String>,
     #[serde(default)]
     pub name: Option<String>,
@@ -91,17 +103,52 @@ pub struct RouteConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    workers: Option<Workers>,
+    workers: Option<Spanned<Workers>>,
     #[serde(default)]
     limits: Option<Limits>,
     #[serde(default)]
     timeouts: Option<Timeouts>,
     #[serde(default)]
     engine: Option<Engine>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "listener_tables")]
     listener: Vec<Listener>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "route_tables")]
     route: Vec<RouteConfig>,
+}
+
+fn listener_tables<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Listener>, D::Error> {
+    d.deserialize_seq(ArrayOfTables("listener", PhantomData))
+}
+
+fn route_tables<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteConfig>, D::Error> {
+    d.deserialize_seq(ArrayOfTables("route", PhantomData))
+}
+
+/// `[[key]]`: an array of tables. A single `[key]` table, the one-bracket slip, is refused
+/// with the fix instead of serde's "invalid type: map, expected a sequence".
+struct ArrayOfTables<T>(&'static str, PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ArrayOfTables<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an array of tables `[[{}]]`", self.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut tables = Vec::new();
+        while let Some(t) = seq.next_element()? {
+            tables.push(t);
+        }
+        Ok(tables)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Vec<T>, A::Error> {
+        let key = self.0;
+        Err(A::Error::custom(format!(
+            "`[{key}]` is a single table; {key}s are an array of tables: write `[[{key}]]`"
+        )))
+    }
 }
 
 fn d_max_header() -> usize {
@@ -167,6 +214,9 @@ pub struct Config {
     pub engine: Engine,
     pub listeners: Vec<SocketAddr>,
     pub routes: RouteTable,
+    /// What is legal but probably a mistake, worded for the operator (`check` prints these,
+    /// `run` logs them).
+    pub warnings: Vec<String>,
 }
 
 /// A configuration error, already worded for the operator (key and line).
@@ -181,38 +231,45 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// The config text and the file name errors are reported under.
+struct Source<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Source<'_> {
+    /// The 1-based line holding byte `offset`.
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    /// An error about `key` at `span`.
+    fn at(&self, span: Range<usize>, key: &str, msg: impl fmt::Display) -> ConfigError {
+        let (file, line) = (self.file, self.line(span.start));
+        ConfigError(format!("{file}: line {line}: `{key}`: {msg}"))
+    }
 }
 
 impl Config {
     /// Parses and validates `text` (the contents of `file`, named in errors).
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let src = Source { text, file };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            let msg = e.message().trim().to_string();
-            match line {
-                Some(l) => ConfigError(format!("{file}: line {l}: {msg}")),
+            let msg = e.message().trim();
+            match e.span() {
+                Some(s) => ConfigError(format!("{file}: line {}: {msg}", src.line(s.start))),
                 None => ConfigError(format!("{file}: {msg}")),
             }
         })?;
-        let at = |span: std::ops::Range<usize>, key: &str, msg: String| {
-            ConfigError(format!(
-                "{file}: line {}: `{key}`: {msg}",
-                line_of(text, span.start)
-            ))
-        };
-        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let cpus = match raw.workers {
-            None => (0..ncpu).map(Some).collect(),
-            Some(Workers::Count(0)) => {
-                return Err(ConfigError(format!("{file}: `workers` must be at least 1")))
+        let cpus = match &raw.workers {
+            None => {
+                let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (0..ncpu).map(Some).collect()
             }
-            Some(Workers::Count(n)) => (0..n).map(|i| (n <= ncpu).then_some(i)).collect(),
-            Some(Workers::Cpus(list)) if list.is_empty() => {
-                return Err(ConfigError(format!("{file}: `workers` lists no CPU")))
-            }
-            Some(Workers::Cpus(list)) => list.into_iter().map(Some).collect(),
+            Some(w) => cpus(&src, w, available_cpus().as_deref())?,
         };
         if raw.listener.is_empty() {
             return Err(ConfigError(format!(
@@ -222,38 +279,18 @@ impl Config {
         let mut listeners = Vec::new();
         for l in &raw.listener {
             let addr = l.addr.get_ref().parse::<SocketAddr>().map_err(|_| {
-                at(
-                    l.addr.span(),
-                    "listener.addr",
-                    format!("{:?} is not an IP:port address", l.addr.get_ref()),
-                )
+                let msg = format!("{:?} is not an IP:port address", l.addr.get_ref());
+                src.at(l.addr.span(), "listener.addr", msg)
             })?;
             listeners.push(addr);
         }
-        let mut routes = Vec::new();
-        for r in &raw.route {
-            let path = r.path.get_ref();
-            if !path.starts_with('/') {
-                let msg = format!("{path:?} must start with '/'");
-                return Err(at(r.path.span(), "route.path", msg));
-            }
-            let origin = resolve(r.origin.get_ref())
-                .map_err(|msg| at(r.origin.span(), "route.origin", msg))?;
-            let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
-            let name = r.name.clone().unwrap_or_else(|| match &host {
-                Some(h) => format!("{h}{path}"),
-                None => path.clone(),
-            });
-            routes.push(Route {
-                name,
-                host,
-                path: path.clone(),
-                origin,
-                idle_timeout: (r.idle_timeout_ms > 0)
-                    .then(|| Duration::from_millis(r.idle_timeout_ms)),
-            });
+        let routes = routes(&src, &raw.route)?;
+        let mut warnings = Vec::new();
+        if routes.routes().is_empty() {
+            warnings.push(format!(
+                "{file}: no `[[route]]`: every WebSocket upgrade will be refused with 404"
+            ));
         }
-        let routes = RouteTable::new(1, routes).map_err(|e| ConfigError(format!("{file}: {e}")))?;
         let engine = raw.engine.unwrap_or_default();
         if !engine.buffers.is_power_of_two() || engine.buffers > 32768 {
             return Err(ConfigError(format!(
@@ -272,6 +309,7 @@ impl Config {
             engine,
             listeners,
             routes,
+            warnings,
         })
     }
 
@@ -287,6 +325,132 @@ impl Config {
     }
 }
 
+/// The CPUs this process may run on (its affinity mask); `None` if it cannot be read.
+fn available_cpus() -> Option<Vec<usize>> {
+    core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect())
+}
+
+/// One pinned worker per CPU; a count `n` pins to CPUs `0..n` when that many exist and
+/// leaves the workers unpinned otherwise. A listed CPU must be in `available` (when known).
+fn cpus(
+    src: &Source<'_>,
+    workers: &Spanned<Workers>,
+    available: Option<&[usize]>,
+) -> Result<Vec<Option<usize>>, ConfigError> {
+    let at = |msg: String| src.at(workers.span(), "workers", msg);
+    match workers.get_ref() {
+        Workers::Count(0) => Err(at("must be at least 1".to_string())),
+        Workers::Count(n) => {
+            let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Ok((0..*n).map(|i| (*n <= ncpu).then_some(i)).collect())
+        }
+        Workers::Cpus(list) if list.is_empty() => Err(at("lists no CPU".to_string())),
+        Workers::Cpus(list) => {
+            if let Some(available) = available {
+                if let Some(cpu) = list.iter().find(|c| !available.contains(c)) {
+                    return Err(at(format!(
+                        "CPU {cpu} does not exist or is outside this process's CPU affinity; \
+                         available CPUs: {}",
+                        cpu_ranges(available)
+                    )));
+                }
+            }
+            Ok(list.iter().copied().map(Some).collect())
+        }
+    }
+}
+
+/// `[0, 1, 2, 5, 7, 8]` as `0-2, 5, 7-8`.
+fn cpu_ranges(cpus: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &c in cpus {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == c => *end = c,
+            _ => ranges.push((c, c)),
+        }
+    }
+    let words: Vec<String> = ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    if words.is_empty() {
+        "none".to_string()
+    } else {
+        words.join(", ")
+    }
+}
+
+/// The route table. Every host and path must be matchable by some request, and no two routes
+/// may be one: routes are one when their hosts are equal ignoring case and their paths are
+/// equal ignoring a trailing `/` (the normalisation `RouteTable::new` applies).
+fn routes(src: &Source<'_>, raw: &[RouteConfig]) -> Result<RouteTable, ConfigError> {
+    let mut routes = Vec::new();
+    let mut seen: HashMap<(Option<String>, &str), &RouteConfig> = HashMap::new();
+    for r in raw {
+        let path = r.path.get_ref();
+        if let Some(msg) = matchable::path_problem(path) {
+            return Err(src.at(r.path.span(), "route.path", msg));
+        }
+        if let Some(h) = &r.host {
+            if let Some(msg) = matchable::host_problem(h.get_ref()) {
+                return Err(src.at(h.span(), "route.host", msg));
+            }
+        }
+        let host = r.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+        let same = (host.clone(), normalised(path));
+        if let Some(first) = seen.insert(same, r) {
+            let (this, that) = (as_written(r), as_written(first));
+            let why = if this == that {
+                ""
+            } else {
+                " (paths match without a trailing '/', hosts ignoring case)"
+            };
+            let line = src.line(first.path.span().start);
+            let msg =
+                format!("route {this} is the same route as {that} at line {line}{why}; remove one");
+            return Err(src.at(r.path.span(), "route.path", msg));
+        }
+        let origin = resolve(r.origin.get_ref())
+            .map_err(|msg| src.at(r.origin.span(), "route.origin", msg))?;
+        let name = r.name.clone().unwrap_or_else(|| match &host {
+            Some(h) => format!("{h}{path}"),
+            None => path.clone(),
+        });
+        routes.push(Route {
+            name,
+            host,
+            path: path.clone(),
+            origin,
+            idle_timeout: (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms)),
+        });
+    }
+    RouteTable::new(1, routes).map_err(|e| ConfigError(format!("{}: {e}", src.file)))
+}
+
+/// `path` as the route table keys it: without a trailing `/`, except the root.
+fn normalised(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+/// A route's host and path as the file spells them: `host = "A.example", path = "/db/"`.
+fn as_written(r: &RouteConfig) -> String {
+    match &r.host {
+        Some(h) => format!("host = {:?}, path = {:?}", h.get_ref(), r.path.get_ref()),
+        None => format!("path = {:?}", r.path.get_ref()),
+    }
+}
+
 fn resolve(origin: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = origin.parse::<SocketAddr>() {
         return Ok(a);
@@ -296,52 +460,5 @@ fn resolve(origin: &str) -> Result<SocketAddr, String> {
             .next()
             .ok_or_else(|| format!("{origin:?} resolves to no address")),
         Err(e) => Err(format!("{origin:?} is not a host:port origin ({e})")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn smallest_config_parses() {
-        let c = Config::parse(
-            "[[listener]]\naddr = \"127.0.0.1:8080\"\n\n[[route]]\npath = \"/db\"\norigin = \"127.0.0.1:5432\"\n",
-            "t.toml",
-        )
-        .unwrap();
-        assert_eq!(c.listeners, vec!["127.0.0.1:8080".parse().unwrap()]);
-        assert_eq!(c.routes.routes()[0].origin.port(), 5432);
-        assert_eq!(c.tunnel().handshake_timeout, Duration::from_secs(10));
-    }
-
-    #[test]
-    fn unknown_key_names_key_and_line() {
-        let e = Config::parse(
-            "[[listener]]\naddr = \"127.0.0.1:1\"\nbogus = 1\n",
-            "t.toml",
-        )
-        .unwrap_err()
-        .0;
-        assert!(e.contains("bogus") && e.contains("line 3"), "{e}");
-    }
-
-    #[test]
-    fn bad_value_names_key_and_line() {
-        let e = Config::parse("\n[[listener]]\naddr = \"nope\"\n", "t.toml")
-            .unwrap_err()
-            .0;
-        assert!(e.contains("listener.addr") && e.contains("line 3"), "{e}");
-        let e = Config::parse(
-            "[[listener]]\naddr = \"127.0.0.1:1\"\n[[route]]\npath = \"db\"\norigin = \"127.0.0.1:1\"\n",
-            "t.toml",
-        )
-        .unwrap_err()
-        .0;
-        assert!(e.contains("route.path") && e.contains("line 4"), "{e}");
-        let e = Config::parse("[timeouts]\nhandshake_ms = \"x\"\n", "t.toml")
-            .unwrap_err()
-            .0;
-        assert!(e.contains("line 2"), "{e}");
     }
 }
