@@ -156,7 +156,10 @@ impl Ringway {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("listening on ws://127.0.0.1:") {
+                    let rest = line
+                        .strip_prefix("listening on ws://127.0.0.1:")
+                        .or_else(|| line.strip_prefix("listening on wss://127.0.0.1:"));
+                    if let Some(rest) = rest {
                         match rest.trim_end().parse::<u16>() {
                             Ok(port) if port != 0 => return port,
                             _ => panic!("bad listening line {line:?}"),

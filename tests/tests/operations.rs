@@ -74,7 +74,7 @@ async fn sighup_is_logged_and_ignored() {
     let mut ws = ws::connect(&server.url("/echo")).await;
     server.signal("HUP");
     server
-        .await_log_line(&["SIGHUP received", "ignored"], LOG_WAIT)
+        .await_log_line(&["SIGHUP received", "nothing to reload"], LOG_WAIT)
         .await
         .unwrap_or_else(|| panic!("no SIGHUP line:\n{}", server.log_tail()));
     assert!(

@@ -11,6 +11,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ringway_proto::route::{Route, RouteTable};
@@ -18,6 +19,8 @@ use ringway_proto::tunnel::TunnelConfig;
 use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::tls::{CertFiles, TlsFiles};
 
 mod matchable;
 #[cfg(test)]
@@ -84,6 +87,37 @@ pub struct Engine {
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub addr: Spanned<String>,
+    /// `tls = { cert = "...", key = "..." }`, with `[[listener.tls.sni]]` entries for more
+    /// certificates chosen by SNI.
+    #[serde(default)]
+    pub tls: Option<Spanned<TlsConfig>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub sni: Vec<SniCert>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCert {
+    pub names: Vec<String>,
+    pub cert: String,
+    pub key: String,
+}
+
+/// A listener as validated: its address and, for `wss://`, its TLS files (paths relative to the
+/// config file's directory are resolved against it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    /// The line of its `tls` key, for errors about the files.
+    pub tls_line: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -212,7 +246,7 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub engine: Engine,
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerConfig>,
     pub routes: RouteTable,
     /// What is legal but probably a mistake, worded for the operator (`check` prints these,
     /// `run` logs them).
@@ -282,7 +316,15 @@ impl Config {
                 let msg = format!("{:?} is not an IP:port address", l.addr.get_ref());
                 src.at(l.addr.span(), "listener.addr", msg)
             })?;
-            listeners.push(addr);
+            let (tls, tls_line) = match &l.tls {
+                None => (None, 0),
+                Some(t) => (Some(tls_files(&src, t)?), src.line(t.span().start)),
+            };
+            listeners.push(ListenerConfig {
+                addr,
+                tls,
+                tls_line,
+            });
         }
         let routes = routes(&src, &raw.route)?;
         let mut warnings = Vec::new();
@@ -323,6 +365,42 @@ impl Config {
             close_timeout: Duration::from_millis(self.timeouts.close_ms),
         }
     }
+}
+
+fn tls_files(src: &Source<'_>, t: &Spanned<TlsConfig>) -> Result<TlsFiles, ConfigError> {
+    let dir = std::path::Path::new(src.file).parent();
+    let path = |p: &str| -> PathBuf {
+        let p = PathBuf::from(p);
+        match dir {
+            Some(d) if p.is_relative() && !src.file.starts_with('<') => d.join(p),
+            _ => p,
+        }
+    };
+    let cfg = t.get_ref();
+    let mut sni = Vec::new();
+    for entry in &cfg.sni {
+        if entry.names.is_empty() {
+            return Err(src.at(
+                t.span(),
+                "listener.tls.sni.names",
+                "an SNI certificate needs at least one name",
+            ));
+        }
+        sni.push((
+            entry.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            CertFiles {
+                cert: path(&entry.cert),
+                key: path(&entry.key),
+            },
+        ));
+    }
+    Ok(TlsFiles {
+        default: CertFiles {
+            cert: path(&cfg.cert),
+            key: path(&cfg.key),
+        },
+        sni,
+    })
 }
 
 /// The CPUs this process may run on (its affinity mask); `None` if it cannot be read.

@@ -25,7 +25,7 @@ use crate::session::Session;
 use crate::slab::Key;
 use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
 use crate::token::{tag, Op, Side};
-use crate::transport::Transport;
+use crate::transport::{Opened, Transport};
 
 /// The target of the per-tunnel log lines (`RUST_LOG=ringway::tunnel=debug` shows opens too).
 pub const LOG_TARGET: &str = "ringway::tunnel";
@@ -38,6 +38,8 @@ pub struct Conn {
     pub key: Key,
     pub session: Session,
     pub transport: Transport,
+    /// Why the TLS session failed, for the close line.
+    pub tls_error: Option<String>,
     pub client: Socket,
     pub origin: Origin,
     /// The table the upgrade was routed with (kept so logs name the route it resolved).
@@ -51,6 +53,8 @@ pub struct Conn {
     pub settled: bool,
     /// Queued for a pump at the end of the current batch of completions.
     pub dirty: bool,
+    /// In the worker's line of connections waiting for pool buffers.
+    pub waiting: bool,
 }
 
 impl Conn {
@@ -59,6 +63,7 @@ impl Conn {
         key: Key,
         fd: std::os::fd::OwnedFd,
         session: Session,
+        transport: Transport,
         routes: Arc<RouteTable>,
         limits: SocketLimits,
         now: Instant,
@@ -71,7 +76,8 @@ impl Conn {
             peer,
             key,
             session,
-            transport: Transport::Plain,
+            transport,
+            tls_error: None,
             client: Socket::new(Some(fd), limits, now),
             origin: Origin::new(limits, now),
             routes,
@@ -79,6 +85,7 @@ impl Conn {
             scheduled: None,
             settled: false,
             dirty: false,
+            waiting: false,
         }
     }
 
@@ -89,9 +96,9 @@ impl Conn {
         }
     }
 
-    /// Feeds one completion to the socket it names and the session. Returns true when a recv
-    /// ended for lack of pool buffers (the worker pumps the connection again once buffers are
-    /// back, and the socket re-arms it then).
+    /// Feeds one completion to the socket it names and the session. A recv that ended for lack
+    /// of pool buffers leaves its socket waiting (the worker's line, see
+    /// [`Conn::waits_for_buffers`]).
     pub fn on_completion(
         &mut self,
         op: Op,
@@ -100,7 +107,7 @@ impl Conn {
         ring: &mut Ring,
         pool: &Pool,
         now: Instant,
-    ) -> bool {
+    ) {
         match op {
             Op::Recv => {
                 self.socket(side).on_recv_completion(!c.more);
@@ -110,7 +117,7 @@ impl Conn {
                     } else {
                         ring.recycle(buf);
                     }
-                    return false;
+                    return;
                 }
                 match c.result {
                     0 if self.socket(side).on_eof() => {
@@ -119,7 +126,6 @@ impl Conn {
                     r if r == -libc::ENOBUFS => {
                         debug!(slot = self.key.idx, ?side, "receive buffers exhausted");
                         self.socket(side).on_starved();
-                        return true;
                     }
                     r if r == -libc::ECANCELED => {}
                     r if r < 0 && self.socket(side).on_recv_error() => {
@@ -129,7 +135,7 @@ impl Conn {
                 }
             }
             Op::Send => {
-                let Some(tx) = c.tx else { return false };
+                let Some(tx) = c.tx else { return };
                 let sent = self.socket(side).on_send_completion(tx, c.result, now);
                 if let Some(done) = sent.done {
                     ring.recycle_tx(done);
@@ -157,7 +163,6 @@ impl Conn {
             Op::Close => self.socket(side).on_close_completion(),
             Op::Cancel | Op::Tick | Op::Accept => {}
         }
-        false
     }
 
     /// Bytes received on `side`: through the session, then forwarded to the other socket.
@@ -170,14 +175,24 @@ impl Conn {
         now: Instant,
     ) {
         let len = buf.len();
+        if side == Side::Client {
+            if let Some(tls) = self.transport.tls_mut() {
+                // The records are copied into rustls: the slot goes back to the kernel at once.
+                let opened = tls.open(&ring.slot(&buf)[HEADROOM..HEADROOM + len]);
+                ring.recycle(buf);
+                self.on_opened(opened, ring, now);
+                return;
+            }
+        }
         let slot = ring.slot(&buf);
         let range = match side {
             Side::Client => {
-                let plain = self.transport.on_received(slot, HEADROOM..HEADROOM + len);
-                let r =
-                    self.session
-                        .handle_client_bytes(&mut slot[plain.clone()], &self.routes, now);
-                (plain.start + r.start)..(plain.start + r.end)
+                let r = self.session.handle_client_bytes(
+                    &mut slot[HEADROOM..HEADROOM + len],
+                    &self.routes,
+                    now,
+                );
+                (HEADROOM + r.start)..(HEADROOM + r.end)
             }
             Side::Origin => self
                 .session
@@ -189,6 +204,36 @@ impl Conn {
         };
         let through = (side == Side::Origin).then_some(&mut self.transport);
         forward(ring, pool, dest, through, buf, range, now);
+    }
+
+    /// What a TLS read gave: the handshake's reply (or an alert) to the client first, the
+    /// plaintext to the session (its payload on to the origin, in the same buffer), then the
+    /// client's close_notify or the failure.
+    fn on_opened(&mut self, opened: Opened, ring: &mut Ring, now: Instant) {
+        if let Some(reply) = opened.reply {
+            if let Err(tx) = self.client.queue(TxBuf::owned(reply), now) {
+                ring.recycle_tx(tx);
+            }
+        }
+        let mut plain = opened.plain;
+        if !plain.is_empty() {
+            let r = self
+                .session
+                .handle_client_bytes(&mut plain, &self.routes, now);
+            if !r.is_empty() && self.origin.socket.takes_bytes() {
+                plain.copy_within(r.clone(), 0);
+                plain.truncate(r.len());
+                if let Err(tx) = self.origin.socket.queue(TxBuf::owned(plain), now) {
+                    ring.recycle_tx(tx);
+                }
+            }
+        }
+        if let Some(why) = opened.failed {
+            self.tls_error = Some(why);
+            self.session.handle_client_tls_failed(now);
+        } else if opened.closed && self.client.on_eof() {
+            self.session.handle_eof(false, now);
+        }
     }
 
     /// Applies the session's intents, then submits what both sockets need.
@@ -214,6 +259,10 @@ impl Conn {
                     }
                 },
                 Intent::SendClient(v) => self.queue_client_frame(ring, v, now),
+                // Under TLS a pong is sealed at once and sent in order like any record.
+                Intent::SendPong(v) if !self.transport.passes_bytes_through() => {
+                    self.queue_client_frame(ring, v, now)
+                }
                 Intent::SendPong(v) => self.client.queue_pong(v, now),
                 Intent::SendOrigin(v) => {
                     if let Err(tx) = self.origin.socket.queue(TxBuf::owned(v), now) {
@@ -221,8 +270,14 @@ impl Conn {
                     }
                 }
                 Intent::CloseOrigin => self.origin.socket.request_close(now),
-                Intent::CloseClient => self.client.request_close(now),
-                Intent::ShutClientWrite => self.client.shut_write(),
+                Intent::CloseClient => {
+                    self.notify_close(ring, now);
+                    self.client.request_close(now);
+                }
+                Intent::ShutClientWrite => {
+                    self.notify_close(ring, now);
+                    self.client.shut_write();
+                }
                 Intent::AbortOrigin => {
                     if let Some(op) = self.origin.pending_connect() {
                         ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
@@ -262,6 +317,21 @@ impl Conn {
             origin_paused,
             buffers_ok,
         );
+    }
+
+    /// Under TLS, close_notify goes out before the FIN (once; nothing is sealed after it).
+    fn notify_close(&mut self, ring: &mut Ring, now: Instant) {
+        if self.tls_error.is_some() {
+            return; // the fatal alert already ended the TLS session
+        }
+        let Some(alert) = self.transport.tls_mut().and_then(|t| t.close_notify()) else {
+            return;
+        };
+        if self.client.takes_bytes() {
+            if let Err(tx) = self.client.queue(TxBuf::owned(alert), now) {
+                ring.recycle_tx(tx);
+            }
+        }
     }
 
     /// Queues a frame the session built (101, Close) to the client. A small payload still
@@ -306,6 +376,11 @@ impl Conn {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// A socket wants to read but waits for pool buffers.
+    pub fn waits_for_buffers(&self) -> bool {
+        self.client.waits_for_buffers() || self.origin.socket.waits_for_buffers()
     }
 
     /// Nothing left to send anywhere: exiting now loses no accepted byte.

@@ -17,6 +17,7 @@ pub mod session;
 pub mod slab;
 pub mod socket;
 pub mod timers;
+pub mod tls;
 pub mod token;
 pub mod transport;
 pub mod worker;

@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 
 use ringway::config::Config;
 use ringway::echo;
+use ringway::tls::{self, SharedTls};
 use ringway::worker::{Worker, WorkerConfig};
 
 #[derive(Parser)]
@@ -79,7 +80,7 @@ fn main() {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let code = match cli.command {
-        Command::Check { config } => match load(&config) {
+        Command::Check { config } => match load(&config).and_then(|c| tls_configs(&c).map(|_| c)) {
             Ok(c) => {
                 for w in &c.warnings {
                     eprintln!("warning: {w}");
@@ -172,14 +173,15 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
     raise_fd_limit();
     let shutdown = Arc::new(AtomicBool::new(false));
     let routes = Arc::new(config.routes.clone());
-    for &addr in &config.listeners {
-        ensure_address_free(addr)?;
+    for l in &config.listeners {
+        ensure_address_free(l.addr)?;
     }
+    let tls = Arc::new(SharedTls::new(tls_configs(&config)?));
     // Bind every worker's listeners first, so a port-0 address resolves to one port for all.
     let mut per_worker: Vec<Vec<OwnedFd>> = config.cpus.iter().map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for &addr in &config.listeners {
-        let mut addr = addr;
+    for l in &config.listeners {
+        let mut addr = l.addr;
         for fds in per_worker.iter_mut() {
             let s = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
             if addr.port() == 0 {
@@ -190,7 +192,7 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             }
             fds.push(s.into());
         }
-        bound.push(addr);
+        bound.push((if l.tls.is_some() { "wss" } else { "ws" }, addr));
     }
     // Steer each connection to the worker on the CPU that received it, when worker i runs on
     // CPU i (the socket joined i-th is worker i's).
@@ -211,6 +213,7 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             id,
             cpu: *cpu,
             listeners,
+            tls: tls.clone(),
             routes: routes.clone(),
             tunnel: config.tunnel(),
             backpressure: config.limits.backpressure_bytes,
@@ -254,8 +257,8 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
     // Install the handler before announcing the port: a supervisor may signal at once.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let mut out = std::io::stdout().lock();
-    for addr in &bound {
-        writeln!(out, "listening on ws://{addr}")?;
+    for (scheme, addr) in &bound {
+        writeln!(out, "listening on {scheme}://{addr}")?;
     }
     out.flush()?;
     drop(out);
@@ -265,11 +268,18 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
         "ringway serving"
     );
     if embedded {
-        let port = bound.first().map_or(8080, |a| a.port());
+        let port = bound.first().map_or(8080, |(_, a)| a.port());
         eprintln!(
             "ringway: embedded default config. Try it:\n  python3 -m websockets ws://127.0.0.1:{port}/echo\n  (anything you send comes back from the built-in echo origin; Ctrl-C stops)"
         );
     }
+    let stops = |sig: i32| {
+        if sig != SIGHUP {
+            return true;
+        }
+        reload_tls(&config, &tls);
+        false
+    };
     let Some(first) = signals.forever().find(|&sig| stops(sig)) else {
         bail!("the signal handler stopped");
     };
@@ -300,14 +310,36 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGINT and SIGTERM stop ringway; SIGHUP is logged and ignored (it will reload certificates
-/// and routes once TLS and the control socket exist), so a stray hangup never kills it.
-fn stops(sig: i32) -> bool {
-    if sig == SIGHUP {
-        info!("SIGHUP received: nothing to reload yet (no TLS certificates, no control socket); ignored");
-        return false;
+/// SIGHUP reloads the listeners' certificates and keys: new connections get them, open ones
+/// keep theirs. A file that fails to load keeps the old certificates, with the error logged.
+fn reload_tls(config: &Config, tls: &SharedTls) {
+    if config.listeners.iter().all(|l| l.tls.is_none()) {
+        info!("SIGHUP received: no TLS listener, nothing to reload");
+        return;
     }
-    true
+    match tls_configs(config) {
+        Ok(configs) => {
+            tls.replace(configs);
+            info!("SIGHUP received: TLS certificates reloaded; open tunnels keep theirs");
+        }
+        Err(e) => {
+            error!("SIGHUP received: TLS certificates not reloaded, keeping the old ones: {e:#}")
+        }
+    }
+}
+
+/// Loads every TLS listener's certificates and keys (`None` for plain listeners).
+fn tls_configs(config: &Config) -> anyhow::Result<Vec<Option<Arc<rustls::ServerConfig>>>> {
+    config
+        .listeners
+        .iter()
+        .map(|l| match &l.tls {
+            None => Ok(None),
+            Some(files) => tls::server_config(files).map(Some).map_err(|e| {
+                anyhow::anyhow!("`listener.tls` at line {} ({}): {e}", l.tls_line, l.addr)
+            }),
+        })
+        .collect()
 }
 
 fn signal_name(sig: i32) -> &'static str {

@@ -64,14 +64,23 @@ pub fn forward(
         ring.recycle(buf);
         return;
     }
-    let plain = through.as_ref().is_none_or(|t| t.passes_bytes_through());
-    if !plain || pool.may_keep(ring, dest) {
+    if let Some(tls) = through.and_then(|t| t.tls_mut()) {
+        // Sealing is the copy: the slot goes back at once.
+        match ring.slot(&buf).get(range) {
+            Some(bytes) => {
+                let sealed = tls.seal(bytes);
+                if let Err(tx) = dest.queue(TxBuf::owned(sealed), now) {
+                    ring.recycle_tx(tx);
+                }
+            }
+            None => error!("forward range outside the received bytes"),
+        }
+        ring.recycle(buf);
+        return;
+    }
+    if pool.may_keep(ring, dest) {
         match TxBuf::pool(buf, range) {
             Ok(tx) => {
-                let tx = match through {
-                    Some(t) => t.on_send(tx),
-                    None => tx,
-                };
                 if let Err(tx) = dest.queue(tx, now) {
                     ring.recycle_tx(tx);
                 }

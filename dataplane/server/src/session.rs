@@ -124,6 +124,13 @@ impl Session {
         }
     }
 
+    /// The client's TLS session failed (the alert is already queued).
+    pub fn handle_client_tls_failed(&mut self, now: Instant) {
+        match self {
+            Session::WebSocket(t) => t.handle_client_tls_failed(now),
+        }
+    }
+
     /// The origin socket could not be created (out of descriptors or memory).
     pub fn handle_origin_socket_failed(&mut self, errno: i32, now: Instant) {
         match self {

@@ -339,6 +339,12 @@ impl<I: Copy + Eq> Socket<I> {
         self.starved = true;
     }
 
+    /// Wants to read but waits for pool buffers: the worker must pump it again once the pool
+    /// has some.
+    pub fn waits_for_buffers(&self) -> bool {
+        self.starved && self.recv == Recv::Idle && self.fd.is_some()
+    }
+
     /// EOF, or a receive error, on this socket. Returns true when the session must hear of it
     /// (the socket was open); during teardown the socket simply moves on to closing.
     pub fn on_eof(&mut self) -> bool {
@@ -471,7 +477,8 @@ impl<I: Copy + Eq> Socket<I> {
 
     /// The next operation to submit. `read_paused` is true when this socket must not be read
     /// now (where its bytes go is over the cap, or the session holds the client back);
-    /// `buffers_ok` is false while the pool is too low to arm a starved recv.
+    /// `buffers_ok` is false while the pool is too low to arm a recv (the socket then waits,
+    /// see [`Socket::waits_for_buffers`]).
     pub fn poll_op(
         &mut self,
         now: Instant,
@@ -545,7 +552,14 @@ impl<I: Copy + Eq> Socket<I> {
         let discarding = self.stage != Stage::Open;
         let want = self.up && !self.eof && (discarding || !read_paused);
         match self.recv {
-            Recv::Idle if want && (!self.starved || buffers_ok) => {
+            // While the pool is low nobody re-arms: every socket that wants to read waits in
+            // the worker's line (oldest first), so a flood of busy sockets cannot take every
+            // buffer the moment it comes back and starve a quiet one (a new client's upgrade).
+            Recv::Idle if want && !buffers_ok => {
+                self.starved = true;
+                None
+            }
+            Recv::Idle if want => {
                 self.starved = false;
                 self.recv = Recv::Submitting;
                 self.ops += 1;

@@ -1,54 +1,197 @@
-//! What sits between the client socket and the session: today plain TCP, where received bytes
-//! are handed to the session where they landed and the session's output is sent as it is. TLS
-//! (rustls) will be a second variant: `on_received` decrypts the records in the slot (in place,
-//! returning the plaintext range) and `on_send` encrypts, so neither the session nor the socket
-//! machine changes.
+//! What sits between the client socket and the session: plain TCP, where received bytes are
+//! handed to the session where they landed and the session's output is sent as it is, or TLS
+//! (rustls), where received records are opened into plaintext for the session and everything
+//! sent to the client is sealed into records first.
 //!
-//! Invariant: a transport never reorders bytes; what it returns from `on_received` is the next
-//! plaintext the session must see, and `on_send` keeps the order of what it is given.
+//! TLS copies what rustls's buffered API needs and no more: a received slot is copied into
+//! rustls (`read_tls`) and the slot goes back to the kernel at once; rustls decrypts in place and
+//! the plaintext is read out into one owned buffer that the session unmasks in place and that
+//! then travels to the origin as it is. Toward the client, bytes are sealed into one owned
+//! buffer (the encryption is the copy). So a TLS tunnel never holds a pool slot.
+//!
+//! Invariants: a transport never reorders bytes; record sequence numbers follow the order in
+//! which bytes are sealed, so everything sealed is sent, in order (no pong replacement under
+//! TLS); handshake messages and alerts rustls produces while opening are sent before anything
+//! sealed after them.
 
-use std::ops::Range;
+use std::io::Read;
+use std::sync::Arc;
 
 use ringway_uring::TxBuf;
 
 pub enum Transport {
     /// Bytes pass through unchanged.
     Plain,
+    /// A TLS server session (boxed: a rustls connection is a few KiB of state).
+    Tls(Box<Tls>),
 }
 
 impl Transport {
-    /// Bytes received at `slot[range]`; returns the range of plaintext for the session.
-    pub fn on_received(&mut self, _slot: &mut [u8], range: Range<usize>) -> Range<usize> {
-        match self {
-            Transport::Plain => range,
-        }
+    /// A TLS transport for a freshly accepted connection.
+    pub fn tls(config: &Arc<rustls::ServerConfig>) -> Result<Transport, rustls::Error> {
+        let conn = rustls::ServerConnection::new(config.clone())?;
+        Ok(Transport::Tls(Box::new(Tls {
+            conn,
+            notified: false,
+        })))
     }
 
     /// Bytes the session wants sent to the client; returns what goes on the wire.
     pub fn on_send(&mut self, tx: TxBuf) -> TxBuf {
         match self {
             Transport::Plain => tx,
+            Transport::Tls(t) => match tx.owned_bytes() {
+                Some(bytes) => TxBuf::owned(t.seal(bytes)),
+                // Pool bytes are sealed by the relay, which can read the slot.
+                None => tx,
+            },
         }
     }
 
     /// True when bytes may be copied to the wire as they are (small payloads coalesced into
-    /// one send); a record-based transport frames them itself.
+    /// one send, pongs replaced by newer ones); a record-based transport frames them itself.
     pub fn passes_bytes_through(&self) -> bool {
         matches!(self, Transport::Plain)
+    }
+
+    pub fn tls_mut(&mut self) -> Option<&mut Tls> {
+        match self {
+            Transport::Plain => None,
+            Transport::Tls(t) => Some(t),
+        }
+    }
+}
+
+/// One TLS server session.
+pub struct Tls {
+    conn: rustls::ServerConnection,
+    /// close_notify queued already.
+    notified: bool,
+}
+
+/// What one read of ciphertext gave.
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// Handshake messages or an alert to send to the client before anything else.
+    pub reply: Option<Vec<u8>>,
+    /// Application bytes for the session.
+    pub plain: Vec<u8>,
+    /// The client sent close_notify: its stream ends after `plain`.
+    pub closed: bool,
+    /// The session failed (bad record, handshake refused...): send `reply` (the alert), then
+    /// close.
+    pub failed: Option<String>,
+}
+
+impl Tls {
+    /// Feeds ciphertext received from the client.
+    pub fn open(&mut self, mut ciphertext: &[u8]) -> Opened {
+        let mut out = Opened::default();
+        while !ciphertext.is_empty() && out.failed.is_none() && !out.closed {
+            match self.conn.read_tls(&mut ciphertext) {
+                Ok(0) => out.closed = true,
+                Ok(_) => {}
+                Err(e) => out.failed = Some(e.to_string()),
+            }
+            match self.conn.process_new_packets() {
+                Ok(state) => {
+                    self.drain_plaintext(&mut out.plain);
+                    out.closed |= state.peer_has_closed();
+                }
+                Err(e) => out.failed = Some(describe(&e)),
+            }
+        }
+        out.reply = self.take_tls();
+        out
+    }
+
+    fn drain_plaintext(&mut self, plain: &mut Vec<u8>) {
+        const CHUNK: usize = 16 * 1024;
+        loop {
+            let at = plain.len();
+            plain.resize(at + CHUNK, 0);
+            let n = self.conn.reader().read(&mut plain[at..]).unwrap_or(0);
+            plain.truncate(at + n);
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Seals `plain` into records, with anything rustls had pending in front.
+    pub fn seal(&mut self, plain: &[u8]) -> Vec<u8> {
+        let mut wire = Vec::with_capacity(plain.len() + 64);
+        let mut rest = plain;
+        while !rest.is_empty() {
+            match std::io::Write::write(&mut self.conn.writer(), rest) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => rest = &rest[n..],
+            }
+            self.write_tls_into(&mut wire);
+        }
+        self.write_tls_into(&mut wire);
+        wire
+    }
+
+    /// The close_notify alert, once (RFC 8446 §6.1), with anything pending in front.
+    pub fn close_notify(&mut self) -> Option<Vec<u8>> {
+        if self.notified {
+            return None;
+        }
+        self.notified = true;
+        self.conn.send_close_notify();
+        self.take_tls()
+    }
+
+    /// Still in the TLS handshake.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// The SNI name the client sent.
+    pub fn server_name(&self) -> Option<&str> {
+        self.conn.server_name()
+    }
+
+    /// Whether the handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
+    /// The negotiated protocol version, e.g. `TLSv1_3`.
+    pub fn version(&self) -> Option<rustls::ProtocolVersion> {
+        self.conn.protocol_version()
+    }
+
+    fn take_tls(&mut self) -> Option<Vec<u8>> {
+        if !self.conn.wants_write() {
+            return None;
+        }
+        let mut wire = Vec::new();
+        self.write_tls_into(&mut wire);
+        (!wire.is_empty()).then_some(wire)
+    }
+
+    fn write_tls_into(&mut self, wire: &mut Vec<u8>) {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(wire) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// A rustls error in words for the log.
+fn describe(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::PeerIncompatible(why) => format!("client incompatible: {why:?}"),
+        rustls::Error::NoApplicationProtocol => {
+            "no common ALPN protocol (ringway speaks http/1.1)".to_string()
+        }
+        other => other.to_string(),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_passes_bytes_through() {
-        let mut t = Transport::Plain;
-        let mut slot = *b"..hello";
-        assert_eq!(t.on_received(&mut slot, 2..7), 2..7);
-        let tx = t.on_send(TxBuf::owned(b"abc".to_vec()));
-        assert_eq!(tx.owned_bytes(), Some(&b"abc"[..]));
-        assert!(t.passes_bytes_through());
-    }
-}
+mod tests;

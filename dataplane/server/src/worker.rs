@@ -23,7 +23,9 @@ use crate::session::Session;
 use crate::slab::{Key, Slab};
 use crate::socket::SocketLimits;
 use crate::timers::Deadlines;
+use crate::tls::SharedTls;
 use crate::token::{tag, untag, Op, Side};
+use crate::transport::Transport;
 
 const TICK: Duration = Duration::from_millis(100);
 /// Pool buffers one socket's recv may fill between two loop turns.
@@ -36,6 +38,8 @@ pub struct WorkerConfig {
     pub id: usize,
     pub cpu: Option<usize>,
     pub listeners: Vec<OwnedFd>,
+    /// TLS server configs per listener (`None`: plain ws://), reloadable.
+    pub tls: Arc<SharedTls>,
     pub routes: Arc<RouteTable>,
     pub tunnel: TunnelConfig,
     pub backpressure: usize,
@@ -59,6 +63,10 @@ pub struct Worker {
     conns: Slab<Conn>,
     deadlines: Deadlines,
     listeners: Vec<Option<OwnedFd>>,
+    tls_shared: Arc<SharedTls>,
+    /// This worker's copy of the TLS configs and the generation it was taken at.
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    tls_generation: u64,
     /// The armed accept per listener.
     accepting: Vec<Option<OpId>>,
     routes: Arc<RouteTable>,
@@ -94,6 +102,9 @@ impl Worker {
             conns: Slab::default(),
             deadlines: Deadlines::default(),
             listeners: cfg.listeners.into_iter().map(Some).collect(),
+            tls: cfg.tls.current(),
+            tls_shared: cfg.tls,
+            tls_generation: 0,
             accepting: vec![None; n],
             routes: cfg.routes,
             tunnel: Arc::new(cfg.tunnel),
@@ -145,6 +156,11 @@ impl Worker {
             self.ring.reap(&mut cqes);
             for c in cqes.drain(..) {
                 self.dispatch(c, now);
+            }
+            // Connections waiting for pool buffers go first, oldest first: their recvs are
+            // submitted ahead of those of the sockets that just read.
+            if !self.starved.is_empty() && self.pool.may_rearm(&self.ring) {
+                self.unstarve(now);
             }
             // One pump per connection per batch: everything the batch brought (an origin's
             // last bytes and its EOF, say) is queued before the sockets submit, so it can leave
@@ -210,13 +226,10 @@ impl Worker {
                     }
                     return;
                 };
-                let starved = conn.on_completion(op, side, c, &mut self.ring, &self.pool, now);
+                conn.on_completion(op, side, c, &mut self.ring, &self.pool, now);
                 if !conn.dirty {
                     conn.dirty = true;
                     self.dirty.push(key);
-                }
-                if starved {
-                    self.starved.push(key);
                 }
             }
         }
@@ -235,6 +248,10 @@ impl Worker {
         if conn.is_done() {
             self.conns.remove(key);
             return;
+        }
+        if !conn.waiting && conn.waits_for_buffers() {
+            conn.waiting = true;
+            self.starved.push(key);
         }
         if let Some(at) = conn.next_deadline() {
             if conn.scheduled.is_none_or(|s| at < s) {
@@ -258,6 +275,10 @@ impl Worker {
             }
         }
         self.accept_failures.flush(self.id, now);
+        if let Some(tls) = self.tls_shared.changed_since(&mut self.tls_generation) {
+            info!(worker = self.id, "TLS certificates reloaded");
+            self.tls = tls;
+        }
         self.expire(now);
     }
 
@@ -303,7 +324,7 @@ impl Worker {
             }
         }
         match c.fd {
-            Some(fd) if self.stop_by.is_none() => self.open_conn(fd, now),
+            Some(fd) if self.stop_by.is_none() => self.open_conn(i, fd, now),
             Some(_) => {}
             None => {
                 if self.stop_by.is_none() && c.result != -libc::ECANCELED {
@@ -317,18 +338,28 @@ impl Worker {
         }
     }
 
-    fn open_conn(&mut self, fd: OwnedFd, now: Instant) {
+    fn open_conn(&mut self, listener: usize, fd: OwnedFd, now: Instant) {
         // TCP_NODELAY is inherited from the listener (set in `main::listen`): no syscall here.
         // Debug builds (the end-to-end tests) check the inheritance.
         debug_assert!(
             socket2::SockRef::from(&fd).nodelay().unwrap_or(true),
             "accepted socket did not inherit TCP_NODELAY"
         );
+        let transport = match self.tls.get(listener).and_then(Option::as_ref) {
+            None => Transport::Plain,
+            Some(config) => match Transport::tls(config) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(worker = self.id, "cannot start a TLS session: {e}");
+                    return; // dropping `fd` closes the connection
+                }
+            },
+        };
         let (routes, limits) = (self.routes.clone(), self.limits);
         let session = Session::websocket(self.tunnel.clone(), now);
         let key = self
             .conns
-            .insert_with(|key| Conn::new(key, fd, session, routes, limits, now));
+            .insert_with(|key| Conn::new(key, fd, session, transport, routes, limits, now));
         self.unsettled += 1;
         self.pump(key, now);
     }
@@ -336,7 +367,10 @@ impl Worker {
     fn unstarve(&mut self, now: Instant) {
         // Each starved socket re-arms its recv in the pump, now that the pool has buffers.
         for key in std::mem::take(&mut self.starved) {
-            self.pump(key, now);
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.waiting = false;
+                self.pump(key, now);
+            }
         }
     }
 }

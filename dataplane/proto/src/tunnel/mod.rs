@@ -84,6 +84,8 @@ pub enum CloseReason {
     ClientEof,
     /// The client's socket failed (errno).
     ClientError(i32),
+    /// The client's TLS session failed (handshake refused, bad record); the driver logs why.
+    ClientTls,
     /// The client broke RFC 6455; we closed with this code.
     Protocol(u16),
     /// The upgrade was refused with this HTTP status.
@@ -134,6 +136,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ClientClose(None) => f.write_str("client sent Close without a code"),
             CloseReason::ClientEof => f.write_str("client closed TCP without a Close frame"),
             CloseReason::ClientError(e) => write!(f, "client connection failed: {}", os(e)),
+            CloseReason::ClientTls => f.write_str("client TLS session failed"),
             CloseReason::Protocol(code) => write!(
                 f,
                 "client broke the WebSocket protocol, closed with {code} ({})",
@@ -503,8 +506,14 @@ impl Tunnel {
 
     /// The origin accepted the connection: answer 101 and forward any pipelined bytes.
     pub fn handle_origin_connected(&mut self, now: Instant) {
-        let Phase::AwaitOrigin(p) = std::mem::replace(&mut self.phase, Phase::Closed) else {
-            return;
+        // In any other phase (a late or repeated completion) this is a no-op: the phase is put
+        // back, never dropped.
+        let p = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::AwaitOrigin(p) => p,
+            other => {
+                self.phase = other;
+                return;
+            }
         };
         let mut response = Vec::with_capacity(160);
         handshake::write_switching_protocols(&p.request, &mut response);
@@ -641,6 +650,11 @@ impl Tunnel {
     /// The client's stream ended without a Close frame (or after ours).
     pub fn handle_client_eof(&mut self, _now: Instant) {
         self.client_ended(CloseReason::ClientEof);
+    }
+
+    /// The client's TLS session failed: its connection ends (an alert already went out).
+    pub fn handle_client_tls_failed(&mut self, _now: Instant) {
+        self.client_ended(CloseReason::ClientTls);
     }
 
     /// The client's socket failed.

@@ -713,3 +713,35 @@ fn close_reasons_read_as_words() {
         assert!(text.len() > 10 && !text.contains("Some"), "{text}");
     }
 }
+
+/// Found by the `tunnel` fuzz target: a second (or late) "origin connected" replaced the phase
+/// with `Closed` without emitting anything, silently ending a relaying tunnel with no
+/// `Finished` (the driver would never close its sockets).
+#[test]
+fn an_origin_connected_outside_await_origin_changes_nothing() {
+    let mut p = Pair::relaying();
+    p.tunnel.handle_origin_connected(p.now);
+    p.drain();
+    assert!(p.tunnel.is_relaying() && !p.finished);
+    p.client_sends(&frame(true, 2, b"still up"));
+    assert_eq!(p.to_origin, b"still up");
+
+    let mut p = Pair::new(None);
+    p.tunnel.handle_origin_connected(p.now);
+    p.drain();
+    assert!(!p.tunnel.is_closed() && p.to_client.is_empty());
+    p.client_sends(UPGRADE);
+    assert_eq!(
+        p.connect,
+        Some(SocketAddr::from(ORIGIN)),
+        "the upgrade still works"
+    );
+
+    let mut p = Pair::relaying();
+    p.tunnel.handle_origin_eof(p.now);
+    p.drain();
+    p.tunnel.handle_origin_connected(p.now);
+    p.drain();
+    p.client_sends(&frame(true, 8, &close_payload(1000, "")));
+    assert!(p.finished, "the closing handshake still ends");
+}

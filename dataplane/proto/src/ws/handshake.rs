@@ -76,7 +76,9 @@ pub fn parse_upgrade(
 ) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(input) {
+    // Bytes past the limit are never looked at, so the answer does not depend on how the
+    // request was split into reads (a malformation past the limit is still 431, not 400).
+    let head_len = match req.parse(&input[..input.len().min(max_header_bytes)]) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if input.len() >= max_header_bytes => {
             return Err(HandshakeError::TooLarge)

@@ -27,7 +27,9 @@ fn smallest_config_parses() {
         "t.toml",
     )
     .unwrap();
-    assert_eq!(c.listeners, vec!["127.0.0.1:8080".parse().unwrap()]);
+    let addrs: Vec<_> = c.listeners.iter().map(|l| l.addr).collect();
+    assert_eq!(addrs, vec!["127.0.0.1:8080".parse().unwrap()]);
+    assert!(c.listeners[0].tls.is_none());
     assert_eq!(c.routes.routes()[0].origin.port(), 5432);
     assert_eq!(c.tunnel().handshake_timeout, Duration::from_secs(10));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -270,4 +272,39 @@ fn single_bracket_listener_or_route_explains_the_array_of_tables() {
         "t.toml: line 4: `[route]` is a single table; routes are an array of tables: \
          write `[[route]]`"
     );
+}
+
+#[test]
+fn tls_files_resolve_against_the_config_directory() {
+    let c = Config::parse(
+        "[[listener]]\naddr = \"127.0.0.1:8443\"\ntls = { cert = \"edge.crt\", key = \"/abs/edge.key\" }\n\n[[route]]\npath = \"/db\"\norigin = \"127.0.0.1:5432\"\n",
+        "/etc/ringway/ringway.toml",
+    )
+    .unwrap();
+    let tls = c.listeners[0].tls.as_ref().expect("tls");
+    assert_eq!(
+        tls.default.cert,
+        std::path::Path::new("/etc/ringway/edge.crt")
+    );
+    assert_eq!(tls.default.key, std::path::Path::new("/abs/edge.key"));
+    assert_eq!(c.listeners[0].tls_line, 3);
+}
+
+#[test]
+fn tls_sni_entries_need_names_and_unknown_tls_keys_are_refused() {
+    let base = "[[listener]]\naddr = \"127.0.0.1:8443\"\n[listener.tls]\ncert = \"a.crt\"\nkey = \"a.key\"\n";
+    let ok = format!("{base}[[listener.tls.sni]]\nnames = [\"DB.example.com\"]\ncert = \"b.crt\"\nkey = \"b.key\"\n");
+    let c = Config::parse(&ok, "t.toml").unwrap();
+    let tls = c.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(tls.sni[0].0, vec!["db.example.com".to_string()]);
+    let none =
+        format!("{base}[[listener.tls.sni]]\nnames = []\ncert = \"b.crt\"\nkey = \"b.key\"\n");
+    let e = Config::parse(&none, "t.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("listener.tls.sni.names") && e.contains("line 3"),
+        "{e}"
+    );
+    let typo = format!("{base}certificate = \"x\"\n");
+    let e = Config::parse(&typo, "t.toml").unwrap_err().to_string();
+    assert!(e.contains("certificate") && e.contains("line 6"), "{e}");
 }

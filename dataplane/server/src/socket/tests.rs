@@ -336,3 +336,25 @@ fn only_the_send_right_before_the_fin_is_corked() {
     s.queue(TxBuf::owned(b"data".to_vec()), now).unwrap();
     assert!(!last(&ops(&mut s, now, false)));
 }
+
+#[test]
+fn while_the_pool_is_low_no_socket_rearms_and_each_waits_in_line() {
+    let now = Instant::now();
+    let mut s = open(now);
+    assert!(
+        s.poll_op(now, false, false).is_none(),
+        "a fresh socket waits too"
+    );
+    assert!(s.waits_for_buffers());
+    assert!(matches!(s.poll_op(now, false, true), Some(SocketOp::Recv)));
+    assert!(!s.waits_for_buffers());
+    // A recv that just ended does not re-arm ahead of the line either.
+    s.recv_submitted(1);
+    s.on_recv_completion(true);
+    assert!(s.poll_op(now, false, false).is_none());
+    assert!(s.waits_for_buffers());
+    // A paused socket does not want to read: it is not in the line.
+    let mut p = open(now);
+    assert!(p.poll_op(now, true, false).is_none());
+    assert!(!p.waits_for_buffers());
+}

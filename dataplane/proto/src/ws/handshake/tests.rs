@@ -110,6 +110,24 @@ fn complete_head_over_the_limit_is_too_large() {
     assert!(parse_upgrade(&bytes, bytes.len()).unwrap().is_some());
 }
 
+/// Found by the `upgrade_request` fuzz target: a head still incomplete at the limit was 431 when
+/// a read ended past the limit, but 400 when a later read brought a malformation past it,
+/// because the parser looked beyond the limit. Only the first `max_header_bytes` count.
+#[test]
+fn bytes_past_the_limit_do_not_change_the_answer() {
+    let mut bytes = b"GET /db HTTP/1.1\r\nHost: edge.example\r\nX-Long: ".to_vec();
+    bytes.resize(100, b'a');
+    let limit = 64;
+    assert_eq!(parse_upgrade(&bytes, limit), Err(HandshakeError::TooLarge));
+    bytes.extend_from_slice(b"\r\nBad Header\r\n\r\n");
+    assert_eq!(parse_upgrade(&bytes, limit), Err(HandshakeError::TooLarge));
+    // Within the limit, the same malformation is what the client hears about.
+    assert_eq!(
+        parse_upgrade(&bytes, 1024),
+        Err(HandshakeError::Malformed("invalid header name"))
+    );
+}
+
 #[test]
 fn too_many_headers_is_too_large() {
     let mut h = good_headers();
