@@ -13,6 +13,8 @@ pub struct ConfigToml {
     limits: Vec<String>,
     timeouts: Vec<String>,
     routes: Vec<(String, String)>,
+    /// `tls = { ... }` of the listener, as TOML.
+    tls: Option<String>,
 }
 
 impl Default for ConfigToml {
@@ -29,6 +31,7 @@ impl ConfigToml {
             limits: Vec::new(),
             timeouts: Vec::new(),
             routes: Vec::new(),
+            tls: None,
         }
     }
 
@@ -59,6 +62,13 @@ impl ConfigToml {
         self
     }
 
+    /// Makes the listener a TLS one: `tls` is the inline table's body, e.g.
+    /// `cert = "/tmp/x/cert.pem", key = "/tmp/x/key.pem"`.
+    pub fn tls(mut self, tls: &str) -> Self {
+        self.tls = Some(tls.to_owned());
+        self
+    }
+
     pub fn build(&self) -> String {
         let mut s = format!("workers = {}\n", self.workers);
         for (name, lines) in [("limits", &self.limits), ("timeouts", &self.timeouts)] {
@@ -70,6 +80,9 @@ impl ConfigToml {
             }
         }
         s.push_str("[[listener]]\naddr = \"127.0.0.1:0\"\n");
+        if let Some(tls) = &self.tls {
+            let _ = writeln!(s, "tls = {{ {tls} }}");
+        }
         for (path, origin) in &self.routes {
             let _ = writeln!(s, "[[route]]\npath = \"{path}\"\norigin = \"{origin}\"");
         }

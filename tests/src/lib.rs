@@ -17,6 +17,7 @@ pub mod config;
 pub mod origin;
 pub mod raw;
 pub mod server;
+pub mod tls;
 pub mod ws;
 
 use std::time::Duration;

@@ -408,6 +408,10 @@ impl Conn {
             .session
             .close_record()
             .map(|r| (r.by.to_string(), r.reason.to_string()));
+        let why = match (why, &self.tls_error) {
+            (Some((by, why)), Some(tls)) => Some((by, format!("{why}: {tls}"))),
+            (why, _) => why,
+        };
         let (by, why) = why.as_ref().map_or(("-", "-"), |(b, w)| (b, w));
         if let Some(r) = self.session.refusal() {
             info!(

@@ -33,6 +33,7 @@ impl Transport {
         Ok(Transport::Tls(Box::new(Tls {
             conn,
             notified: false,
+            hello_version: None,
         })))
     }
 
@@ -67,6 +68,9 @@ pub struct Tls {
     conn: rustls::ServerConnection,
     /// close_notify queued already.
     notified: bool,
+    /// The ClientHello's `client_version`, when the first record was one (for the log when
+    /// the handshake fails: a client that offers only TLS 1.1 or older).
+    hello_version: Option<u16>,
 }
 
 /// What one read of ciphertext gave.
@@ -86,6 +90,13 @@ pub struct Opened {
 impl Tls {
     /// Feeds ciphertext received from the client.
     pub fn open(&mut self, mut ciphertext: &[u8]) -> Opened {
+        if self.conn.is_handshaking() && self.hello_version.is_none() {
+            // Record header (type 22, version, length), handshake header (type 1, length),
+            // then the client_version.
+            if let [0x16, _, _, _, _, 0x01, _, _, _, hi, lo, ..] = *ciphertext {
+                self.hello_version = Some(u16::from_be_bytes([hi, lo]));
+            }
+        }
         let mut out = Opened::default();
         while !ciphertext.is_empty() && out.failed.is_none() && !out.closed {
             match self.conn.read_tls(&mut ciphertext) {
@@ -98,7 +109,7 @@ impl Tls {
                     self.drain_plaintext(&mut out.plain);
                     out.closed |= state.peer_has_closed();
                 }
-                Err(e) => out.failed = Some(describe(&e)),
+                Err(e) => out.failed = Some(describe(&e, self.hello_version)),
             }
         }
         out.reply = self.take_tls();
@@ -183,7 +194,16 @@ impl Tls {
 }
 
 /// A rustls error in words for the log.
-fn describe(e: &rustls::Error) -> String {
+fn describe(e: &rustls::Error, hello_version: Option<u16>) -> String {
+    let old = match hello_version {
+        Some(0x0302) => Some("TLS 1.1"),
+        Some(0x0301) => Some("TLS 1.0"),
+        Some(v) if v < 0x0301 => Some("SSL 3 or older"),
+        _ => None,
+    };
+    if let (Some(old), rustls::Error::PeerIncompatible(_)) = (old, e) {
+        return format!("client offers only {old} (ringway speaks TLS 1.2 and 1.3)");
+    }
     match e {
         rustls::Error::PeerIncompatible(why) => format!("client incompatible: {why:?}"),
         rustls::Error::NoApplicationProtocol => {
