@@ -8,8 +8,13 @@
 //!   server-side encoder.
 //! - [`tunnel`]: the per-connection state machine that ties a WebSocket client to a TCP origin.
 //! - [`route`]: the immutable route table a worker looks routes up in.
+//!
+//! `fuzz` (hidden) holds the fuzz harnesses, shared by `fuzz/` (cargo-fuzz) and the stable
+//! corpus replay in `tests/fuzz_corpus.rs`.
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod route;
 pub mod tunnel;
 pub mod ws;
