@@ -175,7 +175,11 @@ async fn a_clean_drain_logs_no_warning() {
 async fn every_tunnel_and_refusal_gets_one_line_in_words() {
     let origin = Origin::echo().await;
     let dead = Origin::refused();
-    let server = Ringway::start(&ConfigToml::echo(origin.addr).route("/dead", dead).build());
+    let server = Ringway::start_with(
+        &ConfigToml::echo(origin.addr).route("/dead", dead).build(),
+        &[],
+        &[("RUST_LOG", "info,ringway::tunnel=debug")],
+    );
     let mut ws = ws::connect(&server.url("/echo")).await;
     let client = match ws.get_ref() {
         tokio_tungstenite::MaybeTlsStream::Plain(s) => s.local_addr().expect("client address"),
@@ -196,6 +200,14 @@ async fn every_tunnel_and_refusal_gets_one_line_in_words() {
         .await_log_line(&["tunnel closed", &format!("client={client}")], LOG_WAIT)
         .await
         .unwrap_or_else(|| panic!("no close line for {client}:\n{}", server.log_tail()));
+    let open = server
+        .await_log_line(&["tunnel open", &format!("client={client}")], LOG_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no open line (debug) for {client}:\n{}", server.log_tail()));
+    assert!(
+        open.contains("route=\"/echo\"") && open.contains(&format!("origin={}", origin.addr)),
+        "{open}"
+    );
     for field in [
         "route=\"/echo\"".to_string(),
         format!("origin={}", origin.addr),
