@@ -129,6 +129,7 @@ fn route_lookup(c: &mut Criterion) {
         .map(|i| Route {
             name: format!("r{i}"),
             host: (i % 3 == 0).then(|| format!("tenant{}.example.com", i % 100)),
+            sni: None,
             path: format!("/t{}/db{}", i % 500, i),
             origin: SocketAddr::from(([127, 0, 0, 1], 5432)),
             idle_timeout: None,

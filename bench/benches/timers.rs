@@ -29,6 +29,7 @@ fn routes(idle: Option<Duration>) -> RouteTable {
     let route = Route {
         name: "db".into(),
         host: None,
+        sni: None,
         path: "/db".into(),
         origin: SocketAddr::from(([127, 0, 0, 1], 5432)),
         idle_timeout: idle,

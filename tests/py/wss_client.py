@@ -2,6 +2,9 @@
 to ringway). Exits 0 only when every check passed.
 
     wss_client.py echo URL CAFILE     messages of edge sizes and 1 MiB, a ping, Close 1000
+    wss_client.py route URL CAFILE    connect to 127.0.0.1 whatever URL's host (which is still the
+                                      SNI name and the Host), send "ping", print the echo or
+                                      the HTTP status of the refusal
     wss_client.py reload URL CAFILE   open a tunnel, print "ready", wait for a line on stdin,
                                       then echo on the same tunnel and print the common name of
                                       the certificate a new connection gets
@@ -51,6 +54,13 @@ async def main(mode, url, cafile):
             await asyncio.wait_for(pong, 10)
             await ws.close(1000)
             print("ok", ws.close_code)
+    elif mode == "route":
+        try:
+            async with websockets.connect(url, ssl=ctx, host="127.0.0.1") as ws:
+                await ws.send(b"ping")
+                print("echo", (await asyncio.wait_for(ws.recv(), 10)).decode())
+        except websockets.exceptions.InvalidStatus as e:
+            print("refused", e.response.status_code)
     elif mode == "reload":
         async with websockets.connect(url, ssl=ctx) as first:
             await echo(first, b"before")

@@ -173,6 +173,40 @@ async fn sni_picks_the_certificate_for_the_name_and_the_default_for_others() {
     assert!(other.contains("CN = default-cert"), "{other}");
 }
 
+/// Two routes on one path: one for connections whose SNI is `db.test`, one for any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_may_match_on_the_tls_server_name() {
+    let pki = TestPki::new();
+    let leaf = pki.leaf("edge", "edge", &["db.test", "other.test"]);
+    let origin = Origin::echo().await;
+    let refused = Origin::refused();
+    let config = format!(
+        "workers = 1\n[[listener]]\naddr = \"127.0.0.1:0\"\ntls = {{ {} }}\n\
+         [[route]]\npath = \"/echo\"\nsni = \"db.test\"\norigin = \"{}\"\n\
+         [[route]]\npath = \"/echo\"\norigin = \"{}\"\n",
+        leaf.toml(),
+        origin.addr,
+        refused
+    );
+    let server = Ringway::start(&config);
+    let ca = pki.ca().display().to_string();
+    let via = |name: &str| format!("wss://{name}:{}/echo", server.port);
+    let out = python(vec!["route".into(), via("db.test"), ca.clone()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("echo ping"),
+        "SNI db.test takes its route: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = python(vec!["route".into(), via("other.test"), ca]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("refused 502"),
+        "another name takes the other route: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_1_and_plain_http_on_a_tls_port_are_refused_and_logged() {
     let pki = TestPki::new();

@@ -5,8 +5,10 @@
 //! tunnel keeps the origin it resolved.
 //!
 //! Matching: the longest path prefix wins, where a prefix matches at a segment boundary
-//! (`/db` matches `/db` and `/db/x`, not `/dbx`); a route with a host beats a host-less route
-//! with the same prefix. The query string is not part of the path (the handshake strips it).
+//! (`/db` matches `/db` and `/db/x`, not `/dbx`). A route may also require a Host header and a
+//! TLS server name (SNI); among the routes of the longest prefix whose requirements the request
+//! meets, one requiring both wins, then one requiring the Host, then one requiring the SNI, then
+//! one requiring neither. The query string is not part of the path (the handshake strips it).
 //! Lookup costs one hash probe per path segment, whatever the table size.
 
 use std::collections::HashMap;
@@ -20,6 +22,9 @@ pub struct Route {
     pub name: String,
     /// Host header to match (lowercase, no port); `None` matches any host.
     pub host: Option<String>,
+    /// TLS server name (SNI) to match (lowercase); `None` matches any connection, `wss://` or
+    /// not. A route with one never matches a plain `ws://` connection.
+    pub sni: Option<String>,
     /// Path prefix, starting with `/`.
     pub path: String,
     /// The TCP origin.
@@ -48,13 +53,33 @@ impl std::fmt::Display for RouteError {
 
 impl std::error::Error for RouteError {}
 
+#[derive(Clone, Debug)]
+struct Candidate {
+    host: Option<String>,
+    sni: Option<String>,
+    route: usize,
+}
+
+impl Candidate {
+    /// Higher is more specific: both, then Host, then SNI, then neither.
+    fn rank(&self) -> u8 {
+        2 * u8::from(self.host.is_some()) + u8::from(self.sni.is_some())
+    }
+
+    fn accepts(&self, host: Option<&str>, sni: Option<&str>) -> bool {
+        (self.host.is_none() || self.host.as_deref() == host)
+            && (self.sni.is_none() || self.sni.as_deref() == sni)
+    }
+}
+
 /// An immutable, versioned set of routes.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
     version: u64,
     routes: Vec<Route>,
-    /// Path prefix → the routes with that prefix: (host, index into `routes`).
-    index: HashMap<String, Vec<(Option<String>, usize)>>,
+    /// Path prefix → the routes with that prefix: (host, sni, index into `routes`), most
+    /// specific first.
+    index: HashMap<String, Vec<Candidate>>,
 }
 
 impl RouteTable {
@@ -72,12 +97,19 @@ impl RouteTable {
             if let Some(h) = &mut r.host {
                 *h = h.to_ascii_lowercase();
             }
-            let same_path: &mut Vec<(Option<String>, usize)> =
-                index.entry(r.path.clone()).or_default();
-            if same_path.iter().any(|(h, _)| *h == r.host) {
+            if let Some(n) = &mut r.sni {
+                *n = n.to_ascii_lowercase();
+            }
+            let same_path: &mut Vec<Candidate> = index.entry(r.path.clone()).or_default();
+            if same_path.iter().any(|c| c.host == r.host && c.sni == r.sni) {
                 return Err(RouteError::Duplicate(r.name.clone()));
             }
-            same_path.push((r.host.clone(), i));
+            same_path.push(Candidate {
+                host: r.host.clone(),
+                sni: r.sni.clone(),
+                route: i,
+            });
+            same_path.sort_by_key(|c| std::cmp::Reverse(c.rank()));
         }
         Ok(RouteTable {
             version,
@@ -98,17 +130,24 @@ impl RouteTable {
 
     /// The route for a request, with its index in [`RouteTable::routes`].
     pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
+        self.lookup_sni(host, None, path)
+    }
+
+    /// The route for a request that came over a connection with TLS server name `sni`
+    /// (lowercase; `None` for plain `ws://` or a client that sent none).
+    pub fn lookup_sni(
+        &self,
+        host: Option<&str>,
+        sni: Option<&str>,
+        path: &str,
+    ) -> Option<(usize, &Route)> {
         let path = path.split('?').next().unwrap_or(path);
         let mut end = path.len();
         loop {
             let prefix = if end == 0 { "/" } else { &path[..end] };
             if let Some(candidates) = self.index.get(prefix) {
-                let by_host = candidates
-                    .iter()
-                    .find(|(h, _)| h.is_some() && h.as_deref() == host);
-                let any_host = || candidates.iter().find(|(h, _)| h.is_none());
-                if let Some(&(_, i)) = by_host.or_else(any_host) {
-                    return Some((i, &self.routes[i]));
+                if let Some(c) = candidates.iter().find(|c| c.accepts(host, sni)) {
+                    return Some((c.route, &self.routes[c.route]));
                 }
             }
             if end == 0 {
@@ -127,6 +166,7 @@ mod tests {
         Route {
             name: path.to_string(),
             host: host.map(str::to_string),
+            sni: None,
             path: path.to_string(),
             origin: SocketAddr::from(([127, 0, 0, 1], port)),
             idle_timeout: None,
@@ -154,6 +194,43 @@ mod tests {
         assert_eq!(port(Some("api.example"), "/db/1"), Some(3));
         assert_eq!(port(Some("other"), "/db"), Some(1));
         assert_eq!(port(None, "/db?address=x:5432"), Some(1));
+    }
+
+    #[test]
+    fn sni_routes_match_only_their_server_name_and_rank_below_host() {
+        let with_sni = |host: Option<&str>, sni: &str, port| Route {
+            sni: Some(sni.to_string()),
+            ..route(host, "/db", port)
+        };
+        let t = RouteTable::new(
+            1,
+            vec![
+                route(None, "/db", 1),
+                with_sni(None, "DB.example", 2),
+                route(Some("h"), "/db", 3),
+                with_sni(Some("h"), "db.example", 4),
+            ],
+        )
+        .unwrap();
+        let port = |h, sni, p| t.lookup_sni(h, sni, p).map(|(_, r)| r.origin.port());
+        assert_eq!(
+            port(None, None, "/db"),
+            Some(1),
+            "plain ws:// never takes an SNI route"
+        );
+        assert_eq!(port(None, Some("db.example"), "/db/x"), Some(2));
+        assert_eq!(port(None, Some("other"), "/db"), Some(1));
+        assert_eq!(port(Some("h"), None, "/db"), Some(3));
+        assert_eq!(
+            port(Some("h"), Some("db.example"), "/db"),
+            Some(4),
+            "both beat one"
+        );
+        assert_eq!(port(Some("h"), Some("other"), "/db"), Some(3));
+        assert!(matches!(
+            RouteTable::new(1, vec![with_sni(None, "a", 1), with_sni(None, "A", 2)]),
+            Err(RouteError::Duplicate(_))
+        ));
     }
 
     #[test]

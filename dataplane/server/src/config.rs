@@ -126,6 +126,9 @@ pub struct RouteConfig {
     pub path: Spanned<String>,
     #[serde(default)]
     pub host: Option<Spanned<String>>,
+    /// Match only connections whose TLS server name is this (wss:// listeners).
+    #[serde(default)]
+    pub sni: Option<Spanned<String>>,
     pub origin: Spanned<String>,
     #[serde(default)]
     pub name: Option<String>,
@@ -469,7 +472,7 @@ fn cpu_ranges(cpus: &[usize]) -> String {
 /// equal ignoring a trailing `/` (the normalisation `RouteTable::new` applies).
 fn routes(src: &Source<'_>, raw: &[RouteConfig]) -> Result<RouteTable, ConfigError> {
     let mut routes = Vec::new();
-    let mut seen: HashMap<(Option<String>, &str), &RouteConfig> = HashMap::new();
+    let mut seen: HashMap<(Option<String>, Option<String>, &str), &RouteConfig> = HashMap::new();
     for r in raw {
         let path = r.path.get_ref();
         if let Some(msg) = matchable::path_problem(path) {
@@ -480,8 +483,19 @@ fn routes(src: &Source<'_>, raw: &[RouteConfig]) -> Result<RouteTable, ConfigErr
                 return Err(src.at(h.span(), "route.host", msg));
             }
         }
+        if let Some(n) = &r.sni {
+            // An SNI name is a host name: the same spelling rules, and never a port.
+            if let Some(msg) = matchable::host_problem(n.get_ref()) {
+                return Err(src.at(
+                    n.span(),
+                    "route.sni",
+                    msg.replace("Host header", "TLS server name"),
+                ));
+            }
+        }
         let host = r.host.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
-        let same = (host.clone(), normalised(path));
+        let sni = r.sni.as_ref().map(|n| n.get_ref().to_ascii_lowercase());
+        let same = (host.clone(), sni.clone(), normalised(path));
         if let Some(first) = seen.insert(same, r) {
             let (this, that) = (as_written(r), as_written(first));
             let why = if this == that {
@@ -496,13 +510,20 @@ fn routes(src: &Source<'_>, raw: &[RouteConfig]) -> Result<RouteTable, ConfigErr
         }
         let origin = resolve(r.origin.get_ref())
             .map_err(|msg| src.at(r.origin.span(), "route.origin", msg))?;
-        let name = r.name.clone().unwrap_or_else(|| match &host {
-            Some(h) => format!("{h}{path}"),
-            None => path.clone(),
+        let name = r.name.clone().unwrap_or_else(|| {
+            let base = match &host {
+                Some(h) => format!("{h}{path}"),
+                None => path.clone(),
+            };
+            match &sni {
+                Some(n) => format!("{base} (sni {n})"),
+                None => base,
+            }
         });
         routes.push(Route {
             name,
             host,
+            sni,
             path: path.clone(),
             origin,
             idle_timeout: (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms)),
@@ -521,12 +542,17 @@ fn normalised(path: &str) -> &str {
     }
 }
 
-/// A route's host and path as the file spells them: `host = "A.example", path = "/db/"`.
+/// A route's host, SNI and path as the file spells them: `host = "A.example", path = "/db/"`.
 fn as_written(r: &RouteConfig) -> String {
-    match &r.host {
-        Some(h) => format!("host = {:?}, path = {:?}", h.get_ref(), r.path.get_ref()),
-        None => format!("path = {:?}", r.path.get_ref()),
+    let mut out = String::new();
+    if let Some(h) = &r.host {
+        out.push_str(&format!("host = {:?}, ", h.get_ref()));
     }
+    if let Some(n) = &r.sni {
+        out.push_str(&format!("sni = {:?}, ", n.get_ref()));
+    }
+    out.push_str(&format!("path = {:?}", r.path.get_ref()));
+    out
 }
 
 fn resolve(origin: &str) -> Result<SocketAddr, String> {

@@ -178,8 +178,14 @@ impl Conn {
         if side == Side::Client {
             if let Some(tls) = self.transport.tls_mut() {
                 // The records are copied into rustls: the slot goes back to the kernel at once.
+                let was_handshaking = tls.is_handshaking();
                 let opened = tls.open(&ring.slot(&buf)[HEADROOM..HEADROOM + len]);
                 ring.recycle(buf);
+                if was_handshaking && !tls.is_handshaking() {
+                    if let Some(name) = tls.server_name() {
+                        self.session.set_server_name(name);
+                    }
+                }
                 self.on_opened(opened, ring, now);
                 return;
             }

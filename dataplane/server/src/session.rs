@@ -124,6 +124,13 @@ impl Session {
         }
     }
 
+    /// The TLS server name of the client's connection, before its upgrade request is routed.
+    pub fn set_server_name(&mut self, name: &str) {
+        match self {
+            Session::WebSocket(t) => t.set_server_name(name),
+        }
+    }
+
     /// The client's TLS session failed (the alert is already queued).
     pub fn handle_client_tls_failed(&mut self, now: Instant) {
         match self {

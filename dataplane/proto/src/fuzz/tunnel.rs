@@ -103,6 +103,7 @@ impl Driver {
         let route = |name: &str, host: Option<&str>, path: &str, origin, idle_timeout| Route {
             name: name.into(),
             host: host.map(Into::into),
+            sni: None,
             path: path.into(),
             origin,
             idle_timeout,

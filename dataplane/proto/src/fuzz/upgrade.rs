@@ -186,6 +186,7 @@ fn check_route(req: &UpgradeRequest) {
     let route = |host: Option<&str>, path: &str| Route {
         name: path.into(),
         host: host.map(Into::into),
+        sni: None,
         path: path.into(),
         origin,
         idle_timeout: None,

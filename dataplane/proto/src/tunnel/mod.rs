@@ -245,6 +245,8 @@ pub struct Tunnel {
     record: Option<CloseRecord>,
     /// Set when the upgrade was refused (rare: boxed, so a tunnel pays one pointer for it).
     refusal: Option<Box<Refusal>>,
+    /// The TLS server name the client asked for (lowercase), for routes that match on it.
+    sni: Option<Box<str>>,
     route: Option<u32>,
     idle_timeout: Option<Duration>,
     last_activity: Instant,
@@ -274,6 +276,7 @@ impl Tunnel {
             intents: VecDeque::new(),
             record: None,
             refusal: None,
+            sni: None,
             route: None,
             idle_timeout: None,
             last_activity: now,
@@ -281,6 +284,12 @@ impl Tunnel {
             overhead: 0,
             overhead_at: now,
         }
+    }
+
+    /// The TLS server name (SNI) of the client's connection, before its upgrade request is
+    /// routed: routes may match on it.
+    pub fn set_server_name(&mut self, name: &str) {
+        self.sni = Some(name.to_ascii_lowercase().into_boxed_str());
     }
 
     /// Index of the route in the table the upgrade was looked up in.
@@ -475,7 +484,8 @@ impl Tunnel {
                 );
             }
             Ok(Some((req, head_len))) => {
-                let Some((idx, route)) = routes.lookup(req.host.as_deref(), &req.path) else {
+                let found = routes.lookup_sni(req.host.as_deref(), self.sni.as_deref(), &req.path);
+                let Some((idx, route)) = found else {
                     self.refusal = Some(Box::new(Refusal {
                         status: 404,
                         reason: "",

@@ -36,6 +36,7 @@ impl Pair {
         let route = Route {
             name: "db".into(),
             host: None,
+            sni: None,
             path: "/db".into(),
             origin: SocketAddr::from(ORIGIN),
             idle_timeout: idle,

@@ -308,3 +308,23 @@ fn tls_sni_entries_need_names_and_unknown_tls_keys_are_refused() {
     let e = Config::parse(&typo, "t.toml").unwrap_err().to_string();
     assert!(e.contains("certificate") && e.contains("line 6"), "{e}");
 }
+
+#[test]
+fn routes_may_match_on_sni_and_duplicates_count_it() {
+    let two = "[[listener]]\naddr = \"127.0.0.1:8443\"\n\n[[route]]\npath = \"/db\"\nsni = \"DB.example\"\norigin = \"127.0.0.1:5432\"\n\n[[route]]\npath = \"/db\"\norigin = \"127.0.0.1:5433\"\n";
+    let c = Config::parse(two, "t.toml").unwrap();
+    let r = &c.routes.routes()[0];
+    assert_eq!(r.sni.as_deref(), Some("db.example"));
+    assert_eq!(r.name, "/db (sni db.example)");
+    let dup = format!(
+        "{two}\n[[route]]\npath = \"/db/\"\nsni = \"db.EXAMPLE\"\norigin = \"127.0.0.1:1\"\n"
+    );
+    let e = Config::parse(&dup, "t.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("line 5") && e.contains("sni = \"db.EXAMPLE\""),
+        "{e}"
+    );
+    let bad = two.replace("DB.example", "db.example:443");
+    let e = Config::parse(&bad, "t.toml").unwrap_err().to_string();
+    assert!(e.contains("route.sni") && e.contains("line 6"), "{e}");
+}
