@@ -83,6 +83,8 @@ pub struct Decoder {
     control_len: usize,
     /// The last control frame was a Close with a status code, so a reason may follow it.
     close_has_code: bool,
+    /// Decoding a server's frames (the client role): frames must be unmasked (RFC 6455 §5.1).
+    from_server: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +127,16 @@ impl Decoder {
             control: [0; MAX_CONTROL_PAYLOAD],
             control_len: 0,
             close_has_code: false,
+            from_server: false,
+        }
+    }
+
+    /// A decoder of the frames a server sends, for the client role (`ringway access`): frames
+    /// must be unmasked; everything else is checked as for client frames.
+    pub fn for_server_frames(limits: DecoderLimits) -> Decoder {
+        Decoder {
+            from_server: true,
+            ..Decoder::new(limits)
         }
     }
 
@@ -169,7 +181,11 @@ impl Decoder {
                     let avail = input.len() - pos;
                     let n = usize::try_from(remaining).map_or(avail, |r| r.min(avail));
                     let piece = pos..pos + n;
-                    let key_offset = apply_mask(&mut input[piece.clone()], key, key_offset);
+                    let key_offset = if key == [0; 4] {
+                        key_offset
+                    } else {
+                        apply_mask(&mut input[piece.clone()], key, key_offset)
+                    };
                     if text && !self.utf8.feed(&input[piece.clone()]) {
                         return self.fail(CloseCode::INVALID_PAYLOAD, pos + n, data);
                     }
@@ -293,9 +309,12 @@ impl Decoder {
 
     /// Checks a header against RFC 6455 and this connection's state, then enters its payload.
     fn start_frame(&mut self, h: &FrameHeader) -> Result<(), CloseCode> {
-        // RFC 6455 §5.1: a server MUST close on an unmasked client frame.
-        let Some(key) = h.mask else {
-            return Err(CloseCode::PROTOCOL_ERROR);
+        // RFC 6455 §5.1: a server MUST close on an unmasked client frame, a client on a masked
+        // server frame. A server frame's key is all zeros: unmasking it changes nothing.
+        let key = match (h.mask, self.from_server) {
+            (Some(key), false) => key,
+            (None, true) => [0; 4],
+            _ => return Err(CloseCode::PROTOCOL_ERROR),
         };
         // RFC 6455 §5.2: RSV bits MUST be 0 unless an extension defines them; none is negotiated.
         if h.rsv != 0 {

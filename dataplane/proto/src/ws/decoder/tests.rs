@@ -680,3 +680,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_client_decodes_unmasked_server_frames_and_refuses_masked_ones() {
+    let mut dec = Decoder::for_server_frames(DecoderLimits::default());
+    let mut bytes = frame_with(true, 0, 0x2, None, b"from the server");
+    bytes.extend(frame_with(true, 0, 0x9, None, b"ping"));
+    let d = dec.decode(&mut bytes);
+    assert_eq!(&bytes[d.data.clone()], b"from the server");
+    assert_eq!(d.event, Some(Event::Ping));
+    assert_eq!(dec.control_payload(), b"ping");
+    // RFC 6455 §5.1: a client closes on a masked server frame.
+    let mut dec = Decoder::for_server_frames(DecoderLimits::default());
+    let mut masked = frame(true, 0x2, b"masked");
+    let d = dec.decode(&mut masked);
+    assert_eq!(d.event, Some(Event::Error(CloseCode::PROTOCOL_ERROR)));
+    // And a server still refuses unmasked client frames.
+    let mut dec = Decoder::new(DecoderLimits::default());
+    let mut unmasked = frame_with(true, 0, 0x2, None, b"x");
+    assert_eq!(
+        dec.decode(&mut unmasked).event,
+        Some(Event::Error(CloseCode::PROTOCOL_ERROR))
+    );
+}
