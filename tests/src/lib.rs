@@ -15,6 +15,7 @@
 pub mod attack;
 pub mod config;
 pub mod origin;
+pub mod postgres;
 pub mod raw;
 pub mod server;
 pub mod tls;
