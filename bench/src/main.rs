@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use ringway_bench::client::tls::{TlsClient, TlsOptions};
 use ringway_bench::origin::{Origin, OriginMode};
 use ringway_bench::report::Report;
 use ringway_bench::target::Target;
@@ -87,6 +88,12 @@ enum Cmd {
         /// the client answers the Close and waits for EOF).
         #[arg(long, default_value = "client", value_parser = parse_close)]
         close: connect::CloseBy,
+        /// TLS: offer a session an earlier setup of the same thread received (the default).
+        #[arg(long, overrides_with = "no_resume")]
+        resume: bool,
+        /// TLS: no session resumption; every setup does a full handshake.
+        #[arg(long, overrides_with = "resume")]
+        no_resume: bool,
     },
     /// Write BENCHMARKS.md and the latency plot from the JSON reports of `bench/compare`.
     Summarize {
@@ -105,9 +112,11 @@ enum Cmd {
     },
     /// Open N idle tunnels, report RSS growth of --pid per tunnel, hold, close.
     Hold {
-        /// tcp://HOST:PORT or ws://HOST:PORT/PATH
+        /// tcp://HOST:PORT, ws://HOST:PORT/PATH, tls://HOST:PORT or wss://HOST:PORT/PATH
         #[arg(long)]
         target: String,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Tunnels to open.
         #[arg(short = 'n', long = "tunnels")]
         tunnels: usize,
@@ -134,9 +143,11 @@ enum Cmd {
 
 #[derive(Args)]
 struct CommonArgs {
-    /// tcp://HOST:PORT or ws://HOST:PORT/PATH
+    /// tcp://HOST:PORT, ws://HOST:PORT/PATH, tls://HOST:PORT or wss://HOST:PORT/PATH
     #[arg(long)]
     target: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Seconds measured (after the warmup).
     #[arg(short = 'd', long = "duration", default_value_t = 5.0)]
     duration: f64,
@@ -149,6 +160,39 @@ struct CommonArgs {
     /// Write the JSON report to FILE ("-" for stdout).
     #[arg(long)]
     json: Option<String>,
+}
+
+/// How a tls:// or wss:// target is trusted.
+#[derive(Args)]
+struct TlsArgs {
+    /// PEM file of the CA (or the certificate itself) to trust; required for tls:// and wss://
+    /// targets unless --insecure is given.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// Accept any server certificate (handshake signatures are still checked). For tests.
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl TlsArgs {
+    /// The TLS settings for `target` (`None` for tcp:// and ws://), resuming sessions if
+    /// `resume`.
+    fn client(&self, target: &Target, resume: bool) -> Result<Option<TlsClient>> {
+        if !target.is_tls() {
+            if self.ca.is_some() || self.insecure || !resume {
+                bail!("--ca, --insecure and --no-resume apply to tls:// and wss:// targets only");
+            }
+            return Ok(None);
+        }
+        let opts = TlsOptions {
+            ca: self.ca.clone(),
+            insecure: self.insecure,
+            resume,
+        };
+        TlsClient::new(target, &opts)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 fn parse_mode(s: &str) -> Result<OriginMode, String> {
@@ -164,9 +208,12 @@ fn secs(name: &str, v: f64) -> Result<Duration> {
 }
 
 impl CommonArgs {
-    fn common(&self) -> Result<Common> {
+    /// The settings; `resume` is connect's `--resume` / `--no-resume` (true elsewhere).
+    fn common(&self, resume: bool) -> Result<Common> {
+        let target = Target::parse(&self.target).map_err(anyhow::Error::msg)?;
         Ok(Common {
-            target: Target::parse(&self.target).map_err(anyhow::Error::msg)?,
+            tls: self.tls.client(&target, resume)?,
+            target,
             warmup: secs("warmup", self.warmup)?,
             duration: secs("duration", self.duration)?,
             threads: self.threads.max(1),
@@ -214,7 +261,7 @@ fn run(cli: Cli) -> Result<i32> {
             connections,
             size,
         } => {
-            let c = common.common()?;
+            let c = common.common(true)?;
             let args = latency::Latency { connections, size };
             (latency::run(&c, args), common.json)
         }
@@ -224,7 +271,7 @@ fn run(cli: Cli) -> Result<i32> {
             size,
             rate,
         } => {
-            let c = common.common()?;
+            let c = common.common(true)?;
             let args = rate::Rate {
                 connections,
                 size,
@@ -237,7 +284,7 @@ fn run(cli: Cli) -> Result<i32> {
             connections,
             frame,
         } => {
-            let c = common.common()?;
+            let c = common.common(true)?;
             (
                 bulk::run(&c, bulk::Bulk { connections, frame }),
                 common.json,
@@ -247,13 +294,16 @@ fn run(cli: Cli) -> Result<i32> {
             common,
             concurrency,
             close,
+            resume: _,
+            no_resume,
         } => {
-            let c = common.common()?;
+            let c = common.common(!no_resume)?;
             let args = connect::Connect { concurrency, close };
             (connect::run(&c, args), common.json)
         }
         Cmd::Hold {
             target,
+            tls,
             tunnels,
             pid,
             hold_secs,
@@ -263,6 +313,7 @@ fn run(cli: Cli) -> Result<i32> {
             json,
         } => {
             let target = Target::parse(&target).map_err(anyhow::Error::msg)?;
+            let tls = tls.client(&target, true)?;
             let args = hold::Hold {
                 tunnels,
                 pid,
@@ -271,7 +322,7 @@ fn run(cli: Cli) -> Result<i32> {
                 settle: secs("warmup", warmup)?,
                 threads,
             };
-            (hold::run(&target, args), json)
+            (hold::run(&target, tls.as_ref(), args), json)
         }
     };
     emit(&report, json.as_deref())?;

@@ -35,6 +35,9 @@ pub struct Params {
     /// connect: which side ends each connection ("client" or "origin").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub close: Option<&'static str>,
+    /// connect over TLS: whether setups offer to resume an earlier session (`--no-resume`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<bool>,
     pub duration_secs: f64,
     pub warmup_secs: f64,
     pub threads: usize,
@@ -102,6 +105,16 @@ pub struct Report {
     pub rss_per_tunnel_bytes: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_per_tunnel_kib: Option<f64>,
+    /// TLS: protocol version and cipher suite of the first session, e.g.
+    /// `TLSv1_3 TLS13_AES_256_GCM_SHA384`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// connect over TLS: setups counted whose handshake resumed a session, and their share of
+    /// `setups` in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_resumed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_resumed_percent: Option<f64>,
     /// CPU the client process used over the window, in percent of one core.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cpu_percent: Option<f64>,
@@ -119,6 +132,7 @@ impl Report {
             target,
             params,
             connections_up: tally.connections_up,
+            tls: tally.tls_session.clone(),
             errors: tally.errors.counts.clone(),
             error_total: tally.errors.total(),
             error_details: tally.errors.first.clone(),
@@ -186,6 +200,9 @@ impl Report {
         if let Some(close) = p.close {
             given.push(format!("close={close}"));
         }
+        if let Some(resume) = p.resume {
+            given.push(format!("resume={resume}"));
+        }
         match p.hold_secs {
             Some(hold) => given.push(format!(
                 "hold={hold}s settle={}s threads={}",
@@ -199,6 +216,9 @@ impl Report {
         row(&mut t, "parameters", given.join(" "));
         row(&mut t, "window", format!("{:.2} s", self.elapsed_secs));
         row(&mut t, "connections up", self.connections_up.to_string());
+        if let Some(tls) = &self.tls {
+            row(&mut t, "tls", tls.clone());
+        }
         let opt_f = |t: &mut String, k: &str, v: Option<f64>, unit: &str| {
             if let Some(v) = v {
                 let _ = writeln!(t, "  {k:<22} {}", format!("{v:.1} {unit}").trim_end());
@@ -214,6 +234,9 @@ impl Report {
         opt_u(&mut t, "unfinished", self.unfinished);
         opt_u(&mut t, "setups", self.setups);
         opt_f(&mut t, "setups/s", self.setups_per_sec, "");
+        if let (Some(n), Some(pct)) = (self.tls_resumed, self.tls_resumed_percent) {
+            row(&mut t, "tls resumed", format!("{n} ({pct:.1}%)"));
+        }
         opt_f(&mut t, "tx goodput", self.tx_mbps, "MB/s");
         opt_f(&mut t, "rx goodput", self.rx_mbps, "MB/s");
         opt_f(&mut t, "total goodput", self.goodput_mbps, "MB/s");

@@ -39,6 +39,10 @@ pub enum ErrorKind {
     WsProtocol(ReadError),
     /// A step did not finish in time.
     Timeout(&'static str),
+    /// The TLS handshake failed (certificate not trusted, alert from the server, ...).
+    TlsHandshake(String),
+    /// TLS failed after the handshake (a bad record, an alert).
+    Tls(String),
 }
 
 impl ErrorKind {
@@ -55,6 +59,8 @@ impl ErrorKind {
             ErrorKind::Io(_) => "io_error".into(),
             ErrorKind::WsProtocol(_) => "ws_protocol_error".into(),
             ErrorKind::Timeout(_) => "timeout".into(),
+            ErrorKind::TlsHandshake(_) => "tls_handshake_failed".into(),
+            ErrorKind::Tls(_) => "tls_error".into(),
         }
     }
 
@@ -72,6 +78,8 @@ impl ErrorKind {
             ErrorKind::ConnectionReset => "connection reset by peer".into(),
             ErrorKind::WsProtocol(e) => e.as_str().into(),
             ErrorKind::Timeout(step) => format!("{step} timed out"),
+            ErrorKind::TlsHandshake(e) => format!("TLS handshake: {e}"),
+            ErrorKind::Tls(e) => format!("TLS: {e}"),
         }
     }
 
@@ -147,6 +155,10 @@ pub struct Tally {
     pub unfinished: u64,
     /// Connections that were up for the whole run (latency, rate, bulk) or opened (hold).
     pub connections_up: u64,
+    /// connect over TLS: setups counted whose handshake resumed a session.
+    pub tls_resumed: u64,
+    /// TLS: protocol version and cipher suite of the first session opened.
+    pub tls_session: Option<String>,
     pub errors: ErrorCounts,
 }
 
@@ -160,6 +172,8 @@ impl Default for Tally {
             rx_bytes: 0,
             unfinished: 0,
             connections_up: 0,
+            tls_resumed: 0,
+            tls_session: None,
             errors: ErrorCounts::default(),
         }
     }
@@ -193,6 +207,10 @@ impl Tally {
         self.rx_bytes += other.rx_bytes;
         self.unfinished += other.unfinished;
         self.connections_up += other.connections_up;
+        self.tls_resumed += other.tls_resumed;
+        if self.tls_session.is_none() {
+            self.tls_session = other.tls_session;
+        }
         self.errors.merge(other.errors);
     }
 }

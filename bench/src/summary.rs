@@ -7,6 +7,9 @@
 //! A candidate that failed a run simply has no file for it; the table shows `n/a`. A workload no
 //! candidate ran (`ONLY=...` in the script) has no row. `ringway-before` (a second ringway binary,
 //! `RINGWAY_BEFORE=...`) gets its own column and a `ringway / before` ratio, and is no peer.
+//! The TLS rows (`wss-*` workloads) are followed by what TLS each candidate negotiated, the share
+//! of resumed setups, and the relay cost of TLS: bulk8 goodput with TLS over without, per
+//! candidate, from the same run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -108,7 +111,66 @@ const WORKLOADS: &[Workload] = &[
         higher_is_better: false,
         target: "≤ 2 KiB",
     },
+    Workload {
+        key: "wss-lat1",
+        title: "TLS: latency, 1 conn, 64 B: p50",
+        metric: "p50_us",
+        unit: "µs",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
+        key: "wss-lat1",
+        title: "TLS: latency, 1 conn, 64 B: p99",
+        metric: "p99_us",
+        unit: "µs",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
+        key: "wss-lat64",
+        title: "TLS: latency, 64 conns, 64 B: messages/s",
+        metric: "messages_per_sec",
+        unit: "msg/s",
+        higher_is_better: true,
+        target: "",
+    },
+    Workload {
+        key: "wss-lat64",
+        title: "TLS: latency, 64 conns, 64 B: p99",
+        metric: "p99_us",
+        unit: "µs",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
+        key: "wss-bulk8",
+        title: "TLS: bulk, 8 conns, 16 KiB frames: goodput",
+        metric: "goodput_mbps",
+        unit: "MB/s",
+        higher_is_better: true,
+        target: "",
+    },
+    Workload {
+        key: "wss-connect",
+        title: "TLS: connect + handshake (resumed) + upgrade + 64 B round trip + close",
+        metric: "setups_per_sec",
+        unit: "setups/s",
+        higher_is_better: true,
+        target: "≥ HAProxy with TLS",
+    },
+    Workload {
+        key: "wss-connect-noresume",
+        title: "TLS: the same, full handshake every time",
+        metric: "setups_per_sec",
+        unit: "setups/s",
+        higher_is_better: true,
+        target: "",
+    },
 ];
+
+/// Workloads with TLS and the same workload without, for the relay cost of TLS.
+const TLS_COST: (&str, &str) = ("wss-bulk8", "bulk8");
 
 /// Candidates in table order; `direct` is the limit, `ringway` the subject, `ringway-before` the
 /// subject's previous build, the rest peers.
@@ -284,6 +346,7 @@ cores, so CPU spent per byte and per message decides these numbers.\n"
         }
         writeln!(md, " {vs_peer} | {} |", w.target)?;
     }
+    md.push_str(&tls_notes(&runs, &present));
     writeln!(
         md,
         "\nRatios are ringway's figure divided by the other's: above 1 is better for rates and \
@@ -319,6 +382,73 @@ run had errors (see the JSON reports).\n"
         draw(&runs, &present, plot)?;
     }
     Ok(())
+}
+
+/// The paragraph under the table about the TLS rows: what each candidate negotiated, the share
+/// of setups that resumed, and the relay cost of TLS (goodput with TLS / without). Empty when
+/// no TLS workload ran.
+fn tls_notes(runs: &Runs, present: &[&str]) -> String {
+    let median = |wl: &str, cand: &str, metric: &str| -> Option<&Value> {
+        median_run(runs.get(&(wl.to_string(), cand.to_string()))?, metric)
+    };
+    let mut sessions = Vec::new();
+    let mut resumed = Vec::new();
+    let mut cost = Vec::new();
+    for &c in present {
+        let session = ["wss-bulk8", "wss-lat1", "wss-lat64", "wss-connect"]
+            .iter()
+            .filter_map(|wl| runs.get(&(wl.to_string(), c.to_string())))
+            .flatten()
+            .find_map(|r| r.get("tls").and_then(Value::as_str));
+        if let Some(session) = session {
+            sessions.push(format!("{c} `{session}`"));
+        }
+        let pct = |wl: &str| {
+            median(wl, c, "setups_per_sec")
+                .and_then(|r| num(r, "tls_resumed_percent"))
+                .map(|p| format!("{p:.0} %"))
+        };
+        if let (Some(on), Some(off)) = (pct("wss-connect"), pct("wss-connect-noresume")) {
+            resumed.push(format!("{c} {on} / {off}"));
+        } else if let Some(on) = pct("wss-connect") {
+            resumed.push(format!("{c} {on}"));
+        }
+        let (with, without) = TLS_COST;
+        let goodput = |wl: &str| median(wl, c, "goodput_mbps").and_then(|r| num(r, "goodput_mbps"));
+        if c != "direct" {
+            if let (Some(t), Some(p)) = (goodput(with), goodput(without)) {
+                if p > 0.0 {
+                    let (ts, ps) = (fmt_value(t), fmt_value(p));
+                    cost.push(format!("{c} {:.2}× ({ts} vs {ps} MB/s)", t / p));
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    if !sessions.is_empty() {
+        out.push_str(&format!(
+            "\nTLS rows: every candidate terminates TLS itself (direct stays plain TCP; HAProxy \
+carries raw bytes inside TLS, no WebSocket). Negotiated: {}.",
+            sessions.join(", ")
+        ));
+    }
+    if !resumed.is_empty() {
+        out.push_str(&format!(
+            " Setups that resumed a session (with / without resumption): {}.",
+            resumed.join(", ")
+        ));
+    }
+    if !cost.is_empty() {
+        out.push_str(&format!(
+            "\n\n**Relay cost of TLS** (bulk, 8 conns, 16 KiB frames: goodput with TLS / without, \
+same run): {}.",
+            cost.join(", ")
+        ));
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 fn draw(runs: &Runs, present: &[&str], plot: &Path) -> anyhow::Result<()> {
@@ -486,6 +616,67 @@ mod tests {
             !text.contains("Latency percentiles") && !svg.exists(),
             "{text}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_rows_report_sessions_resumption_and_the_relay_cost() {
+        let dir = std::env::temp_dir().join(format!("ringbench-tls-rows-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let put = |name: String, v: Value| {
+            std::fs::write(dir.join(name), v.to_string()).unwrap();
+        };
+        let suite = "TLSv1_3 TLS13_AES_256_GCM_SHA384";
+        for (cand, plain, tls) in [
+            ("direct", 4600.0, 4600.0),
+            ("ringway", 1500.0, 450.0),
+            ("haproxy", 1200.0, 560.0),
+        ] {
+            put(
+                format!("bulk8__{cand}__r1.json"),
+                serde_json::json!({"goodput_mbps": plain, "errors": {}}),
+            );
+            let mut r = serde_json::json!({"goodput_mbps": tls, "errors": {}});
+            let mut on = serde_json::json!({"setups_per_sec": tls * 2.0, "errors": {}});
+            let mut off = serde_json::json!({"setups_per_sec": tls, "errors": {}});
+            if cand != "direct" {
+                r["tls"] = suite.into();
+                on["tls_resumed_percent"] = 100.0.into();
+                off["tls_resumed_percent"] = 0.0.into();
+            }
+            put(format!("wss-bulk8__{cand}__r1.json"), r);
+            put(format!("wss-connect__{cand}__r1.json"), on);
+            put(format!("wss-connect-noresume__{cand}__r1.json"), off);
+        }
+        let (md, svg) = (dir.join("B.md"), dir.join("p.svg"));
+        summarize(&dir, &md, &svg, "p.svg").unwrap();
+        let text = std::fs::read_to_string(&md).unwrap();
+        assert!(
+            text.contains("| TLS: bulk, 8 conns, 16 KiB frames: goodput | MB/s | 4600 | 450 | 560 | 0.10× | 0.80× haproxy |  |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| TLS: connect + handshake (resumed) + upgrade + 64 B round trip + close | setups/s | 9200 | 900 | 1120 | 0.10× | 0.80× haproxy | ≥ HAProxy with TLS |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "Negotiated: ringway `{suite}`, haproxy `{suite}`."
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("(with / without resumption): ringway 100 % / 0 %, haproxy 100 % / 0 %."),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "same run): ringway 0.30× (450 vs 1500 MB/s), haproxy 0.47× (560 vs 1200 MB/s)."
+            ),
+            "{text}"
+        );
+        // The notes sit between the table and the ratios paragraph (bench/compare prints that span).
+        assert!(text.find("Relay cost").unwrap() < text.find("Ratios are").unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

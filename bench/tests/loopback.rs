@@ -19,6 +19,7 @@ fn localhost() -> SocketAddr {
 fn common(addr: SocketAddr, threads: usize) -> Common {
     Common {
         target: Target::parse(&format!("tcp://{addr}")).unwrap(),
+        tls: None,
         warmup: Duration::from_millis(200),
         duration: Duration::from_millis(600),
         threads,
@@ -118,7 +119,7 @@ fn connect_and_hold_against_echo() {
         settle: Duration::from_millis(50),
         threads: 2,
     };
-    let r = hold::run(&common(origin.addr(), 1).target, args);
+    let r = hold::run(&common(origin.addr(), 1).target, None, args);
     assert_clean(&r);
     assert_eq!(r.succeeded, Some(300));
     assert_eq!(r.connections_up, 300);

@@ -230,6 +230,7 @@ fn push(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8]) {
 fn common(addr: SocketAddr) -> Common {
     Common {
         target: Target::parse(&format!("ws://{addr}/echo")).unwrap(),
+        tls: None,
         warmup: Duration::from_millis(200),
         duration: Duration::from_millis(600),
         threads: 1,
@@ -289,7 +290,7 @@ fn every_workload_over_a_reframing_server() {
         settle: Duration::ZERO,
         threads: 1,
     };
-    let r = hold::run(&c.target, args);
+    let r = hold::run(&c.target, None, args);
     assert_clean(&r);
     assert_eq!(r.succeeded, Some(40));
 }

@@ -1,4 +1,5 @@
-//! An open connection: sends pattern messages, reads back and checks payload, closes.
+//! An open connection: sends pattern messages, reads back and checks payload, closes; over raw
+//! TCP or TLS alike (the [`Transport`] hides which).
 //!
 //! Invariants: payload byte `i` sent is pattern byte `seed + i`, and payload byte `i` received
 //! must be the same byte, so the echo is checked byte for byte in stream order whatever framing
@@ -6,16 +7,15 @@
 //! frames of `msg_len` payload bytes in `out`, at most [`IO_CHUNK`] of them at a time, and
 //! control replies (pong, close) go behind them, never inside a frame. Reads go into the
 //! thread's scratch buffer; for ws the unconsumed tail (a partial header or control frame) is
-//! kept in `carry` and put back in front of the next read. Edge-triggered epoll: a read that
-//! fills less than the buffer, or a write that takes less than offered, has drained the socket,
-//! so the next edge is guaranteed and the loop stops there without a wasted syscall.
+//! kept in `carry` and put back in front of the next read. Edge-triggered epoll: a read after
+//! which [`Transport::may_have_more`] is false (raw TCP: it filled less than the buffer), or a
+//! write that takes less than offered, has drained the socket, so the next edge is guaranteed
+//! and the loop stops there without a wasted syscall. Every [`Stream::flush`] first writes what
+//! TLS still holds, so bytes encrypted when the socket was full go out on the next event.
 
-use std::io::{self, Read, Write};
-
-use mio::net::TcpStream;
 use ringway_proto::ws::Opcode;
 
-use super::{Io, CARRY_ROOM, IO_CHUNK};
+use super::{Io, Transport, CARRY_ROOM, IO_CHUNK};
 use crate::pattern;
 use crate::stats::ErrorKind;
 use crate::ws::writer::{push_close, push_frame, push_pattern_frame};
@@ -33,7 +33,7 @@ struct WsIo {
 
 /// An open connection (raw TCP or ws).
 pub struct Stream {
-    sock: TcpStream,
+    transport: Transport,
     msg_len: usize,
     seed: u64,
     queued: u64,
@@ -54,14 +54,14 @@ pub struct Stream {
 
 impl Stream {
     pub(super) fn new(
-        sock: TcpStream,
+        transport: Transport,
         ws: bool,
         leftover: Vec<u8>,
         msg_len: usize,
         seed: u64,
     ) -> Stream {
         Stream {
-            sock,
+            transport,
             msg_len,
             seed,
             queued: 0,
@@ -117,9 +117,21 @@ impl Stream {
         self.close_code
     }
 
-    /// Every queued byte, ws control replies included, has been written.
+    /// Every queued byte, ws control replies and TLS records included, has been written.
     pub fn flushed(&self) -> bool {
-        self.sent == self.queued && self.ws.as_ref().is_none_or(|ws| ws.out_pos == ws.out.len())
+        self.sent == self.queued
+            && self.ws.as_ref().is_none_or(|ws| ws.out_pos == ws.out.len())
+            && !self.transport.unflushed()
+    }
+
+    /// TLS: whether the handshake resumed a session (`None` for raw TCP).
+    pub fn tls_resumed(&self) -> Option<bool> {
+        self.transport.resumed()
+    }
+
+    /// TLS: protocol version and cipher suite (`None` for raw TCP).
+    pub fn tls_session(&self) -> Option<String> {
+        self.transport.session()
     }
 
     /// From now on [`Stream::read`] reads until the socket would block or EOF, so an EOF queued
@@ -153,11 +165,14 @@ impl Stream {
 
     /// Writes what is queued until done or the socket is full.
     pub fn flush(&mut self, io: &mut Io) -> Result<(), ErrorKind> {
+        if !self.transport.flush()? {
+            return Ok(());
+        }
         let Some(ws) = &mut self.ws else {
             while self.sent < self.queued {
                 let want = (self.queued - self.sent).min(IO_CHUNK as u64) as usize;
                 let chunk = pattern::window(self.seed + self.sent, want);
-                let Some(n) = write(&mut self.sock, chunk)? else {
+                let Some(n) = self.transport.write(chunk)? else {
                     return Ok(());
                 };
                 self.sent += n as u64;
@@ -170,7 +185,7 @@ impl Stream {
         };
         loop {
             if ws.out_pos < ws.out.len() {
-                match write(&mut self.sock, &ws.out[ws.out_pos..])? {
+                match self.transport.write(&ws.out[ws.out_pos..])? {
                     Some(n) => ws.out_pos += n,
                     None => return Ok(()),
                 }
@@ -206,16 +221,14 @@ impl Stream {
                 None => 0,
             };
             let room = &mut io.scratch[carry..carry + IO_CHUNK];
-            let n = match self.sock.read(room) {
-                Ok(0) => {
+            let n = match self.transport.read(room, &mut io.tls_in)? {
+                Some(0) => {
                     self.peer_closed = true;
                     self.eof = true;
                     break;
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ErrorKind::from_io(&e)),
+                Some(n) => n,
+                None => break,
             };
             let buf = &io.scratch[..carry + n];
             match &mut self.ws {
@@ -262,18 +275,18 @@ impl Stream {
                     debug_assert!(ws.carry.len() <= CARRY_ROOM);
                 }
             }
-            if !self.until_eof && (n < IO_CHUNK || self.peer_closed) {
+            if !self.until_eof && (!self.transport.may_have_more() || self.peer_closed) {
                 break;
             }
         }
-        if matches!(&self.ws, Some(ws) if ws.out_pos < ws.out.len()) {
+        if matches!(&self.ws, Some(ws) if ws.out_pos < ws.out.len()) || self.transport.unflushed() {
             self.flush(io)?;
         }
         Ok(got)
     }
 
     /// Starts an orderly close: ws sends Close 1000 (RFC 6455 §5.5.1) and waits for the peer's;
-    /// tcp shuts down the write side and waits for EOF.
+    /// tcp shuts down the write side (after close_notify over TLS) and waits for EOF.
     pub fn start_close(&mut self, io: &mut Io) -> Result<(), ErrorKind> {
         self.closing = true;
         match &mut self.ws {
@@ -281,23 +294,7 @@ impl Stream {
                 push_close(&mut ws.out, 1000, &mut io.rng);
                 self.flush(io)
             }
-            None => self
-                .sock
-                .shutdown(std::net::Shutdown::Write)
-                .map_err(|e| ErrorKind::from_io(&e)),
+            None => self.transport.close_write(),
         }
-    }
-}
-
-/// One `write`: `Some(n)` bytes taken, `None` if the socket is full.
-fn write(sock: &mut TcpStream, bytes: &[u8]) -> Result<Option<usize>, ErrorKind> {
-    loop {
-        return match sock.write(bytes) {
-            Ok(0) => Err(ErrorKind::Io("write returned 0".into())),
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(ErrorKind::from_io(&e)),
-        };
     }
 }

@@ -15,11 +15,16 @@
 //! and its loop pauses `BACKOFF` before the next one, so a refusing target shows up as a bounded
 //! error count rather than a busy loop. Setups still running `STUCK` after they began when the
 //! run ends are counted as timeouts (e.g. `--close origin` against an origin that never closes).
+//!
+//! Over TLS a setup also does the TLS handshake (after the connect, before the upgrade). Each
+//! thread has one client config, so with resumption on (the default) a setup offers a session an
+//! earlier setup of the thread received, and counted setups whose handshake resumed are reported
+//! (`tls_resumed`); with `--no-resume` every handshake is a full one.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll};
 
 use super::{check_echo, run_load, wait, Common, Lane, ThreadGate};
 use crate::client::{Dial, Io, Stream};
@@ -74,6 +79,7 @@ pub fn run(common: &Common, args: Connect) -> Report {
         concurrency: Some(args.concurrency as u64),
         size: Some(ROUND_TRIP_BYTES as u64),
         close: Some(args.close.as_str()),
+        resume: common.tls.as_ref().map(|t| t.resume()),
         ..common.params()
     };
     let (mut r, m) = run_load(
@@ -86,6 +92,11 @@ pub fn run(common: &Common, args: Connect) -> Report {
     );
     r.setups = Some(m.tally.completed);
     r.setups_per_sec = Some(m.tally.completed as f64 / m.window_secs);
+    if common.tls.is_some() {
+        r.tls_resumed = Some(m.tally.tls_resumed);
+        r.tls_resumed_percent =
+            Some(m.tally.tls_resumed as f64 * 100.0 / m.tally.completed.max(1) as f64);
+    }
     let h = &m.tally.close_latency;
     if !h.is_empty() {
         let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -109,11 +120,12 @@ enum Slot {
     AwaitClose(Stream, Times),
 }
 
-/// When a setup began and when its echo was complete.
+/// When a setup began and when its echo was complete; whether its TLS handshake resumed.
 #[derive(Clone, Copy, Debug)]
 struct Times {
     started: Instant,
     echoed: Instant,
+    resumed: bool,
 }
 
 fn thread(lane: &mut Lane<'_>, gate: &ThreadGate<'_>, close: CloseBy) {
@@ -150,7 +162,7 @@ fn thread(lane: &mut Lane<'_>, gate: &ThreadGate<'_>, close: CloseBy) {
                 continue;
             }
             let slot = std::mem::replace(&mut slots[i], Slot::Backoff(now));
-            slots[i] = match advance(slot, &mut lane.io, lane.share.global(i), close) {
+            slots[i] = match advance(slot, lane, i, close) {
                 Ok(Outcome::Pending(slot)) => slot,
                 Ok(Outcome::Done(t)) => {
                     let end = Instant::now();
@@ -159,6 +171,7 @@ fn thread(lane: &mut Lane<'_>, gate: &ThreadGate<'_>, close: CloseBy) {
                         lane.tally.record(end - t.started);
                         lane.tally.record_close(end - t.echoed);
                         lane.tally.completed += 1;
+                        lane.tally.tls_resumed += u64::from(t.resumed);
                     }
                     begin(&poll, lane, i)
                 }
@@ -187,7 +200,7 @@ fn thread(lane: &mut Lane<'_>, gate: &ThreadGate<'_>, close: CloseBy) {
 
 /// Starts loop `i`'s next setup, or after a failure to start, its backoff.
 fn begin(poll: &Poll, lane: &mut Lane<'_>, i: usize) -> Slot {
-    match Dial::start(lane.target, poll.registry(), Token(i), &mut lane.io.rng) {
+    match lane.dial(poll, i) {
         Ok(d) => Slot::Dialing(d),
         Err(e) => {
             lane.fail(&e);
@@ -202,16 +215,24 @@ enum Outcome {
     Done(Times),
 }
 
-/// Moves one loop on after readiness on its socket (or a stale event, which changes nothing).
-fn advance(slot: Slot, io: &mut Io, global: usize, close: CloseBy) -> Result<Outcome, ErrorKind> {
+/// Moves loop `i` on after readiness on its socket (or a stale event, which changes nothing).
+fn advance(
+    slot: Slot,
+    lane: &mut Lane<'_>,
+    i: usize,
+    close: CloseBy,
+) -> Result<Outcome, ErrorKind> {
+    let io = &mut lane.io;
     match slot {
         Slot::Backoff(until) => Ok(Outcome::Pending(Slot::Backoff(until))),
         Slot::Dialing(mut d) => {
-            if !d.advance()? {
+            if !d.advance(io)? {
                 return Ok(Outcome::Pending(Slot::Dialing(d)));
             }
             let started = d.started;
-            let mut s = d.into_stream(ROUND_TRIP_BYTES, pattern::seed(global));
+            let mut s = d.into_stream(ROUND_TRIP_BYTES, pattern::seed(lane.share.global(i)));
+            lane.note_session(&s);
+            let io = &mut lane.io;
             if close == CloseBy::Origin {
                 // The echo and the origin's close may arrive together.
                 s.expect_eof();
@@ -227,6 +248,7 @@ fn advance(slot: Slot, io: &mut Io, global: usize, close: CloseBy) -> Result<Out
                 let t = Times {
                     started,
                     echoed: Instant::now(),
+                    resumed: s.tls_resumed() == Some(true),
                 };
                 if close == CloseBy::Origin {
                     return await_close(s, io, t);

@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Token};
+use mio::Events;
 
 use super::{check_echo, wait, Lane, Share};
-use crate::client::{Dial, Io, Stream};
+use crate::client::tls::TlsClient;
+use crate::client::{Dial, Stream};
 use crate::pattern;
 use crate::progress::{Printer, Progress};
 use crate::report::{Params, Report};
@@ -45,7 +46,8 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-pub fn run(target: &Target, args: Hold) -> Report {
+/// `tls` is required for tls:// and wss:// targets.
+pub fn run(target: &Target, tls: Option<&TlsClient>, args: Hold) -> Report {
     let threads = args.threads.clamp(1, args.tunnels.max(1));
     let progress = Arc::new(Progress::default());
     let ramp_done = AtomicUsize::new(0);
@@ -71,7 +73,7 @@ pub fn run(target: &Target, args: Hold) -> Report {
                         threads,
                         thread: t,
                     };
-                    let mut lane = Lane::new(target, share, progress);
+                    let mut lane = Lane::new(target, tls, share, progress);
                     thread(args, &mut lane, &mut signal, stop);
                     lane.tally
                 })
@@ -171,7 +173,7 @@ fn thread(args: Hold, lane: &mut Lane<'_>, ramp_done: &mut RampSignal<'_>, stop:
     loop {
         if ramping {
             while inflight < batch && next < n {
-                match Dial::start(lane.target, poll.registry(), Token(next), &mut lane.io.rng) {
+                match lane.dial(&poll, next) {
                     Ok(d) => {
                         slots[next] = Slot::Dialing(d);
                         inflight += 1;
@@ -203,11 +205,7 @@ fn thread(args: Hold, lane: &mut Lane<'_>, ramp_done: &mut RampSignal<'_>, stop:
                 continue;
             };
             let was_setup = matches!(slot, Slot::Dialing(_) | Slot::RoundTrip(_));
-            match advance(
-                std::mem::replace(slot, Slot::Idle),
-                &mut lane.io,
-                lane.share.global(i),
-            ) {
+            match advance(std::mem::replace(slot, Slot::Idle), lane, i) {
                 Ok(next_slot) => {
                     if was_setup && matches!(next_slot, Slot::Held(_)) {
                         inflight -= 1;
@@ -231,17 +229,19 @@ fn thread(args: Hold, lane: &mut Lane<'_>, ramp_done: &mut RampSignal<'_>, stop:
     lane.tally.connections_up = slots.iter().filter(|s| matches!(s, Slot::Held(_))).count() as u64;
 }
 
-/// Moves one tunnel on after readiness on its socket.
-fn advance(slot: Slot, io: &mut Io, global: usize) -> Result<Slot, ErrorKind> {
+/// Moves tunnel `i` on after readiness on its socket.
+fn advance(slot: Slot, lane: &mut Lane<'_>, i: usize) -> Result<Slot, ErrorKind> {
+    let io = &mut lane.io;
     match slot {
         Slot::Idle => Ok(Slot::Idle),
         Slot::Dialing(mut d) => {
-            if !d.advance()? {
+            if !d.advance(io)? {
                 return Ok(Slot::Dialing(d));
             }
-            let mut s = d.into_stream(1, pattern::seed(global));
+            let mut s = d.into_stream(1, pattern::seed(lane.share.global(i)));
+            lane.note_session(&s);
             s.queue_messages(1);
-            s.flush(io)?;
+            s.flush(&mut lane.io)?;
             Ok(Slot::RoundTrip(s))
         }
         Slot::RoundTrip(mut s) | Slot::Held(mut s) => {

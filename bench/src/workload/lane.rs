@@ -1,5 +1,5 @@
 //! One load thread's own state ([`Lane`]) and the steps every load thread takes with it: creating
-//! its poll, opening its share of the connections up front ([`Lane::dial_all`]), waiting for
+//! its poll and its [`Dialer`] (for TLS, the thread's own client config and session cache), opening its share of the connections up front ([`Lane::dial_all`]), waiting for
 //! readiness ([`wait`]) and checking what a connection read back ([`check_echo`]).
 //!
 //! Invariants: every error a thread meets is counted once in its tally; errors on connections
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use super::Share;
-use crate::client::{Dial, Io, Stream};
+use crate::client::tls::TlsClient;
+use crate::client::{Dial, Dialer, Io, Stream};
 use crate::pattern;
 use crate::progress::Progress;
 use crate::stats::{ErrorKind, Tally};
@@ -20,10 +21,10 @@ use crate::target::Target;
 /// How long opening the connections of latency, rate and bulk may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One load thread: where it connects, which connections it runs, what it has counted, its I/O
-/// scratch, and the run's progress counters it adds to.
+/// One load thread: where and how it connects, which connections it runs, what it has counted,
+/// its I/O scratch, and the run's progress counters it adds to.
 pub struct Lane<'a> {
-    pub target: &'a Target,
+    pub dialer: Dialer<'a>,
     pub share: Share,
     pub tally: Tally,
     pub io: Io,
@@ -31,9 +32,15 @@ pub struct Lane<'a> {
 }
 
 impl<'a> Lane<'a> {
-    pub fn new(target: &'a Target, share: Share, progress: &'a Progress) -> Lane<'a> {
+    /// `tls` is required for tls:// and wss:// targets.
+    pub fn new(
+        target: &'a Target,
+        tls: Option<&TlsClient>,
+        share: Share,
+        progress: &'a Progress,
+    ) -> Lane<'a> {
         Lane {
-            target,
+            dialer: Dialer::new(target, tls),
             share,
             tally: Tally::default(),
             io: Io::new(),
@@ -60,6 +67,19 @@ impl<'a> Lane<'a> {
         }
     }
 
+    /// Starts opening local connection `i` on `poll`.
+    pub fn dial(&mut self, poll: &Poll, i: usize) -> Result<Dial, ErrorKind> {
+        self.dialer
+            .dial(poll.registry(), Token(i), &mut self.io.rng)
+    }
+
+    /// Notes the TLS session of an open connection, if it is the thread's first.
+    pub fn note_session(&mut self, s: &Stream) {
+        if self.tally.tls_session.is_none() {
+            self.tally.tls_session = s.tls_session();
+        }
+    }
+
     /// Counts a connection's failure, in the tally and in the progress line.
     pub fn fail(&mut self, e: &ErrorKind) {
         self.tally.errors.add(e);
@@ -72,15 +92,13 @@ impl<'a> Lane<'a> {
     pub fn dial_all(&mut self, poll: &mut Poll, msg_len: usize) -> Vec<Option<Stream>> {
         let count = self.share.count();
         let mut dials: Vec<Option<Dial>> = (0..count)
-            .map(
-                |i| match Dial::start(self.target, poll.registry(), Token(i), &mut self.io.rng) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        self.fail(&e);
-                        None
-                    }
-                },
-            )
+            .map(|i| match self.dial(poll, i) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.fail(&e);
+                    None
+                }
+            })
             .collect();
         let mut streams: Vec<Option<Stream>> = (0..count).map(|_| None).collect();
         let mut waiting = dials.iter().flatten().count();
@@ -100,12 +118,14 @@ impl<'a> Lane<'a> {
                 let Some(Some(dial)) = dials.get_mut(i) else {
                     continue;
                 };
-                match dial.advance() {
+                match dial.advance(&mut self.io) {
                     Ok(false) => continue,
                     Ok(true) => {
                         if let Some(d) = dials[i].take() {
                             let seed = pattern::seed(self.share.global(i));
-                            streams[i] = Some(d.into_stream(msg_len, seed));
+                            let s = d.into_stream(msg_len, seed);
+                            self.note_session(&s);
+                            streams[i] = Some(s);
                         }
                     }
                     Err(e) => {

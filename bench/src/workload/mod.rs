@@ -22,6 +22,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::client::tls::TlsClient;
 use crate::progress::{Printer, Progress};
 use crate::report::{Params, Report};
 use crate::stats::Tally;
@@ -31,6 +32,8 @@ use crate::target::Target;
 #[derive(Clone, Debug)]
 pub struct Common {
     pub target: Target,
+    /// Required for tls:// and wss:// targets.
+    pub tls: Option<TlsClient>,
     pub warmup: Duration,
     pub duration: Duration,
     pub threads: usize,
@@ -123,7 +126,7 @@ pub fn run_load(
             threads,
             thread,
         };
-        let mut lane = Lane::new(&common.target, share, &progress);
+        let mut lane = Lane::new(&common.target, common.tls.as_ref(), share, &progress);
         body(&mut lane, gate);
         lane.tally
     });
