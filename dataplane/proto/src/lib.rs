@@ -8,11 +8,14 @@
 //!   server-side encoder.
 //! - [`tunnel`]: the per-connection state machine that ties a WebSocket client to a TCP origin.
 //! - [`route`]: the immutable route table a worker looks routes up in.
+//! - [`access`]: the client-role tunnel of `ringway access` (a local TCP connection carried to
+//!   the edge over a WebSocket it opens).
 //!
 //! `fuzz` (hidden) holds the fuzz harnesses, shared by `fuzz/` (cargo-fuzz) and the stable
 //! corpus replay in `tests/fuzz_corpus.rs`.
 #![forbid(unsafe_code)]
 
+pub mod access;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod route;
