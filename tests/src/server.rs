@@ -111,6 +111,14 @@ impl Ringway {
         Self::spawn_env(&all, Some(config_path.clone()), env)
     }
 
+    /// `ringway access --listen 127.0.0.1:0 ARGS` (a local TCP port carried to an edge).
+    /// Blocks up to 10 s.
+    pub fn start_access(args: &[&str]) -> Ringway {
+        let mut all = vec!["access", "--listen", "127.0.0.1:0", "--workers", "1"];
+        all.extend_from_slice(args);
+        Self::spawn_env(&all, None, &[])
+    }
+
     fn spawn(args: &[&str], config_path: Option<PathBuf>) -> Ringway {
         Self::spawn_env(args, config_path, &[])
     }
@@ -158,7 +166,8 @@ impl Ringway {
                 Ok(line) => {
                     let rest = line
                         .strip_prefix("listening on ws://127.0.0.1:")
-                        .or_else(|| line.strip_prefix("listening on wss://127.0.0.1:"));
+                        .or_else(|| line.strip_prefix("listening on wss://127.0.0.1:"))
+                        .or_else(|| line.strip_prefix("listening on tcp://127.0.0.1:"));
                     if let Some(rest) = rest {
                         match rest.trim_end().parse::<u16>() {
                             Ok(port) if port != 0 => return port,

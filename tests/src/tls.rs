@@ -40,9 +40,12 @@ impl TestPki {
         let ca_key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "ringway test CA");
+        // A name of its own: two test CAs are two issuers, not one with a bad signature.
+        let name = format!(
+            "ringway test CA {}",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("")
+        );
+        params.distinguished_name.push(DnType::CommonName, name);
         let ca = params.self_signed(&ca_key).expect("self-sign the CA");
         std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
         TestPki { dir, ca, ca_key }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ringway_proto::route::RouteTable;
-use ringway_proto::tunnel::Intent;
+use ringway_proto::tunnel::{CloseReason, Intent, Side as By};
 use ringway_proto::ws::handshake::reason_phrase;
 use ringway_uring::{Completion, Ring, TxBuf, HEADROOM};
 use tracing::{debug, info};
@@ -27,6 +27,14 @@ use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
 use crate::token::{tag, Op, Side};
 use crate::transport::{Opened, Transport};
 
+/// The TLS client side of `ringway access` toward a `wss://` edge.
+#[derive(Debug)]
+pub struct EdgeTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the edge's certificate must carry (and the SNI sent).
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
 /// The target of the per-tunnel log lines (`RUST_LOG=ringway::tunnel=debug` shows opens too).
 pub const LOG_TARGET: &str = "ringway::tunnel";
 
@@ -38,6 +46,11 @@ pub struct Conn {
     pub key: Key,
     pub session: Session,
     pub transport: Transport,
+    /// Between the session and the origin socket: plain, or TLS toward the edge when this is a
+    /// `ringway access` connection to a `wss://` edge.
+    pub origin_transport: Transport,
+    /// `ringway access` to a `wss://` edge: the TLS client settings used once connected.
+    pub edge_tls: Option<Arc<EdgeTls>>,
     /// Why the TLS session failed, for the close line.
     pub tls_error: Option<String>,
     pub client: Socket,
@@ -77,6 +90,8 @@ impl Conn {
             key,
             session,
             transport,
+            origin_transport: Transport::Plain,
+            edge_tls: None,
             tls_error: None,
             client: Socket::new(Some(fd), limits, now),
             origin: Origin::new(limits, now),
@@ -147,6 +162,9 @@ impl Conn {
             Op::Connect => {
                 if c.result == 0 {
                     self.origin.on_connected();
+                    if let Some(edge) = self.edge_tls.clone() {
+                        self.start_edge_tls(&edge, ring, now);
+                    }
                     self.session.handle_origin_connected(now);
                     debug!(
                         target: LOG_TARGET,
@@ -175,6 +193,10 @@ impl Conn {
         now: Instant,
     ) {
         let len = buf.len();
+        if self.session.is_access() {
+            self.on_access_bytes(side, buf, ring, pool, now);
+            return;
+        }
         if side == Side::Client {
             if let Some(tls) = self.transport.tls_mut() {
                 // The records are copied into rustls: the slot goes back to the kernel at once.
@@ -210,6 +232,89 @@ impl Conn {
         };
         let through = (side == Side::Origin).then_some(&mut self.transport);
         forward(ring, pool, dest, through, buf, range, now);
+    }
+
+    /// `ringway access`: local bytes are framed in place and go to the edge (sealed when it is
+    /// `wss://`); the edge's bytes are opened (TLS), decoded, and their payload goes to the local
+    /// connection.
+    fn on_access_bytes(
+        &mut self,
+        side: Side,
+        buf: ringway_uring::PoolBuf,
+        ring: &mut Ring,
+        pool: &Pool,
+        now: Instant,
+    ) {
+        let len = buf.len();
+        match side {
+            Side::Client => {
+                let slot = ring.slot(&buf);
+                let range = self
+                    .session
+                    .handle_local_bytes(slot, HEADROOM..HEADROOM + len, now);
+                let through = Some(&mut self.origin_transport);
+                forward(
+                    ring,
+                    pool,
+                    &mut self.origin.socket,
+                    through,
+                    buf,
+                    range,
+                    now,
+                );
+            }
+            Side::Origin => {
+                let Some(tls) = self.origin_transport.tls_mut() else {
+                    let slot = ring.slot(&buf);
+                    let range =
+                        self.session
+                            .handle_origin_bytes(slot, HEADROOM..HEADROOM + len, now);
+                    forward(ring, pool, &mut self.client, None, buf, range, now);
+                    return;
+                };
+                let opened = tls.open(&ring.slot(&buf)[HEADROOM..HEADROOM + len]);
+                ring.recycle(buf);
+                if let Some(reply) = opened.reply {
+                    if let Err(tx) = self.origin.socket.queue(TxBuf::owned(reply), now) {
+                        ring.recycle_tx(tx);
+                    }
+                }
+                let mut plain = opened.plain;
+                if !plain.is_empty() {
+                    let r = self.session.handle_edge_bytes(&mut plain, now);
+                    if !r.is_empty() && self.client.takes_bytes() {
+                        plain.copy_within(r.clone(), 0);
+                        plain.truncate(r.len());
+                        if let Err(tx) = self.client.queue(TxBuf::owned(plain), now) {
+                            ring.recycle_tx(tx);
+                        }
+                    }
+                }
+                if let Some(why) = opened.failed {
+                    self.session
+                        .handle_edge_tls_failed(format!("TLS with the edge failed: {why}"));
+                } else if opened.closed && self.origin.socket.on_eof() {
+                    self.session.handle_eof(true, now);
+                }
+            }
+        }
+    }
+
+    /// Connected to a `wss://` edge: start the TLS client; its ClientHello goes out first.
+    fn start_edge_tls(&mut self, edge: &EdgeTls, ring: &mut Ring, now: Instant) {
+        match Transport::tls_client(&edge.config, edge.name.clone()) {
+            Ok(mut t) => {
+                if let Some(hello) = t.tls_mut().and_then(|t| t.take_pending()) {
+                    if let Err(tx) = self.origin.socket.queue(TxBuf::owned(hello), now) {
+                        ring.recycle_tx(tx);
+                    }
+                }
+                self.origin_transport = t;
+            }
+            Err(e) => self
+                .session
+                .handle_edge_tls_failed(format!("cannot start TLS with the edge: {e}")),
+        }
     }
 
     /// What a TLS read gave: the handshake's reply (or an alert) to the client first, the
@@ -271,11 +376,29 @@ impl Conn {
                 }
                 Intent::SendPong(v) => self.client.queue_pong(v, now),
                 Intent::SendOrigin(v) => {
-                    if let Err(tx) = self.origin.socket.queue(TxBuf::owned(v), now) {
+                    // Under TLS before the handshake is done, rustls holds the bytes: nothing
+                    // to send yet (they leave with the handshake's last flight).
+                    let tx = self.origin_transport.on_send(TxBuf::owned(v));
+                    if tx.is_empty() {
+                        ring.recycle_tx(tx);
+                    } else if let Err(tx) = self.origin.socket.queue(tx, now) {
                         ring.recycle_tx(tx);
                     }
                 }
-                Intent::CloseOrigin => self.origin.socket.request_close(now),
+                Intent::CloseOrigin => {
+                    if let Some(alert) = self
+                        .origin_transport
+                        .tls_mut()
+                        .and_then(|t| t.close_notify())
+                    {
+                        if self.origin.socket.takes_bytes() {
+                            if let Err(tx) = self.origin.socket.queue(TxBuf::owned(alert), now) {
+                                ring.recycle_tx(tx);
+                            }
+                        }
+                    }
+                    self.origin.socket.request_close(now)
+                }
                 Intent::CloseClient => {
                     self.notify_close(ring, now);
                     self.client.request_close(now);
@@ -410,10 +533,28 @@ impl Conn {
     /// was asked for) or `tunnel closed` (bytes, duration, who closed and why, in words).
     fn log_close(&self, worker: usize, now: Instant) {
         let duration_ms = now.duration_since(self.started).as_millis() as u64;
-        let why = self
-            .session
-            .close_record()
-            .map(|r| (r.by.to_string(), r.reason.to_string()));
+        let access = self.session.is_access();
+        let why = self.session.close_record().map(|r| {
+            let by = match (access, r.by) {
+                // For `ringway access` the client is the local TCP client and the origin the edge.
+                (true, By::Client) => "local".to_string(),
+                (true, By::Origin) => "edge".to_string(),
+                (_, by) => by.to_string(),
+            };
+            let reason = match (access, r.reason) {
+                (true, CloseReason::ClientEof) => "the local client closed the connection".into(),
+                (true, CloseReason::ClientClose(code)) => format!(
+                    "the edge sent Close {}",
+                    code.map_or("without a code".to_string(), |c| c.to_string())
+                ),
+                (_, reason) => reason.to_string(),
+            };
+            (by, reason)
+        });
+        let why = match (why, self.session.failure()) {
+            (Some((by, _)), Some(failure)) => Some((by, failure.to_string())),
+            (why, _) => why,
+        };
         let why = match (why, &self.tls_error) {
             (Some((by, why)), Some(tls)) => Some((by, format!("{why}: {tls}"))),
             (why, _) => why,

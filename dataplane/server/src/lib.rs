@@ -8,6 +8,7 @@
 //! `config` and `echo` (the built-in echo origin).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod config;
 pub mod conn;
 pub mod echo;

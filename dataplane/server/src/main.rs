@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 use ringway::config::Config;
 use ringway::echo;
 use ringway::tls::{self, SharedTls};
-use ringway::worker::{Worker, WorkerConfig};
+use ringway::worker::{AccessSetup, Worker, WorkerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +74,32 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Turn a local TCP port into tunnels: every connection accepted on --listen is carried to
+    /// the edge at --url over a WebSocket (psql, pgbench and any TCP client work unchanged).
+    Access {
+        /// Local address to accept TCP connections on, e.g. 127.0.0.1:5432.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The edge: wss://HOST[:PORT]/PATH (or ws:// for a plain edge).
+        #[arg(long)]
+        url: String,
+        /// PEM file of the CA (or certificate) to trust for the edge (default: the system's).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// TLS server name to send and verify (default: the URL's host).
+        #[arg(long)]
+        sni: Option<String>,
+        /// An extra request header, 'Name: value' (repeatable), e.g. for authorization.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Accept any certificate from the edge. For tests only: anyone on the path can read
+        /// and change the traffic.
+        #[arg(long)]
+        insecure_skip_verify: bool,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
 }
 
 fn main() {
@@ -106,7 +132,7 @@ fn main() {
             for w in loaded.iter().flat_map(|c| &c.warnings) {
                 tracing::warn!("{w}");
             }
-            match loaded.and_then(|c| run(c, config.is_none())) {
+            match loaded.and_then(|c| run(c, config.is_none(), None)) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -114,8 +140,59 @@ fn main() {
                 }
             }
         }
+        Command::Access {
+            listen,
+            url,
+            ca,
+            sni,
+            headers,
+            insecure_skip_verify,
+            workers,
+        } => match access(listen, url, ca, sni, headers, insecure_skip_verify, workers) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
     };
     std::process::exit(code);
+}
+
+/// `ringway access`: one listener on `listen`; every accepted connection becomes a tunnel to the
+/// edge on the same engine as `run`.
+#[allow(clippy::too_many_arguments)]
+fn access(
+    listen: SocketAddr,
+    url: String,
+    ca: Option<PathBuf>,
+    sni: Option<String>,
+    headers: Vec<String>,
+    insecure_skip_verify: bool,
+    workers: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut text = format!("[[listener]]\naddr = \"{listen}\"\n");
+    if let Some(n) = workers {
+        text = format!("workers = {n}\n{text}");
+    }
+    let config = Config::parse(&text, "<ringway access>")?;
+    let options = ringway::access::AccessOptions {
+        url: url.clone(),
+        ca,
+        sni,
+        headers,
+        insecure_skip_verify,
+        connect_timeout: Duration::from_millis(config.timeouts.connect_ms),
+        handshake_timeout: Duration::from_millis(config.timeouts.handshake_ms),
+        close_timeout: Duration::from_millis(config.timeouts.close_ms),
+        max_pending: config.limits.backpressure_bytes,
+    };
+    let setup = ringway::access::setup(&options).map_err(anyhow::Error::msg)?;
+    if insecure_skip_verify {
+        tracing::warn!("--insecure-skip-verify: the edge's certificate is not checked");
+    }
+    info!(edge = %ringway::access::describe(&setup), url, "ringway access");
+    run(config, false, Some(Arc::new(setup)))
 }
 
 fn load(path: &PathBuf) -> anyhow::Result<Config> {
@@ -169,7 +246,7 @@ fn raise_fd_limit() {
     }
 }
 
-fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
+fn run(config: Config, embedded: bool, access: Option<Arc<AccessSetup>>) -> anyhow::Result<()> {
     raise_fd_limit();
     let shutdown = Arc::new(AtomicBool::new(false));
     let routes = Arc::new(config.routes.clone());
@@ -192,7 +269,12 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             }
             fds.push(s.into());
         }
-        bound.push((if l.tls.is_some() { "wss" } else { "ws" }, addr));
+        let scheme = match (&access, &l.tls) {
+            (Some(_), _) => "tcp",
+            (None, Some(_)) => "wss",
+            (None, None) => "ws",
+        };
+        bound.push((scheme, addr));
     }
     // Steer each connection to the worker on the CPU that received it, when worker i runs on
     // CPU i (the socket joined i-th is worker i's).
@@ -214,6 +296,7 @@ fn run(config: Config, embedded: bool) -> anyhow::Result<()> {
             cpu: *cpu,
             listeners,
             tls: tls.clone(),
+            access: access.clone(),
             routes: routes.clone(),
             tunnel: config.tunnel(),
             backpressure: config.limits.backpressure_bytes,

@@ -10,17 +10,66 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ringway_proto::access::{AccessConfig, AccessTunnel};
 use ringway_proto::route::RouteTable;
 use ringway_proto::tunnel::{CloseRecord, Intent, Refusal, Tunnel, TunnelConfig, TunnelStats};
 
 pub enum Session {
     /// RFC 6455 tunnel: upgrade, route, origin connect, frames both ways.
     WebSocket(Tunnel),
+    /// `ringway access`: a local TCP connection (the client side) carried to the edge over a
+    /// WebSocket this side opens (the origin side).
+    Access(AccessTunnel),
 }
 
 impl Session {
     pub fn websocket(config: Arc<TunnelConfig>, now: Instant) -> Session {
         Session::WebSocket(Tunnel::new(config, now))
+    }
+
+    pub fn access(config: Arc<AccessConfig>, nonce: [u8; 16], seed: u64, now: Instant) -> Session {
+        Session::Access(AccessTunnel::new(config, nonce, seed, now))
+    }
+
+    pub fn is_access(&self) -> bool {
+        matches!(self, Session::Access(_))
+    }
+
+    /// Access: local bytes at `slot[payload]` (headroom in front); the range of `slot` to send
+    /// to the edge, framed and masked in place.
+    pub fn handle_local_bytes(
+        &mut self,
+        slot: &mut [u8],
+        payload: Range<usize>,
+        now: Instant,
+    ) -> Range<usize> {
+        match self {
+            Session::Access(t) => t.handle_client_bytes(slot, payload, now),
+            Session::WebSocket(_) => 0..0,
+        }
+    }
+
+    /// Access: plaintext from the edge; the range of `buf` to send to the local connection.
+    pub fn handle_edge_bytes(&mut self, buf: &mut [u8], now: Instant) -> Range<usize> {
+        match self {
+            Session::Access(t) => t.handle_origin_bytes(buf, now),
+            Session::WebSocket(_) => 0..0,
+        }
+    }
+
+    /// Access: the TLS session with the edge failed.
+    pub fn handle_edge_tls_failed(&mut self, why: String) {
+        if let Session::Access(t) = self {
+            t.handle_origin_tls_failed(why);
+        }
+    }
+
+    /// Access: why the tunnel could not be opened, in words.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            Session::Access(t) => t.failure(),
+            Session::WebSocket(_) => None,
+        }
     }
 
     /// Client bytes in `buf` (transformed in place); the range to forward to the origin.
@@ -32,6 +81,7 @@ impl Session {
     ) -> Range<usize> {
         match self {
             Session::WebSocket(t) => t.handle_client_bytes(buf, routes, now),
+            Session::Access(_) => 0..0,
         }
     }
 
@@ -44,18 +94,24 @@ impl Session {
     ) -> Range<usize> {
         match self {
             Session::WebSocket(t) => t.handle_origin_bytes(slot, payload, now),
+            Session::Access(t) => {
+                let r = t.handle_origin_bytes(&mut slot[payload.clone()], now);
+                (payload.start + r.start)..(payload.start + r.end)
+            }
         }
     }
 
     pub fn handle_origin_connected(&mut self, now: Instant) {
         match self {
             Session::WebSocket(t) => t.handle_origin_connected(now),
+            Session::Access(t) => t.handle_origin_connected(now),
         }
     }
 
     pub fn handle_origin_connect_failed(&mut self, errno: i32, now: Instant) {
         match self {
             Session::WebSocket(t) => t.handle_origin_connect_failed(errno, now),
+            Session::Access(t) => t.handle_origin_connect_failed(errno, now),
         }
     }
 
@@ -63,6 +119,8 @@ impl Session {
         match self {
             Session::WebSocket(t) if from_origin => t.handle_origin_eof(now),
             Session::WebSocket(t) => t.handle_client_eof(now),
+            Session::Access(t) if from_origin => t.handle_origin_eof(now),
+            Session::Access(t) => t.handle_client_eof(now),
         }
     }
 
@@ -70,6 +128,8 @@ impl Session {
         match self {
             Session::WebSocket(t) if from_origin => t.handle_origin_error(errno, now),
             Session::WebSocket(t) => t.handle_client_error(errno, now),
+            Session::Access(t) if from_origin => t.handle_origin_error(errno, now),
+            Session::Access(t) => t.handle_client_error(errno, now),
         }
     }
 
@@ -78,30 +138,36 @@ impl Session {
         match self {
             Session::WebSocket(t) if origin => t.handle_origin_stalled(now),
             Session::WebSocket(t) => t.handle_client_stalled(now),
+            Session::Access(t) if origin => t.handle_origin_error(libc::ETIMEDOUT, now),
+            Session::Access(t) => t.handle_client_error(libc::ETIMEDOUT, now),
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
         match self {
             Session::WebSocket(t) => t.handle_timeout(now),
+            Session::Access(t) => t.handle_timeout(now),
         }
     }
 
     pub fn handle_shutdown(&mut self, now: Instant) {
         match self {
             Session::WebSocket(t) => t.handle_shutdown(now),
+            Session::Access(t) => t.handle_shutdown(now),
         }
     }
 
     pub fn poll_intent(&mut self) -> Option<Intent> {
         match self {
             Session::WebSocket(t) => t.poll_intent(),
+            Session::Access(t) => t.poll_intent(),
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self {
             Session::WebSocket(t) => t.poll_timeout(),
+            Session::Access(t) => t.poll_timeout(),
         }
     }
 
@@ -109,18 +175,21 @@ impl Session {
     pub fn client_paused_until(&self) -> Option<Instant> {
         match self {
             Session::WebSocket(t) => t.client_paused_until(),
+            Session::Access(_) => None,
         }
     }
 
     pub fn is_closed(&self) -> bool {
         match self {
             Session::WebSocket(t) => t.is_closed(),
+            Session::Access(t) => t.is_closed(),
         }
     }
 
     pub fn route(&self) -> Option<usize> {
         match self {
             Session::WebSocket(t) => t.route(),
+            Session::Access(_) => None,
         }
     }
 
@@ -128,6 +197,7 @@ impl Session {
     pub fn set_server_name(&mut self, name: &str) {
         match self {
             Session::WebSocket(t) => t.set_server_name(name),
+            Session::Access(_) => {}
         }
     }
 
@@ -135,6 +205,7 @@ impl Session {
     pub fn handle_client_tls_failed(&mut self, now: Instant) {
         match self {
             Session::WebSocket(t) => t.handle_client_tls_failed(now),
+            Session::Access(t) => t.handle_client_error(libc::EPROTO, now),
         }
     }
 
@@ -142,6 +213,7 @@ impl Session {
     pub fn handle_origin_socket_failed(&mut self, errno: i32, now: Instant) {
         match self {
             Session::WebSocket(t) => t.handle_origin_socket_failed(errno, now),
+            Session::Access(t) => t.handle_origin_connect_failed(errno, now),
         }
     }
 
@@ -149,18 +221,21 @@ impl Session {
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {
             Session::WebSocket(t) => t.refusal(),
+            Session::Access(_) => None,
         }
     }
 
     pub fn close_record(&self) -> Option<CloseRecord> {
         match self {
             Session::WebSocket(t) => t.close_record(),
+            Session::Access(t) => t.close_record(),
         }
     }
 
     pub fn stats(&self) -> TunnelStats {
         match self {
             Session::WebSocket(t) => t.stats(),
+            Session::Access(t) => t.stats(),
         }
     }
 }

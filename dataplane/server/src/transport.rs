@@ -31,7 +31,21 @@ impl Transport {
     pub fn tls(config: &Arc<rustls::ServerConfig>) -> Result<Transport, rustls::Error> {
         let conn = rustls::ServerConnection::new(config.clone())?;
         Ok(Transport::Tls(Box::new(Tls {
-            conn,
+            conn: conn.into(),
+            notified: false,
+            hello_version: None,
+        })))
+    }
+
+    /// A TLS client transport toward `name` (`ringway access` to the edge); its ClientHello is
+    /// ready to send at once ([`Tls::take_pending`]).
+    pub fn tls_client(
+        config: &Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<Transport, rustls::Error> {
+        let conn = rustls::ClientConnection::new(config.clone(), name)?;
+        Ok(Transport::Tls(Box::new(Tls {
+            conn: conn.into(),
             notified: false,
             hello_version: None,
         })))
@@ -63,9 +77,9 @@ impl Transport {
     }
 }
 
-/// One TLS server session.
+/// One TLS session, server side (wss:// listeners) or client side (`ringway access`).
 pub struct Tls {
-    conn: rustls::ServerConnection,
+    conn: rustls::Connection,
     /// close_notify queued already.
     notified: bool,
     /// The ClientHello's `client_version`, when the first record was one (for the log when
@@ -159,9 +173,17 @@ impl Tls {
         self.conn.is_handshaking()
     }
 
-    /// The SNI name the client sent.
+    /// The SNI name the client sent (server side).
     pub fn server_name(&self) -> Option<&str> {
-        self.conn.server_name()
+        match &self.conn {
+            rustls::Connection::Server(c) => c.server_name(),
+            rustls::Connection::Client(_) => None,
+        }
+    }
+
+    /// What rustls has to send now (the ClientHello of a fresh client session).
+    pub fn take_pending(&mut self) -> Option<Vec<u8>> {
+        self.take_tls()
     }
 
     /// Whether the handshake resumed an earlier session.

@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     pub listeners: Vec<OwnedFd>,
     /// TLS server configs per listener (`None`: plain ws://), reloadable.
     pub tls: Arc<SharedTls>,
+    /// `ringway access`: every accepted connection is carried to this edge instead.
+    pub access: Option<Arc<AccessSetup>>,
     pub routes: Arc<RouteTable>,
     pub tunnel: TunnelConfig,
     pub backpressure: usize,
@@ -64,6 +66,8 @@ pub struct Worker {
     deadlines: Deadlines,
     listeners: Vec<Option<OwnedFd>>,
     tls_shared: Arc<SharedTls>,
+    access: Option<Arc<AccessSetup>>,
+    random: &'static dyn rustls::crypto::SecureRandom,
     /// This worker's copy of the TLS configs and the generation it was taken at.
     tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     tls_generation: u64,
@@ -104,6 +108,8 @@ impl Worker {
             listeners: cfg.listeners.into_iter().map(Some).collect(),
             tls: cfg.tls.current(),
             tls_shared: cfg.tls,
+            access: cfg.access,
+            random: rustls::crypto::ring::default_provider().secure_random,
             tls_generation: 0,
             accepting: vec![None; n],
             routes: cfg.routes,
@@ -356,10 +362,29 @@ impl Worker {
             },
         };
         let (routes, limits) = (self.routes.clone(), self.limits);
-        let session = Session::websocket(self.tunnel.clone(), now);
-        let key = self
-            .conns
-            .insert_with(|key| Conn::new(key, fd, session, transport, routes, limits, now));
+        let (session, edge_tls) = match &self.access {
+            None => (Session::websocket(self.tunnel.clone(), now), None),
+            Some(a) => {
+                let mut random = [0u8; 24];
+                if self.random.fill(&mut random).is_err() {
+                    warn!(
+                        worker = self.id,
+                        "no randomness for a WebSocket key; connection dropped"
+                    );
+                    return;
+                }
+                let (nonce, seed) = random.split_at(16);
+                let nonce: [u8; 16] = nonce.try_into().unwrap_or([0; 16]);
+                let seed = u64::from_le_bytes(seed.try_into().unwrap_or([0; 8]));
+                let session = Session::access(a.config.clone(), nonce, seed, now);
+                (session, a.tls.clone())
+            }
+        };
+        let key = self.conns.insert_with(|key| {
+            let mut conn = Conn::new(key, fd, session, transport, routes, limits, now);
+            conn.edge_tls = edge_tls;
+            conn
+        });
         self.unsettled += 1;
         self.pump(key, now);
     }
@@ -373,6 +398,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// What `ringway access` workers share: the tunnel settings and, for a `wss://` edge, the TLS
+/// client settings.
+#[derive(Debug)]
+pub struct AccessSetup {
+    pub config: Arc<ringway_proto::access::AccessConfig>,
+    pub tls: Option<Arc<crate::conn::EdgeTls>>,
 }
 
 /// Accept failures (EMFILE when the descriptors run out) are retried every tick; they are
