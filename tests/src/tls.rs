@@ -58,11 +58,20 @@ impl TestPki {
 
     /// A leaf for `names`, with common name `cn`, written as `<file>.pem` / `<file>.key`.
     pub fn leaf(&self, file: &str, cn: &str, names: &[&str]) -> Leaf {
+        self.leaf_with(file, cn, names, false)
+    }
+
+    /// The same, expired since 2020 when `expired`.
+    pub fn leaf_with(&self, file: &str, cn: &str, names: &[&str], expired: bool) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, cn);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
         let cert = params
             .signed_by(&key, &self.ca, &self.ca_key)
             .expect("sign the leaf");

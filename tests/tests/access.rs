@@ -235,6 +235,22 @@ async fn access_errors_are_logged_in_words_and_end_only_that_connection() {
         "{line}"
     );
 
+    // An edge whose certificate expired.
+    let old = pki.leaf_with("old", "old", &["localhost"], true);
+    let stale_edge = Ringway::start(&ConfigToml::echo(origin.addr).tls(&old.toml()).build());
+    let stale = Ringway::start_access(&[
+        "--url",
+        &format!("wss://localhost:{}/echo", stale_edge.port),
+        "--ca",
+        &ca,
+    ]);
+    assert!(local_session(stale.port).await.is_empty());
+    let line = stale
+        .await_log_line(&["tunnel closed", "TLS with the edge failed"], LOG_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no expiry line:\n{}", stale.log_tail()));
+    assert!(line.contains("expired"), "{line}");
+
     // Nothing listens at the edge address.
     let dead = Origin::refused();
     let unreachable = Ringway::start_access(&["--url", &format!("ws://{dead}/db")]);
