@@ -261,3 +261,60 @@ async fn access_errors_are_logged_in_words_and_end_only_that_connection() {
         .unwrap_or_else(|| panic!("no unreachable line:\n{}", unreachable.log_tail()));
     assert!(line.contains("Connection refused"), "{line}");
 }
+
+/// `--warm 2`: two tunnels are opened and upgraded before any local connection; a local
+/// connection takes one (its bytes flow at once) and another is opened in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_tunnels_are_open_before_the_local_connection_and_refilled() {
+    let pki = TestPki::new();
+    let leaf = pki.leaf("edge", "edge", &["localhost"]);
+    let origin = Origin::echo().await;
+    let edge = Ringway::start_with(
+        &ConfigToml::echo(origin.addr).tls(&leaf.toml()).build(),
+        &[],
+        &[("RUST_LOG", "info,ringway::tunnel=debug")],
+    );
+    let ca = pki.ca().display().to_string();
+    let url = format!("wss://localhost:{}/echo", edge.port);
+    let access = Ringway::start_access(&["--url", &url, "--ca", &ca, "--warm", "2"]);
+    let opened = |log: &str| log.lines().filter(|l| l.contains("tunnel open")).count();
+    let deadline = tokio::time::Instant::now() + LOG_WAIT;
+    while opened(&edge.log()) < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        opened(&edge.log()),
+        2,
+        "two warm tunnels before any local connection:\n{}",
+        edge.log_tail()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", access.port))
+        .await
+        .expect("connect");
+    s.write_all(b"warm").await.expect("send");
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&buf, b"warm");
+    let deadline = tokio::time::Instant::now() + LOG_WAIT;
+    while opened(&edge.log()) < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        opened(&edge.log()),
+        3,
+        "the taken tunnel is replaced:\n{}",
+        edge.log_tail()
+    );
+    drop(s);
+    let line = access
+        .await_log_line(&["tunnel closed", "closed_by=\"local\""], LOG_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no close line:\n{}", access.log_tail()));
+    assert!(
+        line.contains("to_origin=4") && line.contains("to_client=4"),
+        "{line}"
+    );
+}

@@ -122,6 +122,11 @@ impl AccessTunnel {
         matches!(self.phase, Phase::Closed)
     }
 
+    /// The WebSocket to the edge is up (101 checked, no Close yet).
+    pub fn is_relaying(&self) -> bool {
+        matches!(self.phase, Phase::Relaying)
+    }
+
     pub fn close_record(&self) -> Option<CloseRecord> {
         self.record
     }

@@ -99,6 +99,10 @@ pub struct AccessOptions {
     pub handshake_timeout: Duration,
     pub close_timeout: Duration,
     pub max_pending: usize,
+    /// Warm tunnels per worker (`--warm K` split over the workers).
+    pub warm: usize,
+    /// Warm tunnels older than this are replaced.
+    pub warm_refresh: Duration,
 }
 
 /// Builds what the workers share.
@@ -138,6 +142,8 @@ pub fn setup(o: &AccessOptions) -> Result<AccessSetup, String> {
     Ok(AccessSetup {
         config: Arc::new(config),
         tls,
+        warm: o.warm,
+        warm_refresh: o.warm_refresh,
     })
 }
 

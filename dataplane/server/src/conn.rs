@@ -74,7 +74,7 @@ impl Conn {
     /// A connection for the client socket `fd` just accepted into slot `key`.
     pub fn new(
         key: Key,
-        fd: std::os::fd::OwnedFd,
+        fd: Option<std::os::fd::OwnedFd>,
         session: Session,
         transport: Transport,
         routes: Arc<RouteTable>,
@@ -83,7 +83,12 @@ impl Conn {
     ) -> Conn {
         // One getpeername(2) per connection, only when its lines will be written.
         let peer = tracing::enabled!(target: LOG_TARGET, tracing::Level::INFO)
-            .then(|| socket2::SockRef::from(&fd).peer_addr().ok()?.as_socket())
+            .then(|| {
+                socket2::SockRef::from(fd.as_ref()?)
+                    .peer_addr()
+                    .ok()?
+                    .as_socket()
+            })
             .flatten();
         Conn {
             peer,
@@ -93,7 +98,7 @@ impl Conn {
             origin_transport: Transport::Plain,
             edge_tls: None,
             tls_error: None,
-            client: Socket::new(Some(fd), limits, now),
+            client: Socket::new(fd, limits, now),
             origin: Origin::new(limits, now),
             routes,
             started: now,
@@ -505,6 +510,23 @@ impl Conn {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// `ringway access --warm`: a tunnel opened ahead of time, up and waiting for a local
+    /// connection (no client descriptor yet).
+    pub fn is_warm_and_ready(&self) -> bool {
+        self.client.raw_opt().is_none() && self.session.is_relaying() && !self.session.is_closed()
+    }
+
+    /// Hands a local connection to a warm tunnel.
+    pub fn attach_client(&mut self, fd: std::os::fd::OwnedFd) {
+        if tracing::enabled!(target: LOG_TARGET, tracing::Level::INFO) {
+            self.peer = socket2::SockRef::from(&fd)
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket());
+        }
+        self.client.attach_ready(fd);
     }
 
     /// A socket wants to read but waits for pool buffers.

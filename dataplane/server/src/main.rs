@@ -99,6 +99,13 @@ enum Command {
         /// Worker threads (default: one per CPU).
         #[arg(long)]
         workers: Option<usize>,
+        /// Keep K tunnels open and upgraded ahead of time (split over the workers), replaced
+        /// every --warm-refresh-secs, so a local connection skips connect, TLS and upgrade.
+        #[arg(long, default_value_t = 0)]
+        warm: usize,
+        /// Seconds after which a warm tunnel is replaced (keep it under the edge's idle timeout).
+        #[arg(long, default_value_t = 50)]
+        warm_refresh_secs: u64,
     },
 }
 
@@ -148,7 +155,18 @@ fn main() {
             headers,
             insecure_skip_verify,
             workers,
-        } => match access(listen, url, ca, sni, headers, insecure_skip_verify, workers) {
+            warm,
+            warm_refresh_secs,
+        } => match access(
+            listen,
+            url,
+            ca,
+            sni,
+            headers,
+            insecure_skip_verify,
+            workers,
+            (warm, Duration::from_secs(warm_refresh_secs)),
+        ) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -170,6 +188,7 @@ fn access(
     headers: Vec<String>,
     insecure_skip_verify: bool,
     workers: Option<usize>,
+    (warm, warm_refresh): (usize, Duration),
 ) -> anyhow::Result<()> {
     let mut text = format!("[[listener]]\naddr = \"{listen}\"\n");
     if let Some(n) = workers {
@@ -186,6 +205,8 @@ fn access(
         handshake_timeout: Duration::from_millis(config.timeouts.handshake_ms),
         close_timeout: Duration::from_millis(config.timeouts.close_ms),
         max_pending: config.limits.backpressure_bytes,
+        warm: warm.div_ceil(config.cpus.len().max(1)),
+        warm_refresh,
     };
     let setup = ringway::access::setup(&options).map_err(anyhow::Error::msg)?;
     if insecure_skip_verify {

@@ -31,6 +31,14 @@ impl Session {
         Session::Access(AccessTunnel::new(config, nonce, seed, now))
     }
 
+    /// The WebSocket is up (101 seen or sent, no Close yet).
+    pub fn is_relaying(&self) -> bool {
+        match self {
+            Session::WebSocket(t) => t.is_relaying(),
+            Session::Access(t) => t.is_relaying(),
+        }
+    }
+
     pub fn is_access(&self) -> bool {
         matches!(self, Session::Access(_))
     }

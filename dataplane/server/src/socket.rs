@@ -221,6 +221,19 @@ impl<I: Copy + Eq> Socket<I> {
         self.fd = Some(fd);
     }
 
+    /// A connected descriptor for a socket created without one (a warm tunnel's local side):
+    /// ready to read and write at once.
+    pub fn attach_ready(&mut self, fd: OwnedFd) {
+        debug_assert!(self.fd.is_none());
+        self.fd = Some(fd);
+        self.up = true;
+    }
+
+    /// The descriptor, if attached.
+    pub fn raw_opt(&self) -> Option<std::os::fd::RawFd> {
+        self.fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd)
+    }
+
     /// Counts an operation the worker submitted outside `poll_op` (the origin's connect).
     pub fn op_submitted(&mut self) {
         self.ops += 1;

@@ -68,6 +68,8 @@ pub struct Worker {
     tls_shared: Arc<SharedTls>,
     access: Option<Arc<AccessSetup>>,
     random: &'static dyn rustls::crypto::SecureRandom,
+    /// Warm tunnels (opened ahead of time, no local connection yet), oldest first.
+    warm: std::collections::VecDeque<(Key, Instant)>,
     /// This worker's copy of the TLS configs and the generation it was taken at.
     tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     tls_generation: u64,
@@ -110,6 +112,7 @@ impl Worker {
             tls_shared: cfg.tls,
             access: cfg.access,
             random: rustls::crypto::ring::default_provider().secure_random,
+            warm: std::collections::VecDeque::new(),
             tls_generation: 0,
             accepting: vec![None; n],
             routes: cfg.routes,
@@ -281,6 +284,7 @@ impl Worker {
             }
         }
         self.accept_failures.flush(self.id, now);
+        self.refill_warm(now);
         if let Some(tls) = self.tls_shared.changed_since(&mut self.tls_generation) {
             info!(worker = self.id, "TLS certificates reloaded");
             self.tls = tls;
@@ -351,6 +355,16 @@ impl Worker {
             socket2::SockRef::from(&fd).nodelay().unwrap_or(true),
             "accepted socket did not inherit TCP_NODELAY"
         );
+        if self.access.is_some() {
+            if let Some(key) = self.take_warm() {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.attach_client(fd);
+                }
+                self.pump(key, now);
+                self.refill_warm(now);
+                return;
+            }
+        }
         let transport = match self.tls.get(listener).and_then(Option::as_ref) {
             None => Transport::Plain,
             Some(config) => match Transport::tls(config) {
@@ -361,6 +375,12 @@ impl Worker {
                 }
             },
         };
+        self.new_conn(Some(fd), transport, now);
+    }
+
+    /// A connection: a WebSocket tunnel for `fd`, or (access) a tunnel to the edge for the
+    /// local connection `fd`, or a warm one with no local connection yet (`fd` None).
+    fn new_conn(&mut self, fd: Option<OwnedFd>, transport: Transport, now: Instant) -> Option<Key> {
         let (routes, limits) = (self.routes.clone(), self.limits);
         let (session, edge_tls) = match &self.access {
             None => (Session::websocket(self.tunnel.clone(), now), None),
@@ -371,7 +391,7 @@ impl Worker {
                         worker = self.id,
                         "no randomness for a WebSocket key; connection dropped"
                     );
-                    return;
+                    return None;
                 }
                 let (nonce, seed) = random.split_at(16);
                 let nonce: [u8; 16] = nonce.try_into().unwrap_or([0; 16]);
@@ -387,6 +407,50 @@ impl Worker {
         });
         self.unsettled += 1;
         self.pump(key, now);
+        Some(key)
+    }
+
+    /// The oldest warm tunnel that is up, dropping the ones that ended.
+    fn take_warm(&mut self) -> Option<Key> {
+        while let Some((key, born)) = self.warm.pop_front() {
+            match self.conns.get(key) {
+                Some(conn) if conn.is_warm_and_ready() => return Some(key),
+                Some(conn) if !conn.session.is_closed() => {
+                    // Still upgrading: keep it for the next local connection.
+                    self.warm.push_front((key, born));
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Keeps `warm` tunnels open (and replaces those older than the refresh interval).
+    fn refill_warm(&mut self, now: Instant) {
+        let Some(a) = self.access.clone() else {
+            return;
+        };
+        if a.warm == 0 || self.stop_by.is_some() {
+            return;
+        }
+        self.warm.retain(|(key, _)| self.conns.get(*key).is_some());
+        while let Some(&(key, born)) = self.warm.front() {
+            if now.saturating_duration_since(born) < a.warm_refresh {
+                break;
+            }
+            self.warm.pop_front();
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.session.handle_shutdown(now);
+            }
+            self.pump(key, now);
+        }
+        while self.warm.len() < a.warm {
+            match self.new_conn(None, Transport::Plain, now) {
+                Some(key) => self.warm.push_back((key, now)),
+                None => break,
+            }
+        }
     }
 
     fn unstarve(&mut self, now: Instant) {
@@ -406,6 +470,11 @@ impl Worker {
 pub struct AccessSetup {
     pub config: Arc<ringway_proto::access::AccessConfig>,
     pub tls: Option<Arc<crate::conn::EdgeTls>>,
+    /// Tunnels each worker keeps open and upgraded ahead of time (`--warm K`, split over the
+    /// workers), so a local connection skips the connect, TLS and upgrade round trips.
+    pub warm: usize,
+    /// A warm tunnel older than this is replaced, so it never meets the edge's idle timeout.
+    pub warm_refresh: Duration,
 }
 
 /// Accept failures (EMFILE when the descriptors run out) are retried every tick; they are
