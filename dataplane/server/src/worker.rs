@@ -360,8 +360,9 @@ impl Worker {
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.attach_client(fd);
                 }
+                // The replacement is opened on the next tick, not now: its TLS handshake would
+                // compete for the CPU with this connection's first bytes.
                 self.pump(key, now);
-                self.refill_warm(now);
                 return;
             }
         }
