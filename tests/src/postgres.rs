@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::server::{run_command, temp_path};
+use crate::config::ConfigToml;
+use crate::server::{run_command, temp_path, Ringway};
+use crate::tls::TestPki;
 
 /// The role the tests log in as.
 pub const USER: &str = "ringway";
@@ -78,17 +80,21 @@ impl Postgres {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
-    /// Runs a PostgreSQL program from the server's bin directory as the cluster's owner;
-    /// panics with its output on failure.
-    fn run(&self, program: &str, args: &[&str]) {
+    /// A PostgreSQL program from the server's bin directory, run as the cluster's owner.
+    fn command(&self, program: &str) -> Command {
         let exe = self.bin.join(program);
-        let mut cmd = if is_root() {
+        if is_root() {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c.args(["-u", "postgres", "--"]).arg(exe);
             c
         } else {
-            Command::new(&exe)
-        };
+            Command::new(exe)
+        }
+    }
+
+    /// Runs `program` with `args`; panics with its output and the server log on failure.
+    fn run(&self, program: &str, args: &[&str]) {
+        let mut cmd = self.command(program);
         cmd.args(args);
         let out = run_command(cmd, Duration::from_secs(120));
         assert!(
@@ -105,17 +111,42 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let exe = self.bin.join("pg_ctl");
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        cmd.args(["-D", path(&data), "-m", "immediate", "stop"]);
-        let _ = cmd.output();
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", path(&data), "-m", "immediate", "stop"])
+            .output();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A cluster published by a `ringway` with a `wss://` listener: route `/db` → the cluster,
+/// a certificate for `localhost` from a test CA (`pki.ca()` is what clients trust).
+pub struct PostgresBehindEdge {
+    pub edge: Ringway,
+    pub pki: TestPki,
+    pub pg: Postgres,
+}
+
+impl PostgresBehindEdge {
+    pub async fn start() -> PostgresBehindEdge {
+        let pg = tokio::task::spawn_blocking(Postgres::start)
+            .await
+            .expect("cluster thread");
+        let pki = TestPki::new();
+        let leaf = pki.leaf("edge", "edge", &["localhost"]);
+        let origin = format!("127.0.0.1:{}", pg.port).parse().expect("addr");
+        let edge = Ringway::start(
+            &ConfigToml::new()
+                .route("/db", origin)
+                .tls(&leaf.toml())
+                .build(),
+        );
+        PostgresBehindEdge { edge, pki, pg }
+    }
+
+    /// `wss://localhost:PORT/db`.
+    pub fn url(&self) -> String {
+        format!("wss://localhost:{}/db", self.edge.port)
     }
 }
 

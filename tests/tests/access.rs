@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ringway_e2e::config::ConfigToml;
 use ringway_e2e::origin::Origin;
-use ringway_e2e::postgres::{Postgres, PASSWORD, USER};
+use ringway_e2e::postgres::{PostgresBehindEdge, PASSWORD, USER};
 use ringway_e2e::server::{run_command, Ringway};
 use ringway_e2e::tls::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,21 +46,9 @@ fn psql(port: u16, sql: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_and_pgbench_through_ringway_access_over_wss() {
-    let pg = tokio::task::spawn_blocking(Postgres::start)
-        .await
-        .expect("cluster thread");
-    let pki = TestPki::new();
-    let leaf = pki.leaf("edge", "edge", &["localhost"]);
-    let edge = Ringway::start(
-        &ConfigToml::new()
-            .route(
-                "/db",
-                format!("127.0.0.1:{}", pg.port).parse().expect("addr"),
-            )
-            .tls(&leaf.toml())
-            .build(),
-    );
-    let url = format!("wss://localhost:{}/db", edge.port);
+    let setup = PostgresBehindEdge::start().await;
+    let (pg, pki, edge) = (&setup.pg, &setup.pki, &setup.edge);
+    let url = setup.url();
     let ca = pki.ca().display().to_string();
     let access = Ringway::start_access(&["--url", &url, "--ca", &ca]);
     let port = access.port;

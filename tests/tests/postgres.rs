@@ -8,29 +8,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ringway_e2e::config::ConfigToml;
-use ringway_e2e::postgres::{Postgres, PASSWORD, USER};
-use ringway_e2e::server::{run_command, Ringway};
-use ringway_e2e::tls::TestPki;
+use ringway_e2e::postgres::{PostgresBehindEdge, PASSWORD, USER};
+use ringway_e2e::server::run_command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_postgres_driver_reaches_postgresql_through_wss() {
-    let pg = tokio::task::spawn_blocking(Postgres::start)
-        .await
-        .expect("cluster thread");
-    let pki = TestPki::new();
-    let leaf = pki.leaf("edge", "edge", &["localhost"]);
-    let server = Ringway::start(
-        &ConfigToml::new()
-            .route(
-                "/db",
-                format!("127.0.0.1:{}", pg.port).parse().expect("addr"),
-            )
-            .tls(&leaf.toml())
-            .build(),
-    );
+    let setup = PostgresBehindEdge::start().await;
+    let (pg, pki, server) = (&setup.pg, &setup.pki, &setup.edge);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/pg_ws.py");
-    let url = format!("wss://localhost:{}/db?database=postgres", server.port);
+    let url = format!("{}?database=postgres", setup.url());
     let ca = pki.ca().display().to_string();
     let out = tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new("python3");

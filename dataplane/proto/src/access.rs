@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crate::tunnel::{CloseReason, CloseRecord, Intent, Side, TunnelStats};
 use crate::ws::client::{
     mask_in_place, masked_control, parse_response, write_request, ClientRequest, ResponseError,
+    CLIENT_HEADROOM,
 };
 use crate::ws::decoder::{Decoder, DecoderLimits, Event};
 use crate::ws::frame::{CloseCode, Opcode};
@@ -134,6 +135,27 @@ impl AccessTunnel {
     /// Why the tunnel could not be opened (the edge's refusal, a bad 101...), in words.
     pub fn failure(&self) -> Option<&str> {
         self.failure.as_deref()
+    }
+
+    /// Who ended the tunnel and why, in words, as this side sees it: `local` (the local TCP
+    /// client), `edge` or `ringway`; what the edge said when the tunnel could not be opened.
+    pub fn close_account(&self) -> Option<(&'static str, String)> {
+        let r = self.record?;
+        let by = match r.by {
+            Side::Client => "local",
+            Side::Origin => "edge",
+            Side::Server => "ringway",
+        };
+        let why = match (&self.failure, r.reason) {
+            (Some(failure), _) => failure.clone(),
+            (None, CloseReason::ClientEof) => "the local client closed the connection".into(),
+            (None, CloseReason::ClientClose(Some(code))) => {
+                format!("the edge sent Close {code} ({})", CloseCode(code).name())
+            }
+            (None, CloseReason::ClientClose(None)) => "the edge sent Close without a code".into(),
+            (None, reason) => reason.to_string(),
+        };
+        Some((by, why))
     }
 
     pub fn stats(&self) -> TunnelStats {
@@ -286,15 +308,15 @@ impl AccessTunnel {
 
     fn flush_pending(&mut self, now: Instant) {
         if !self.pending.is_empty() {
-            let payload = std::mem::take(&mut self.pending);
-            self.stats.to_origin += payload.len() as u64;
+            // One masked frame, built in one buffer: headroom, then the held bytes.
+            let mut frame = vec![0u8; CLIENT_HEADROOM];
+            frame.append(&mut self.pending);
+            self.stats.to_origin += (frame.len() - CLIENT_HEADROOM) as u64;
             let key = self.mask_key();
-            let mut frame = vec![0u8; crate::ws::client::CLIENT_HEADROOM + payload.len()];
-            frame[crate::ws::client::CLIENT_HEADROOM..].copy_from_slice(&payload);
             let end = frame.len();
-            let r = mask_in_place(&mut frame, crate::ws::client::CLIENT_HEADROOM..end, key);
-            self.intents
-                .push_back(Intent::SendOrigin(frame[r].to_vec()));
+            let r = mask_in_place(&mut frame, CLIENT_HEADROOM..end, key);
+            frame.drain(..r.start);
+            self.intents.push_back(Intent::SendOrigin(frame));
         }
         if self.local_eof {
             self.begin_closing(now);
@@ -303,43 +325,21 @@ impl AccessTunnel {
 
     fn decode(&mut self, buf: &mut [u8], now: Instant) -> Range<usize> {
         let relaying = matches!(self.phase, Phase::Relaying);
-        let mut out = 0..0;
-        let mut pos = 0;
-        while pos < buf.len() {
-            let d = self.decoder.decode(&mut buf[pos..]);
-            let data = (pos + d.data.start)..(pos + d.data.end);
-            if relaying && !data.is_empty() {
-                if out.is_empty() {
-                    out = data;
-                } else {
-                    buf.copy_within(data.clone(), out.end);
-                    out.end += data.len();
-                }
-            }
-            pos += d.consumed;
-            match d.event {
-                None if d.consumed == 0 => break,
-                None | Some(Event::Pong) => {}
-                Some(Event::Ping) => {
-                    let payload = self.decoder.control_payload().to_vec();
-                    if relaying {
-                        self.control(Opcode::Pong, &payload);
-                    }
-                }
-                Some(Event::Close { code }) => {
-                    self.edge_closed(code, now);
-                    break;
-                }
-                Some(Event::Error(code)) => {
-                    self.finish(Side::Origin, CloseReason::Protocol(code.0));
-                    self.control(Opcode::Close, &code.0.to_be_bytes());
-                    self.end_both();
-                    break;
-                }
-            }
+        let all = self.decoder.decode_all(buf, relaying);
+        if let (true, Some((ping, n))) = (relaying, all.ping) {
+            self.control(Opcode::Pong, &ping[..n]);
         }
-        self.stats.to_client += out.len() as u64;
-        out
+        match all.end {
+            Some(Event::Close { code }) => self.edge_closed(code, now),
+            Some(Event::Error(code)) => {
+                self.finish(Side::Origin, CloseReason::Protocol(code.0));
+                self.control(Opcode::Close, &code.0.to_be_bytes());
+                self.end_both();
+            }
+            _ => {}
+        }
+        self.stats.to_client += all.data.len() as u64;
+        all.data
     }
 
     /// The edge sent Close: answer it (unless we sent ours first), then end both sides after

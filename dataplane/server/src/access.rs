@@ -3,7 +3,7 @@
 //! TLS client settings (trusted CAs, the name to verify and send as SNI, ALPN `http/1.1`, session
 //! resumption), extra request headers. Every error says which option is wrong and why.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,11 +145,6 @@ pub fn setup(o: &AccessOptions) -> Result<AccessSetup, String> {
         warm: o.warm,
         warm_refresh: o.warm_refresh,
     })
-}
-
-/// The edge address, for the start line.
-pub fn describe(setup: &AccessSetup) -> SocketAddr {
-    setup.config.edge
 }
 
 fn edge_tls(o: &AccessOptions, url: &EdgeUrl) -> Result<EdgeTls, String> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ringway_proto::route::RouteTable;
-use ringway_proto::tunnel::{CloseReason, Intent, Side as By};
+use ringway_proto::tunnel::Intent;
 use ringway_proto::ws::handshake::reason_phrase;
 use ringway_uring::{Completion, Ring, TxBuf, HEADROOM};
 use tracing::{debug, info};
@@ -188,7 +188,8 @@ impl Conn {
         }
     }
 
-    /// Bytes received on `side`: through the session, then forwarded to the other socket.
+    /// Bytes received on `side`: through that side's transport (TLS opens them), the session,
+    /// then forwarded to the other socket through its transport.
     fn on_bytes(
         &mut self,
         side: Side,
@@ -197,111 +198,69 @@ impl Conn {
         pool: &Pool,
         now: Instant,
     ) {
-        let len = buf.len();
-        if self.session.is_access() {
-            self.on_access_bytes(side, buf, ring, pool, now);
+        let payload = HEADROOM..HEADROOM + buf.len();
+        let transport = match side {
+            Side::Client => &mut self.transport,
+            Side::Origin => &mut self.origin_transport,
+        };
+        if let Some(tls) = transport.tls_mut() {
+            // The records are copied into rustls: the slot goes back to the kernel at once.
+            let was_handshaking = tls.is_handshaking();
+            let opened = tls.open(&ring.slot(&buf)[payload]);
+            ring.recycle(buf);
+            if was_handshaking && !tls.is_handshaking() {
+                if let Some(name) = tls.server_name() {
+                    self.session.set_server_name(name);
+                }
+            }
+            self.on_opened(side, opened, ring, now);
             return;
         }
-        if side == Side::Client {
-            if let Some(tls) = self.transport.tls_mut() {
-                // The records are copied into rustls: the slot goes back to the kernel at once.
-                let was_handshaking = tls.is_handshaking();
-                let opened = tls.open(&ring.slot(&buf)[HEADROOM..HEADROOM + len]);
-                ring.recycle(buf);
-                if was_handshaking && !tls.is_handshaking() {
-                    if let Some(name) = tls.server_name() {
-                        self.session.set_server_name(name);
-                    }
-                }
-                self.on_opened(opened, ring, now);
-                return;
-            }
-        }
         let slot = ring.slot(&buf);
-        let range = match side {
-            Side::Client => {
-                let r = self.session.handle_client_bytes(
-                    &mut slot[HEADROOM..HEADROOM + len],
-                    &self.routes,
-                    now,
-                );
-                (HEADROOM + r.start)..(HEADROOM + r.end)
-            }
-            Side::Origin => self
-                .session
-                .handle_origin_bytes(slot, HEADROOM..HEADROOM + len, now),
+        let from_origin = side == Side::Origin;
+        let range = self
+            .session
+            .handle_bytes(from_origin, slot, payload, &self.routes, now);
+        let (dest, through) = match side {
+            Side::Client => (&mut self.origin.socket, &mut self.origin_transport),
+            Side::Origin => (&mut self.client, &mut self.transport),
         };
-        let dest = match side {
-            Side::Client => &mut self.origin.socket,
-            Side::Origin => &mut self.client,
-        };
-        let through = (side == Side::Origin).then_some(&mut self.transport);
         forward(ring, pool, dest, through, buf, range, now);
     }
 
-    /// `ringway access`: local bytes are framed in place and go to the edge (sealed when it is
-    /// `wss://`); the edge's bytes are opened (TLS), decoded, and their payload goes to the local
-    /// connection.
-    fn on_access_bytes(
-        &mut self,
-        side: Side,
-        buf: ringway_uring::PoolBuf,
-        ring: &mut Ring,
-        pool: &Pool,
-        now: Instant,
-    ) {
-        let len = buf.len();
-        match side {
-            Side::Client => {
-                let slot = ring.slot(&buf);
-                let range = self
-                    .session
-                    .handle_local_bytes(slot, HEADROOM..HEADROOM + len, now);
-                let through = Some(&mut self.origin_transport);
-                forward(
-                    ring,
-                    pool,
-                    &mut self.origin.socket,
-                    through,
-                    buf,
-                    range,
-                    now,
-                );
+    /// What a TLS read on `side` gave: the handshake's reply (or an alert) back to that side
+    /// first, the plaintext to the session (its output on to the other side, in the same
+    /// buffer), then the peer's close_notify or the failure.
+    fn on_opened(&mut self, side: Side, opened: Opened, ring: &mut Ring, now: Instant) {
+        let from_origin = side == Side::Origin;
+        if let Some(reply) = opened.reply {
+            if let Err(tx) = self.socket(side).queue(TxBuf::owned(reply), now) {
+                ring.recycle_tx(tx);
             }
-            Side::Origin => {
-                let Some(tls) = self.origin_transport.tls_mut() else {
-                    let slot = ring.slot(&buf);
-                    let range =
-                        self.session
-                            .handle_origin_bytes(slot, HEADROOM..HEADROOM + len, now);
-                    forward(ring, pool, &mut self.client, None, buf, range, now);
-                    return;
-                };
-                let opened = tls.open(&ring.slot(&buf)[HEADROOM..HEADROOM + len]);
-                ring.recycle(buf);
-                if let Some(reply) = opened.reply {
-                    if let Err(tx) = self.origin.socket.queue(TxBuf::owned(reply), now) {
-                        ring.recycle_tx(tx);
-                    }
-                }
-                let mut plain = opened.plain;
-                if !plain.is_empty() {
-                    let r = self.session.handle_edge_bytes(&mut plain, now);
-                    if !r.is_empty() && self.client.takes_bytes() {
-                        plain.copy_within(r.clone(), 0);
-                        plain.truncate(r.len());
-                        if let Err(tx) = self.client.queue(TxBuf::owned(plain), now) {
-                            ring.recycle_tx(tx);
-                        }
-                    }
-                }
-                if let Some(why) = opened.failed {
-                    self.session
-                        .handle_edge_tls_failed(format!("TLS with the edge failed: {why}"));
-                } else if opened.closed && self.origin.socket.on_eof() {
-                    self.session.handle_eof(true, now);
+        }
+        let mut plain = opened.plain;
+        if !plain.is_empty() {
+            let len = plain.len();
+            let r = self
+                .session
+                .handle_bytes(from_origin, &mut plain, 0..len, &self.routes, now);
+            let (dest, through) = match side {
+                Side::Client => (&mut self.origin.socket, &mut self.origin_transport),
+                Side::Origin => (&mut self.client, &mut self.transport),
+            };
+            if !r.is_empty() && dest.takes_bytes() {
+                plain.copy_within(r.clone(), 0);
+                plain.truncate(r.len());
+                if let Err(tx) = dest.queue(through.on_send(plain), now) {
+                    ring.recycle_tx(tx);
                 }
             }
+        }
+        if let Some(why) = opened.failed {
+            self.session.handle_tls_failed(from_origin, &why, now);
+            self.tls_error = Some(why);
+        } else if opened.closed && self.socket(side).on_eof() {
+            self.session.handle_eof(from_origin, now);
         }
     }
 
@@ -318,37 +277,7 @@ impl Conn {
             }
             Err(e) => self
                 .session
-                .handle_edge_tls_failed(format!("cannot start TLS with the edge: {e}")),
-        }
-    }
-
-    /// What a TLS read gave: the handshake's reply (or an alert) to the client first, the
-    /// plaintext to the session (its payload on to the origin, in the same buffer), then the
-    /// client's close_notify or the failure.
-    fn on_opened(&mut self, opened: Opened, ring: &mut Ring, now: Instant) {
-        if let Some(reply) = opened.reply {
-            if let Err(tx) = self.client.queue(TxBuf::owned(reply), now) {
-                ring.recycle_tx(tx);
-            }
-        }
-        let mut plain = opened.plain;
-        if !plain.is_empty() {
-            let r = self
-                .session
-                .handle_client_bytes(&mut plain, &self.routes, now);
-            if !r.is_empty() && self.origin.socket.takes_bytes() {
-                plain.copy_within(r.clone(), 0);
-                plain.truncate(r.len());
-                if let Err(tx) = self.origin.socket.queue(TxBuf::owned(plain), now) {
-                    ring.recycle_tx(tx);
-                }
-            }
-        }
-        if let Some(why) = opened.failed {
-            self.tls_error = Some(why);
-            self.session.handle_client_tls_failed(now);
-        } else if opened.closed && self.client.on_eof() {
-            self.session.handle_eof(false, now);
+                .handle_tls_failed(true, &format!("cannot start: {e}"), now),
         }
     }
 
@@ -381,35 +310,24 @@ impl Conn {
                 }
                 Intent::SendPong(v) => self.client.queue_pong(v, now),
                 Intent::SendOrigin(v) => {
-                    // Under TLS before the handshake is done, rustls holds the bytes: nothing
-                    // to send yet (they leave with the handshake's last flight).
-                    let tx = self.origin_transport.on_send(TxBuf::owned(v));
-                    if tx.is_empty() {
-                        ring.recycle_tx(tx);
-                    } else if let Err(tx) = self.origin.socket.queue(tx, now) {
+                    // Under TLS before the handshake is done, rustls holds the bytes (they leave
+                    // with the handshake's last flight): the sealed buffer is empty, and the
+                    // socket hands it back.
+                    let tx = self.origin_transport.on_send(v);
+                    if let Err(tx) = self.origin.socket.queue(tx, now) {
                         ring.recycle_tx(tx);
                     }
                 }
                 Intent::CloseOrigin => {
-                    if let Some(alert) = self
-                        .origin_transport
-                        .tls_mut()
-                        .and_then(|t| t.close_notify())
-                    {
-                        if self.origin.socket.takes_bytes() {
-                            if let Err(tx) = self.origin.socket.queue(TxBuf::owned(alert), now) {
-                                ring.recycle_tx(tx);
-                            }
-                        }
-                    }
+                    self.notify_close(Side::Origin, ring, now);
                     self.origin.socket.request_close(now)
                 }
                 Intent::CloseClient => {
-                    self.notify_close(ring, now);
+                    self.notify_close(Side::Client, ring, now);
                     self.client.request_close(now);
                 }
                 Intent::ShutClientWrite => {
-                    self.notify_close(ring, now);
+                    self.notify_close(Side::Client, ring, now);
                     self.client.shut_write();
                 }
                 Intent::AbortOrigin => {
@@ -453,16 +371,18 @@ impl Conn {
         );
     }
 
-    /// Under TLS, close_notify goes out before the FIN (once; nothing is sealed after it).
-    fn notify_close(&mut self, ring: &mut Ring, now: Instant) {
+    /// Under TLS, close_notify goes out on `side` before its FIN (once; nothing is sealed after
+    /// it), unless the TLS session failed (its fatal alert ended it).
+    fn notify_close(&mut self, side: Side, ring: &mut Ring, now: Instant) {
         if self.tls_error.is_some() {
-            return; // the fatal alert already ended the TLS session
-        }
-        let Some(alert) = self.transport.tls_mut().and_then(|t| t.close_notify()) else {
             return;
+        }
+        let (sock, transport) = match side {
+            Side::Client => (&mut self.client, &mut self.transport),
+            Side::Origin => (&mut self.origin.socket, &mut self.origin_transport),
         };
-        if self.client.takes_bytes() {
-            if let Err(tx) = self.client.queue(TxBuf::owned(alert), now) {
+        if let Some(alert) = transport.tls_mut().and_then(|t| t.close_notify()) {
+            if let Err(tx) = sock.queue(TxBuf::owned(alert), now) {
                 ring.recycle_tx(tx);
             }
         }
@@ -482,7 +402,7 @@ impl Conn {
                 bytes = joined;
             }
         }
-        let tx = self.transport.on_send(TxBuf::owned(bytes));
+        let tx = self.transport.on_send(bytes);
         if let Err(tx) = self.client.queue(tx, now) {
             ring.recycle_tx(tx);
         }
@@ -554,33 +474,11 @@ impl Conn {
     /// One line per connection at its end: `upgrade refused` (the HTTP error sent, with what
     /// was asked for) or `tunnel closed` (bytes, duration, who closed and why, in words).
     fn log_close(&self, worker: usize, now: Instant) {
+        if !tracing::enabled!(target: LOG_TARGET, tracing::Level::INFO) {
+            return; // no words to build for a line nobody reads
+        }
         let duration_ms = now.duration_since(self.started).as_millis() as u64;
-        let access = self.session.is_access();
-        let why = self.session.close_record().map(|r| {
-            let by = match (access, r.by) {
-                // For `ringway access` the client is the local TCP client and the origin the edge.
-                (true, By::Client) => "local".to_string(),
-                (true, By::Origin) => "edge".to_string(),
-                (_, by) => by.to_string(),
-            };
-            let reason = match (access, r.reason) {
-                (true, CloseReason::ClientEof) => "the local client closed the connection".into(),
-                (true, CloseReason::ClientClose(code)) => format!(
-                    "the edge sent Close {}",
-                    code.map_or("without a code".to_string(), |c| c.to_string())
-                ),
-                (_, reason) => reason.to_string(),
-            };
-            (by, reason)
-        });
-        let why = match (why, self.session.failure()) {
-            (Some((by, _)), Some(failure)) => Some((by, failure.to_string())),
-            (why, _) => why,
-        };
-        let why = match (why, &self.tls_error) {
-            (Some((by, why)), Some(tls)) => Some((by, format!("{why}: {tls}"))),
-            (why, _) => why,
-        };
+        let why = self.session.close_account(self.tls_error.as_deref());
         let (by, why) = why.as_ref().map_or(("-", "-"), |(b, w)| (b, w));
         if let Some(r) = self.session.refusal() {
             info!(

@@ -76,37 +76,40 @@ enum Command {
     },
     /// Turn a local TCP port into tunnels: every connection accepted on --listen is carried to
     /// the edge at --url over a WebSocket (psql, pgbench and any TCP client work unchanged).
-    Access {
-        /// Local address to accept TCP connections on, e.g. 127.0.0.1:5432.
-        #[arg(long)]
-        listen: SocketAddr,
-        /// The edge: wss://HOST[:PORT]/PATH (or ws:// for a plain edge).
-        #[arg(long)]
-        url: String,
-        /// PEM file of the CA (or certificate) to trust for the edge (default: the system's).
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// TLS server name to send and verify (default: the URL's host).
-        #[arg(long)]
-        sni: Option<String>,
-        /// An extra request header, 'Name: value' (repeatable), e.g. for authorization.
-        #[arg(long = "header")]
-        headers: Vec<String>,
-        /// Accept any certificate from the edge. For tests only: anyone on the path can read
-        /// and change the traffic.
-        #[arg(long)]
-        insecure_skip_verify: bool,
-        /// Worker threads (default: one per CPU).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Keep K tunnels open and upgraded ahead of time (split over the workers), replaced
-        /// every --warm-refresh-secs, so a local connection skips connect, TLS and upgrade.
-        #[arg(long, default_value_t = 0)]
-        warm: usize,
-        /// Seconds after which a warm tunnel is replaced (keep it under the edge's idle timeout).
-        #[arg(long, default_value_t = 50)]
-        warm_refresh_secs: u64,
-    },
+    Access(AccessArgs),
+}
+
+#[derive(clap::Args)]
+struct AccessArgs {
+    /// Local address to accept TCP connections on, e.g. 127.0.0.1:5432.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The edge: wss://HOST[:PORT]/PATH (or ws:// for a plain edge).
+    #[arg(long)]
+    url: String,
+    /// PEM file of the CA (or certificate) to trust for the edge (default: the system's).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// TLS server name to send and verify (default: the URL's host).
+    #[arg(long)]
+    sni: Option<String>,
+    /// An extra request header, 'Name: value' (repeatable), e.g. for authorization.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Accept any certificate from the edge. For tests only: anyone on the path can read
+    /// and change the traffic.
+    #[arg(long)]
+    insecure_skip_verify: bool,
+    /// Worker threads (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Keep K tunnels open and upgraded ahead of time (split over the workers), replaced
+    /// every --warm-refresh-secs, so a local connection skips connect, TLS and upgrade.
+    #[arg(long, default_value_t = 0)]
+    warm: usize,
+    /// Seconds after which a warm tunnel is replaced (keep it under the edge's idle timeout).
+    #[arg(long, default_value_t = 50)]
+    warm_refresh_secs: u64,
 }
 
 fn main() {
@@ -139,57 +142,39 @@ fn main() {
             for w in loaded.iter().flat_map(|c| &c.warnings) {
                 tracing::warn!("{w}");
             }
-            match loaded.and_then(|c| run(c, config.is_none(), None)) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    1
-                }
-            }
+            exit_code(loaded.and_then(|c| run(c, config.is_none(), None)))
         }
-        Command::Access {
-            listen,
-            url,
-            ca,
-            sni,
-            headers,
-            insecure_skip_verify,
-            workers,
-            warm,
-            warm_refresh_secs,
-        } => match access(
-            listen,
-            url,
-            ca,
-            sni,
-            headers,
-            insecure_skip_verify,
-            workers,
-            (warm, Duration::from_secs(warm_refresh_secs)),
-        ) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                1
-            }
-        },
+        Command::Access(args) => exit_code(access(args)),
     };
     std::process::exit(code);
 }
 
+/// 0, or 1 with the error (and its causes) on stderr.
+fn exit_code(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
 /// `ringway access`: one listener on `listen`; every accepted connection becomes a tunnel to the
 /// edge on the same engine as `run`.
-#[allow(clippy::too_many_arguments)]
-fn access(
-    listen: SocketAddr,
-    url: String,
-    ca: Option<PathBuf>,
-    sni: Option<String>,
-    headers: Vec<String>,
-    insecure_skip_verify: bool,
-    workers: Option<usize>,
-    (warm, warm_refresh): (usize, Duration),
-) -> anyhow::Result<()> {
+fn access(args: AccessArgs) -> anyhow::Result<()> {
+    let AccessArgs {
+        listen,
+        url,
+        ca,
+        sni,
+        headers,
+        insecure_skip_verify,
+        workers,
+        warm,
+        warm_refresh_secs,
+    } = args;
+    let warm_refresh = Duration::from_secs(warm_refresh_secs);
     let mut text = format!("[[listener]]\naddr = \"{listen}\"\n");
     if let Some(n) = workers {
         text = format!("workers = {n}\n{text}");
@@ -212,7 +197,7 @@ fn access(
     if insecure_skip_verify {
         tracing::warn!("--insecure-skip-verify: the edge's certificate is not checked");
     }
-    info!(edge = %ringway::access::describe(&setup), url, "ringway access");
+    info!(edge = %setup.config.edge, url, "ringway access");
     run(config, false, Some(Arc::new(setup)))
 }
 

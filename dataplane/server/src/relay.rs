@@ -48,14 +48,14 @@ impl Pool {
     }
 }
 
-/// Queues `buf`'s slot bytes `range` to `dest` (through the client transport `through`, if the
-/// bytes go to the client), from the slot or as a copy (module doc); an empty range, or a
-/// destination that takes no more bytes, gives the buffer back.
+/// Queues `buf`'s slot bytes `range` to `dest`: sealed by `dest`'s transport `through` under TLS
+/// (the slot goes back at once), else from the slot or as a copy (module doc); an empty range,
+/// or a destination that takes no more bytes, gives the buffer back.
 pub fn forward(
     ring: &mut Ring,
     pool: &Pool,
     dest: &mut Socket,
-    through: Option<&mut Transport>,
+    through: &mut Transport,
     buf: PoolBuf,
     range: Range<usize>,
     now: Instant,
@@ -64,7 +64,7 @@ pub fn forward(
         ring.recycle(buf);
         return;
     }
-    if let Some(tls) = through.and_then(|t| t.tls_mut()) {
+    if let Some(tls) = through.tls_mut() {
         // Sealing is the copy: the slot goes back at once.
         match ring.slot(&buf).get(range) {
             Some(bytes) => {

@@ -39,73 +39,44 @@ impl Session {
         }
     }
 
-    pub fn is_access(&self) -> bool {
-        matches!(self, Session::Access(_))
+    /// Who ended the connection and why, in words, for its close line. `tls_error`: the detail
+    /// of a failed TLS session, if any.
+    pub fn close_account(&self, tls_error: Option<&str>) -> Option<(String, String)> {
+        match self {
+            Session::WebSocket(t) => t.close_record().map(|r| {
+                let why = match tls_error {
+                    Some(tls) => format!("{}: {tls}", r.reason),
+                    None => r.reason.to_string(),
+                };
+                (r.by.to_string(), why)
+            }),
+            // The access tunnel's own account already holds what the edge or TLS said.
+            Session::Access(t) => t.close_account().map(|(by, why)| (by.to_string(), why)),
+        }
     }
 
-    /// Access: local bytes at `slot[payload]` (headroom in front); the range of `slot` to send
-    /// to the edge, framed and masked in place.
-    pub fn handle_local_bytes(
+    /// Bytes received from the origin (`from_origin`) or the client, at `slot[payload]`,
+    /// transformed in place; returns the range of `slot` to forward to the other side.
+    /// Headroom in front of `payload` lets a frame header be written there (server frames
+    /// toward a WebSocket client, masked frames toward an access edge).
+    pub fn handle_bytes(
         &mut self,
+        from_origin: bool,
         slot: &mut [u8],
         payload: Range<usize>,
-        now: Instant,
-    ) -> Range<usize> {
-        match self {
-            Session::Access(t) => t.handle_client_bytes(slot, payload, now),
-            Session::WebSocket(_) => 0..0,
-        }
-    }
-
-    /// Access: plaintext from the edge; the range of `buf` to send to the local connection.
-    pub fn handle_edge_bytes(&mut self, buf: &mut [u8], now: Instant) -> Range<usize> {
-        match self {
-            Session::Access(t) => t.handle_origin_bytes(buf, now),
-            Session::WebSocket(_) => 0..0,
-        }
-    }
-
-    /// Access: the TLS session with the edge failed.
-    pub fn handle_edge_tls_failed(&mut self, why: String) {
-        if let Session::Access(t) = self {
-            t.handle_origin_tls_failed(why);
-        }
-    }
-
-    /// Access: why the tunnel could not be opened, in words.
-    pub fn failure(&self) -> Option<&str> {
-        match self {
-            Session::Access(t) => t.failure(),
-            Session::WebSocket(_) => None,
-        }
-    }
-
-    /// Client bytes in `buf` (transformed in place); the range to forward to the origin.
-    pub fn handle_client_bytes(
-        &mut self,
-        buf: &mut [u8],
         routes: &RouteTable,
         now: Instant,
     ) -> Range<usize> {
+        let within = |r: Range<usize>| (payload.start + r.start)..(payload.start + r.end);
         match self {
-            Session::WebSocket(t) => t.handle_client_bytes(buf, routes, now),
-            Session::Access(_) => 0..0,
-        }
-    }
-
-    /// Origin bytes at `slot[payload]`; the range of `slot` to send to the client.
-    pub fn handle_origin_bytes(
-        &mut self,
-        slot: &mut [u8],
-        payload: Range<usize>,
-        now: Instant,
-    ) -> Range<usize> {
-        match self {
-            Session::WebSocket(t) => t.handle_origin_bytes(slot, payload, now),
-            Session::Access(t) => {
-                let r = t.handle_origin_bytes(&mut slot[payload.clone()], now);
-                (payload.start + r.start)..(payload.start + r.end)
+            Session::WebSocket(t) if from_origin => t.handle_origin_bytes(slot, payload, now),
+            Session::WebSocket(t) => {
+                within(t.handle_client_bytes(&mut slot[payload.clone()], routes, now))
             }
+            Session::Access(t) if from_origin => {
+                within(t.handle_origin_bytes(&mut slot[payload.clone()], now))
+            }
+            Session::Access(t) => t.handle_client_bytes(slot, payload, now),
         }
     }
 
@@ -209,10 +180,14 @@ impl Session {
         }
     }
 
-    /// The client's TLS session failed (the alert is already queued).
-    pub fn handle_client_tls_failed(&mut self, now: Instant) {
+    /// The TLS session toward the origin (`from_origin`: an access edge) or the client failed;
+    /// `why` in words. An alert, if any, is already queued.
+    pub fn handle_tls_failed(&mut self, from_origin: bool, why: &str, now: Instant) {
         match self {
             Session::WebSocket(t) => t.handle_client_tls_failed(now),
+            Session::Access(t) if from_origin => {
+                t.handle_origin_tls_failed(format!("TLS with the edge failed: {why}"))
+            }
             Session::Access(t) => t.handle_client_error(libc::EPROTO, now),
         }
     }

@@ -260,10 +260,11 @@ impl<I: Copy + Eq> Socket<I> {
         self.fd
     }
 
-    /// Queues `tx`; hands it back when the socket no longer sends (closing). Whether its source
-    /// must stop being read is [`Socket::is_paused`], read by the worker when it submits.
+    /// Queues `tx`; hands it back when the socket no longer sends (closing) or `tx` is empty
+    /// (a zero-length send would read as the peer's end). Whether its source must stop being
+    /// read is [`Socket::is_paused`], read by the worker when it submits.
     pub fn queue(&mut self, tx: TxBuf, now: Instant) -> Result<(), TxBuf> {
-        if !self.takes_bytes() {
+        if !self.takes_bytes() || tx.is_empty() {
             return Err(tx);
         }
         self.note_queued(now);

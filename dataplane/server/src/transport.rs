@@ -29,12 +29,9 @@ pub enum Transport {
 impl Transport {
     /// A TLS transport for a freshly accepted connection.
     pub fn tls(config: &Arc<rustls::ServerConfig>) -> Result<Transport, rustls::Error> {
-        let conn = rustls::ServerConnection::new(config.clone())?;
-        Ok(Transport::Tls(Box::new(Tls {
-            conn: conn.into(),
-            notified: false,
-            hello_version: None,
-        })))
+        Ok(Self::wrap(
+            rustls::ServerConnection::new(config.clone())?.into(),
+        ))
     }
 
     /// A TLS client transport toward `name` (`ringway access` to the edge); its ClientHello is
@@ -43,23 +40,26 @@ impl Transport {
         config: &Arc<rustls::ClientConfig>,
         name: rustls::pki_types::ServerName<'static>,
     ) -> Result<Transport, rustls::Error> {
-        let conn = rustls::ClientConnection::new(config.clone(), name)?;
-        Ok(Transport::Tls(Box::new(Tls {
-            conn: conn.into(),
-            notified: false,
-            hello_version: None,
-        })))
+        Ok(Self::wrap(
+            rustls::ClientConnection::new(config.clone(), name)?.into(),
+        ))
     }
 
-    /// Bytes the session wants sent to the client; returns what goes on the wire.
-    pub fn on_send(&mut self, tx: TxBuf) -> TxBuf {
+    fn wrap(conn: rustls::Connection) -> Transport {
+        Transport::Tls(Box::new(Tls {
+            conn,
+            notified: false,
+            hello_version: None,
+        }))
+    }
+
+    /// Owned bytes to send on this transport's socket; returns what goes on the wire (sealed
+    /// under TLS: possibly empty while the handshake holds them). Pool bytes are sealed by the
+    /// relay, which can read the slot.
+    pub fn on_send(&mut self, bytes: Vec<u8>) -> TxBuf {
         match self {
-            Transport::Plain => tx,
-            Transport::Tls(t) => match tx.owned_bytes() {
-                Some(bytes) => TxBuf::owned(t.seal(bytes)),
-                // Pool bytes are sealed by the relay, which can read the slot.
-                None => tx,
-            },
+            Transport::Plain => TxBuf::owned(bytes),
+            Transport::Tls(t) => TxBuf::owned(t.seal(&bytes)),
         }
     }
 
@@ -112,6 +112,9 @@ impl Tls {
             }
         }
         let mut out = Opened::default();
+        // The plaintext is at most the ciphertext plus the part of a record an earlier read
+        // left in rustls: one allocation in the common case.
+        out.plain.reserve(ciphertext.len());
         while !ciphertext.is_empty() && out.failed.is_none() && !out.closed {
             match self.conn.read_tls(&mut ciphertext) {
                 Ok(0) => out.closed = true,
@@ -120,7 +123,15 @@ impl Tls {
             }
             match self.conn.process_new_packets() {
                 Ok(state) => {
-                    self.drain_plaintext(&mut out.plain);
+                    // Read exactly what rustls has decrypted: one resize, no zeroed slack.
+                    let n = state.plaintext_bytes_to_read();
+                    if n > 0 {
+                        let at = out.plain.len();
+                        out.plain.resize(at + n, 0);
+                        if self.conn.reader().read_exact(&mut out.plain[at..]).is_err() {
+                            out.plain.truncate(at);
+                        }
+                    }
                     out.closed |= state.peer_has_closed();
                 }
                 Err(e) => out.failed = Some(describe(&e, self.hello_version)),
@@ -128,19 +139,6 @@ impl Tls {
         }
         out.reply = self.take_tls();
         out
-    }
-
-    fn drain_plaintext(&mut self, plain: &mut Vec<u8>) {
-        const CHUNK: usize = 16 * 1024;
-        loop {
-            let at = plain.len();
-            plain.resize(at + CHUNK, 0);
-            let n = self.conn.reader().read(&mut plain[at..]).unwrap_or(0);
-            plain.truncate(at + n);
-            if n == 0 {
-                return;
-            }
-        }
     }
 
     /// Seals `plain` into records, with anything rustls had pending in front.

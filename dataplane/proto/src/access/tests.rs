@@ -177,6 +177,13 @@ fn local_eof_sends_close_1000_and_the_edges_close_ends_it() {
     d.edge_sends(&server_frame(Opcode::Close, &1000u16.to_be_bytes()));
     assert!(d.finished && d.edge_closed && d.local_closed);
     assert!(d.to_edge.is_empty(), "our Close came first: no second one");
+    assert_eq!(
+        d.t.close_account(),
+        Some((
+            "local",
+            "the local client closed the connection".to_string()
+        ))
+    );
 }
 
 #[test]

@@ -555,42 +555,46 @@ impl Tunnel {
 
     /// The origin connection failed (negated errno from the kernel, or a positive errno).
     pub fn handle_origin_connect_failed(&mut self, errno: i32, _now: Instant) {
-        let p = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::AwaitOrigin(p) => p,
-            other => {
-                self.phase = other;
-                return;
-            }
-        };
-        self.note_target(p);
-        self.intents.push_back(Intent::AbortOrigin);
-        let reason = "origin refused the connection";
-        self.refuse(
-            502,
-            reason,
-            Side::Origin,
-            CloseReason::ConnectFailed(errno.abs()),
-        );
+        let why = CloseReason::ConnectFailed(errno.abs());
+        self.origin_unreachable(502, "origin refused the connection", Side::Origin, why);
     }
 
     /// The origin socket could not be created here (out of descriptors or memory): 503, since
     /// this server, not the origin, is out of resources.
     pub fn handle_origin_socket_failed(&mut self, errno: i32, _now: Instant) {
-        let p = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::AwaitOrigin(p) => p,
-            other => {
-                self.phase = other;
-                return;
-            }
-        };
+        let reason = "no resources to reach the origin, try again later";
+        let why = CloseReason::OriginSocket(errno.abs());
+        self.origin_unreachable(503, reason, Side::Server, why);
+    }
+
+    /// While waiting for the origin: the connect is abandoned and the upgrade refused. In any
+    /// other phase (a late or repeated completion) nothing changes.
+    fn origin_unreachable(
+        &mut self,
+        status: u16,
+        reason: &'static str,
+        by: Side,
+        why: CloseReason,
+    ) {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::AwaitOrigin(p) => self.refuse_routed(p, status, reason, by, why),
+            other => self.phase = other,
+        }
+    }
+
+    /// Refuses an upgrade that was routed (its Host and path kept for the log) and abandons
+    /// the origin connect.
+    fn refuse_routed(
+        &mut self,
+        p: AwaitOrigin,
+        status: u16,
+        reason: &'static str,
+        by: Side,
+        why: CloseReason,
+    ) {
         self.note_target(p);
         self.intents.push_back(Intent::AbortOrigin);
-        self.refuse(
-            503,
-            "no resources to reach the origin, try again later",
-            Side::Server,
-            CloseReason::OriginSocket(errno.abs()),
-        );
+        self.refuse(status, reason, by, why);
     }
 
     /// Bytes from the origin at `slot[payload]`; `slot` has at least
@@ -723,10 +727,8 @@ impl Tunnel {
                 );
             }
             Phase::AwaitOrigin(p) => {
-                self.note_target(p);
-                self.intents.push_back(Intent::AbortOrigin);
                 let why = CloseReason::ConnectTimeout;
-                self.refuse(504, "origin did not accept in time", Side::Origin, why);
+                self.refuse_routed(p, 504, "origin did not accept in time", Side::Origin, why);
             }
             Phase::Relaying(r) => {
                 let idle = self.idle_timeout.map(|t| self.last_activity + t);
@@ -786,10 +788,8 @@ impl Tunnel {
                 self.refuse(503, "server shutting down", Side::Server, why);
             }
             Phase::AwaitOrigin(p) => {
-                self.note_target(p);
-                self.intents.push_back(Intent::AbortOrigin);
                 let why = CloseReason::Shutdown;
-                self.refuse(503, "server shutting down", Side::Server, why);
+                self.refuse_routed(p, 503, "server shutting down", Side::Server, why);
             }
             Phase::Relaying(r) => {
                 self.finish(Side::Server, CloseReason::Shutdown);
@@ -821,56 +821,23 @@ impl Tunnel {
     }
 }
 
-/// Decodes client frames in `buf`. With `relaying`, pings are answered (a Pong intent) and the
-/// unmasked payloads, moved together in place, are returned as one contiguous range; without it
-/// (closing) data and pings are dropped. Stops at a Close or a protocol error and returns it.
+/// Decodes client frames in `buf`. With `relaying`, the latest Ping is answered (a Pong
+/// intent) and the unmasked payloads, moved together in place, are returned as one contiguous
+/// range; without it (closing) data and pings are dropped. Stops at a Close or a protocol
+/// error and returns it.
 fn decode_frames(
     decoder: &mut Decoder,
     buf: &mut [u8],
     intents: &mut VecDeque<Intent>,
     relaying: bool,
 ) -> (Range<usize>, Option<Event>) {
-    let mut out = 0..0;
-    let mut pos = 0;
-    // RFC 6455 §5.5.3: of the pings in one read, only the latest is answered, with one Pong
-    // built once (a Ping flood costs a copy of each payload, no allocation per Ping).
-    let mut ping = [0u8; 125];
-    let mut ping_len = None;
-    let mut end = None;
-    while pos < buf.len() {
-        let d = decoder.decode(&mut buf[pos..]);
-        let data = (pos + d.data.start)..(pos + d.data.end);
-        if relaying && !data.is_empty() {
-            if out.is_empty() {
-                out = data;
-            } else {
-                buf.copy_within(data.clone(), out.end);
-                out.end += data.len();
-            }
-        }
-        pos += d.consumed;
-        match d.event {
-            None if d.consumed == 0 => break,
-            None | Some(Event::Pong) => {}
-            Some(Event::Ping) if relaying => {
-                let p = decoder.control_payload();
-                let n = p.len().min(ping.len());
-                ping[..n].copy_from_slice(&p[..n]);
-                ping_len = Some(n);
-            }
-            Some(Event::Ping) => {}
-            Some(e @ (Event::Close { .. } | Event::Error(_))) => {
-                end = Some(e);
-                break;
-            }
-        }
-    }
-    if let Some(n) = ping_len {
+    let all = decoder.decode_all(buf, relaying);
+    if let (true, Some((ping, n))) = (relaying, all.ping) {
         let mut frame = [0u8; 127];
         let len = encoder::control_frame(Opcode::Pong, &ping[..n], &mut frame);
         intents.push_back(Intent::SendPong(frame[..len].to_vec()));
     }
-    (out, end)
+    (all.data, all.end)
 }
 
 fn protocol_reason(code: CloseCode) -> &'static str {

@@ -67,6 +67,19 @@ pub struct Decoded {
     pub event: Option<Event>,
 }
 
+/// What [`Decoder::decode_all`] found in one buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedAll {
+    /// The data payload of every frame, moved together in place into one contiguous range
+    /// (empty unless data was kept).
+    pub data: Range<usize>,
+    /// The latest Ping's payload and its length: of several Pings in one buffer only the latest
+    /// needs an answer (RFC 6455 §5.5.3), so a Ping flood costs one Pong per read.
+    pub ping: Option<([u8; MAX_CONTROL_PAYLOAD], usize)>,
+    /// Decoding stopped at this Close or protocol error; the rest of the buffer is unread.
+    pub end: Option<Event>,
+}
+
 /// Decoder of the frames one client sends. See the module doc for the call contract.
 #[derive(Debug)]
 pub struct Decoder {
@@ -247,6 +260,46 @@ impl Decoder {
             data,
             event: None,
         }
+    }
+
+    /// Decodes the whole of `buf` (until a Close or an error): the data payloads are moved
+    /// together into one range when `keep_data` (else dropped, as while closing), Pongs are
+    /// ignored, and the latest Ping's payload is kept for one answer.
+    pub fn decode_all(&mut self, buf: &mut [u8], keep_data: bool) -> DecodedAll {
+        let mut out = DecodedAll {
+            data: 0..0,
+            ping: None,
+            end: None,
+        };
+        let mut pos = 0;
+        while pos < buf.len() {
+            let d = self.decode(&mut buf[pos..]);
+            let data = (pos + d.data.start)..(pos + d.data.end);
+            if keep_data && !data.is_empty() {
+                if out.data.is_empty() {
+                    out.data = data;
+                } else {
+                    buf.copy_within(data.clone(), out.data.end);
+                    out.data.end += data.len();
+                }
+            }
+            pos += d.consumed;
+            match d.event {
+                None if d.consumed == 0 => break,
+                None | Some(Event::Pong) => {}
+                Some(Event::Ping) => {
+                    let p = self.control_payload();
+                    let mut copy = [0u8; MAX_CONTROL_PAYLOAD];
+                    copy[..p.len()].copy_from_slice(p);
+                    out.ping = Some((copy, p.len()));
+                }
+                Some(e @ (Event::Close { .. } | Event::Error(_))) => {
+                    out.end = Some(e);
+                    break;
+                }
+            }
+        }
+        out
     }
 
     /// Payload of the last Ping/Pong/Close, valid from the call that reported it until the

@@ -11,7 +11,7 @@ use crate::tls::{server_config, CertFiles, TlsFiles};
 #[test]
 fn plain_passes_bytes_through() {
     let mut t = Transport::Plain;
-    let tx = t.on_send(TxBuf::owned(b"abc".to_vec()));
+    let tx = t.on_send(b"abc".to_vec());
     assert_eq!(tx.owned_bytes(), Some(&b"abc"[..]));
     assert!(t.passes_bytes_through() && t.tls_mut().is_none());
 }

@@ -703,3 +703,28 @@ fn a_client_decodes_unmasked_server_frames_and_refuses_masked_ones() {
         Some(Event::Error(CloseCode::PROTOCOL_ERROR))
     );
 }
+
+#[test]
+fn decode_all_joins_data_keeps_the_latest_ping_and_stops_at_close() {
+    let mut bytes = frame(true, 0x2, b"one ");
+    bytes.extend(frame(true, 0x9, b"first ping"));
+    bytes.extend(frame(true, 0x2, b"two"));
+    bytes.extend(frame(true, 0x9, b"latest"));
+    bytes.extend(frame(true, 0x8, &close_payload(1000, b"")));
+    bytes.extend(frame(true, 0x2, b"after close"));
+    let mut dec = Decoder::new(DecoderLimits::default());
+    let all = dec.decode_all(&mut bytes, true);
+    assert_eq!(&bytes[all.data.clone()], b"one two");
+    let (ping, n) = all.ping.expect("a ping");
+    assert_eq!(&ping[..n], b"latest");
+    assert_eq!(
+        all.end,
+        Some(Event::Close {
+            code: Some(CloseCode::NORMAL)
+        })
+    );
+    // While closing, data is dropped.
+    let mut bytes = frame(true, 0x2, b"dropped");
+    let mut dec = Decoder::new(DecoderLimits::default());
+    assert!(dec.decode_all(&mut bytes, false).data.is_empty());
+}
