@@ -13,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod echo;
 pub mod origin;
+pub mod polling;
 pub mod relay;
 pub mod session;
 pub mod slab;

@@ -18,6 +18,7 @@ use ringway_uring::{Completion, OpId, Ring};
 use tracing::{debug, info, warn};
 
 use crate::conn::Conn;
+use crate::polling::Polling;
 use crate::relay::Pool;
 use crate::session::Session;
 use crate::slab::{Key, Slab};
@@ -146,21 +147,14 @@ impl Worker {
         self.ring.tick(TICK, tag(Op::Tick, Side::Client, NO_CONN));
         self.tick_armed = true;
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
-        let mut duty = Duty::default();
+        let mut polling = Polling::new(self.busy_poll);
         let mut busy_since = Instant::now();
         loop {
-            // Poll before sleeping only while the worker is mostly idle: then a spare core is
-            // likely and polling saves the wake-up; a busy worker's idle gaps belong to the
-            // processes it waits for (on a shared box, the client and the origin).
-            let spin = if duty.mostly_idle() {
-                self.busy_poll
-            } else {
-                Duration::ZERO
-            };
             let waiting_since = Instant::now();
-            self.ring.wait_spinning(spin)?;
+            let spin = polling.budget(waiting_since);
+            let wait = self.ring.wait_spinning(spin)?;
             let now = Instant::now();
-            duty.record(waiting_since - busy_since, now - waiting_since);
+            polling.record(waiting_since - busy_since, now - waiting_since, wait, now);
             busy_since = now;
             self.ring.reap(&mut cqes);
             for c in cqes.drain(..) {
@@ -522,29 +516,6 @@ impl AcceptFailures {
     }
 }
 
-/// Exponentially weighted share of loop time spent working rather than waiting.
-#[derive(Default)]
-struct Duty {
-    busy_share: f32,
-}
-
-impl Duty {
-    /// Below this share of busy time the worker polls before sleeping.
-    const IDLE_BELOW: f32 = 0.25;
-
-    fn record(&mut self, busy: Duration, waited: Duration) {
-        let total = (busy + waited).as_secs_f32();
-        if total > 0.0 {
-            let share = busy.as_secs_f32() / total;
-            self.busy_share += (share - self.busy_share) / 16.0;
-        }
-    }
-
-    fn mostly_idle(&self) -> bool {
-        self.busy_share < Self::IDLE_BELOW
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,27 +538,5 @@ mod tests {
         assert_eq!(a.unreported, 99);
         a.flush(0, t0 + Duration::from_secs(10));
         assert_eq!(a.unreported, 0, "reported with their count");
-    }
-
-    #[test]
-    fn duty_polls_only_while_mostly_idle() {
-        let mut d = Duty::default();
-        assert!(d.mostly_idle(), "a fresh worker may poll");
-        let us = Duration::from_micros;
-        for _ in 0..64 {
-            d.record(us(5), us(40)); // quiet tunnel: 11 % busy
-        }
-        assert!(d.mostly_idle());
-        for _ in 0..64 {
-            d.record(us(80), us(20)); // loaded worker: 80 % busy
-        }
-        assert!(
-            !d.mostly_idle(),
-            "a busy worker leaves its idle gaps to the peers"
-        );
-        for _ in 0..64 {
-            d.record(us(2), us(100));
-        }
-        assert!(d.mostly_idle(), "load gone: polling comes back");
     }
 }

@@ -28,6 +28,6 @@ mod steer;
 mod txbuf;
 
 pub use bufpool::{PoolBuf, HEADROOM};
-pub use ring::{Completion, Features, OpId, Ring, Teardown};
+pub use ring::{Completion, Features, OpId, Ring, Teardown, Wait, PREEMPTED_GAP};
 pub use steer::steer_to_cpu;
 pub use txbuf::{RangeError, TxBuf};

@@ -105,6 +105,22 @@ fn user_data(index: u32, gen: u32) -> u64 {
     ((gen as u64) << 32) | index as u64
 }
 
+/// A gap between two polls of [`Ring::wait_spinning`] longer than this means the thread was
+/// descheduled while polling (one poll takes well under a microsecond; a timer interrupt a few).
+pub const PREEMPTED_GAP: Duration = Duration::from_micros(20);
+
+/// How [`Ring::wait_spinning`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// A completion arrived while polling.
+    Polled,
+    /// Nothing arrived within the spin (or no spin was asked for): the thread slept.
+    Slept,
+    /// The thread was descheduled while polling, so the core is wanted by another task; it
+    /// then slept.
+    Preempted,
+}
+
 /// A worker's io_uring.
 pub struct Ring {
     ring: IoUring,
@@ -476,23 +492,38 @@ impl Ring {
     /// (IORING_SQ_TASKRUN, set when a socket has news for a deferred-task-run ring) without
     /// sleeping. A completion that arrives within `spin` is picked up without the wake-up of a
     /// sleeping thread, which dominates round-trip latency on an idle core. Zero: never spin.
-    pub fn wait_spinning(&mut self, spin: Duration) -> io::Result<()> {
+    ///
+    /// A gap of more than [`PREEMPTED_GAP`] between two polls means the thread was descheduled:
+    /// another task wanted this core, and polling only delays it (on a shared box, the very
+    /// client or origin the worker waits for). The spin then ends at once in a sleeping wait and
+    /// reports [`Wait::Preempted`], so the caller can stop polling for a while.
+    pub fn wait_spinning(&mut self, spin: Duration) -> io::Result<Wait> {
         if spin.is_zero() || !self.features.defer_taskrun {
-            return self.submit_and_wait(1);
+            self.submit_and_wait(1)?;
+            return Ok(Wait::Slept);
         }
         self.submit_and_wait(0)?;
         let start = std::time::Instant::now();
+        let mut last = start;
         loop {
             if !self.ring.completion().is_empty() {
-                return Ok(());
+                return Ok(Wait::Polled);
             }
             if self.ring.submission().taskrun() {
                 self.submit_and_wait(0)?;
+                last = std::time::Instant::now();
                 continue;
             }
-            if start.elapsed() >= spin {
-                return self.submit_and_wait(1);
+            let now = std::time::Instant::now();
+            if now - last > PREEMPTED_GAP {
+                self.submit_and_wait(1)?;
+                return Ok(Wait::Preempted);
             }
+            if now - start >= spin {
+                self.submit_and_wait(1)?;
+                return Ok(Wait::Slept);
+            }
+            last = now;
             std::hint::spin_loop();
         }
     }
