@@ -27,6 +27,7 @@ pub struct Origin {
 enum Behaviour {
     Echo,
     EchoThenClose(usize),
+    Greet(&'static str),
 }
 
 impl Origin {
@@ -39,6 +40,12 @@ impl Origin {
     /// drains the read side until EOF so the kernel never answers unread data with RST.
     pub async fn echo_then_close(n: usize) -> Origin {
         Self::spawn(Behaviour::EchoThenClose(n)).await
+    }
+
+    /// Writes `name` as soon as a tunnel connects, then echoes: a client learns which origin
+    /// its route led to from its first bytes.
+    pub async fn greeting(name: &'static str) -> Origin {
+        Self::spawn(Behaviour::Greet(name)).await
     }
 
     /// An address where nothing listens: a port bound and immediately released.
@@ -80,6 +87,11 @@ impl Drop for Origin {
 async fn serve(stream: TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
     let (mut rd, mut wr) = stream.into_split();
     match behaviour {
+        Behaviour::Greet(name) => {
+            wr.write_all(name.as_bytes()).await?;
+            tokio::io::copy(&mut rd, &mut wr).await?;
+            wr.shutdown().await?;
+        }
         Behaviour::Echo => {
             tokio::io::copy(&mut rd, &mut wr).await?;
             wr.shutdown().await?;

@@ -67,6 +67,10 @@ pub struct Ringway {
     child: Child,
     config_path: Option<PathBuf>,
     log_path: PathBuf,
+    /// Its control socket: `$RINGWAY_CONTROL` as the test gave it, else a fresh directory of
+    /// its own (removed on drop), so parallel instances never share a socket or state file.
+    control: PathBuf,
+    own_control_dir: Option<PathBuf>,
 }
 
 impl Ringway {
@@ -126,7 +130,16 @@ impl Ringway {
     fn spawn_env(args: &[&str], config_path: Option<PathBuf>, env: &[(&str, &str)]) -> Ringway {
         let log_path = temp_path("log");
         let log = fs::File::create(&log_path).expect("create server log file");
+        let given = env.iter().find(|(k, _)| *k == "RINGWAY_CONTROL");
+        let (control, own_control_dir) = match given {
+            Some((_, v)) => (PathBuf::from(v), None),
+            None => {
+                let dir = temp_path("ctl");
+                (dir.join("control.sock"), Some(dir))
+            }
+        };
         let mut child = Command::new(binary())
+            .env("RINGWAY_CONTROL", &control)
             .envs(env.iter().copied())
             .args(args)
             .stdin(Stdio::null())
@@ -150,6 +163,8 @@ impl Ringway {
             child,
             config_path,
             log_path,
+            control,
+            own_control_dir,
         };
         server.port = server.await_listening(&rx);
         server
@@ -203,6 +218,19 @@ impl Ringway {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The control socket `ringctl` reaches this instance on.
+    pub fn control_socket(&self) -> &Path {
+        &self.control
+    }
+
+    /// Runs `ringctl --socket SOCKET ARGS` to completion (at most 30 s).
+    pub fn ringctl(&self, args: &[&str]) -> Output {
+        let socket = self.control.to_str().expect("utf-8 temp path");
+        let mut all = vec!["--socket", socket];
+        all.extend_from_slice(args);
+        run_ringctl(&all, Duration::from_secs(30))
     }
 
     /// Sends SIGTERM through `kill -TERM PID`.
@@ -311,7 +339,28 @@ impl Drop for Ringway {
         if !std::thread::panicking() {
             let _ = fs::remove_file(&self.log_path);
         }
+        if let Some(d) = &self.own_control_dir {
+            let _ = fs::remove_dir_all(d);
+        }
     }
+}
+
+/// The `ringctl` binary next to the ringway under test; panics (never skips) if it is missing.
+pub fn ringctl_binary() -> PathBuf {
+    let path = binary().with_file_name("ringctl");
+    assert!(
+        path.is_file(),
+        "ringctl binary not found at {}: run `cargo build -p ringctl` first",
+        path.display()
+    );
+    path
+}
+
+/// Runs `ringctl ARGS` to completion (at most `bound`, then it is killed).
+pub fn run_ringctl(args: &[&str], bound: Duration) -> Output {
+    let mut cmd = Command::new(ringctl_binary());
+    cmd.args(args);
+    run_command(cmd, bound)
 }
 
 /// Runs the binary with `args` to completion (at most `bound`, then it is killed) and returns
@@ -319,7 +368,12 @@ impl Drop for Ringway {
 pub fn run_to_exit(args: &[&str], bound: Duration) -> Output {
     let mut cmd = Command::new(binary());
     cmd.args(args);
-    run_command(cmd, bound)
+    // A `run` that starts gets a control socket of its own, never the user's default one.
+    let dir = temp_path("ctl");
+    cmd.env("RINGWAY_CONTROL", dir.join("control.sock"));
+    let out = run_command(cmd, bound);
+    let _ = fs::remove_dir_all(dir);
+    out
 }
 
 /// Runs `cmd` with stdin closed and stdout/stderr captured, killing it (`kill -KILL PID`) and

@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ringctl::RouteSpec;
 use ringway_proto::route::{Route, RouteTable};
 use ringway_proto::tunnel::TunnelConfig;
 use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
@@ -151,6 +152,52 @@ struct RawConfig {
     listener: Vec<Listener>,
     #[serde(default, deserialize_with = "route_tables")]
     route: Vec<RouteConfig>,
+    #[serde(default)]
+    control: Option<ControlSection>,
+}
+
+/// `[control]`: where `ringctl` reaches this process, and where applied routes are kept.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlSection {
+    #[serde(default)]
+    socket: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// The control plane's files, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlFiles {
+    /// The control socket: `[control] socket`, else $RINGWAY_CONTROL, else
+    /// [`ringctl::default_socket`].
+    pub socket: PathBuf,
+    /// The state file (the last applied route table): `[control] state`, else `routes.toml`
+    /// next to the socket (each instance has its own socket, so its own state). `state = ""`:
+    /// none.
+    pub state: Option<PathBuf>,
+}
+
+/// A route file: a config file's `[[route]]` tables. The other sections of a config file may
+/// be present (so a whole config file can be applied) and are not used.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the other sections are only allowed, not used
+struct RouteFile {
+    #[serde(default, deserialize_with = "route_tables")]
+    route: Vec<RouteConfig>,
+    #[serde(default)]
+    workers: Option<toml::Value>,
+    #[serde(default)]
+    limits: Option<toml::Value>,
+    #[serde(default)]
+    timeouts: Option<toml::Value>,
+    #[serde(default)]
+    engine: Option<toml::Value>,
+    #[serde(default)]
+    listener: Option<toml::Value>,
+    #[serde(default)]
+    control: Option<toml::Value>,
 }
 
 fn listener_tables<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Listener>, D::Error> {
@@ -251,6 +298,9 @@ pub struct Config {
     pub engine: Engine,
     pub listeners: Vec<ListenerConfig>,
     pub routes: RouteTable,
+    /// The routes as written (origins unresolved), for `ringctl` and the state file.
+    pub route_specs: Vec<RouteSpec>,
+    pub control: ControlFiles,
     /// What is legal but probably a mistake, worded for the operator (`check` prints these,
     /// `run` logs them).
     pub warnings: Vec<String>,
@@ -283,6 +333,15 @@ impl Source<'_> {
             + 1
     }
 
+    /// A TOML syntax or shape error, with its line.
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let (file, msg) = (self.file, e.message().trim());
+        match e.span() {
+            Some(s) => ConfigError(format!("{file}: line {}: {msg}", self.line(s.start))),
+            None => ConfigError(format!("{file}: {msg}")),
+        }
+    }
+
     /// An error about `key` at `span`.
     fn at(&self, span: Range<usize>, key: &str, msg: impl fmt::Display) -> ConfigError {
         let (file, line) = (self.file, self.line(span.start));
@@ -294,13 +353,7 @@ impl Config {
     /// Parses and validates `text` (the contents of `file`, named in errors).
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let src = Source { text, file };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim();
-            match e.span() {
-                Some(s) => ConfigError(format!("{file}: line {}: {msg}", src.line(s.start))),
-                None => ConfigError(format!("{file}: {msg}")),
-            }
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
         let cpus = match &raw.workers {
             None => {
                 let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -329,7 +382,8 @@ impl Config {
                 tls_line,
             });
         }
-        let routes = routes(&src, &raw.route)?;
+        let (routes, route_specs) = routes(&src, &raw.route, 1)?;
+        let control = control_files(&src, raw.control.unwrap_or_default());
         let mut warnings = Vec::new();
         if routes.routes().is_empty() {
             warnings.push(format!(
@@ -354,6 +408,8 @@ impl Config {
             engine,
             listeners,
             routes,
+            route_specs,
+            control,
             warnings,
         })
     }
@@ -470,8 +526,13 @@ fn cpu_ranges(cpus: &[usize]) -> String {
 /// The route table. Every host and path must be matchable by some request, and no two routes
 /// may be one: routes are one when their hosts are equal ignoring case and their paths are
 /// equal ignoring a trailing `/` (the normalisation `RouteTable::new` applies).
-fn routes(src: &Source<'_>, raw: &[RouteConfig]) -> Result<RouteTable, ConfigError> {
+fn routes(
+    src: &Source<'_>,
+    raw: &[RouteConfig],
+    version: u64,
+) -> Result<(RouteTable, Vec<RouteSpec>), ConfigError> {
     let mut routes = Vec::new();
+    let mut specs = Vec::new();
     let mut seen: HashMap<(Option<String>, Option<String>, &str), &RouteConfig> = HashMap::new();
     for r in raw {
         let path = r.path.get_ref();
@@ -520,6 +581,14 @@ fn routes(src: &Source<'_>, raw: &[RouteConfig]) -> Result<RouteTable, ConfigErr
                 None => base,
             }
         });
+        specs.push(RouteSpec {
+            name: r.name.clone(),
+            host: r.host.as_ref().map(|h| h.get_ref().clone()),
+            sni: r.sni.as_ref().map(|n| n.get_ref().clone()),
+            path: path.clone(),
+            origin: r.origin.get_ref().clone(),
+            idle_timeout_ms: (r.idle_timeout_ms > 0).then_some(r.idle_timeout_ms),
+        });
         routes.push(Route {
             name,
             host,
@@ -529,7 +598,62 @@ fn routes(src: &Source<'_>, raw: &[RouteConfig]) -> Result<RouteTable, ConfigErr
             idle_timeout: (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms)),
         });
     }
-    RouteTable::new(1, routes).map_err(|e| ConfigError(format!("{}: {e}", src.file)))
+    let table =
+        RouteTable::new(version, routes).map_err(|e| ConfigError(format!("{}: {e}", src.file)))?;
+    Ok((table, specs))
+}
+
+/// The `[[route]]`s of `text` (a route file or a whole config file, named `file` in errors),
+/// validated by the config file's rules and resolved, as table `version`.
+pub fn parse_routes(
+    text: &str,
+    file: &str,
+    version: u64,
+) -> Result<(RouteTable, Vec<RouteSpec>), ConfigError> {
+    let src = Source { text, file };
+    let raw: RouteFile = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+    routes(&src, &raw.route, version)
+}
+
+/// `specs` (from `ringctl routes add`, or a table already validated once) validated and
+/// resolved again, as table `version`; errors name the route rather than a line.
+pub fn build_routes(specs: &[RouteSpec], version: u64) -> Result<RouteTable, ConfigError> {
+    let text = ringctl::routes_to_toml(specs);
+    // Line numbers of generated text mean nothing to the operator: name the route instead.
+    parse_routes(&text, "", version)
+        .map(|(t, _)| t)
+        .map_err(|e| {
+            let msg = e.0.trim_start_matches(": ");
+            let msg = match msg.split_once(": ") {
+                Some((line, rest)) if line.starts_with("line ") => rest,
+                _ => msg,
+            };
+            ConfigError(msg.to_string())
+        })
+}
+
+fn control_files(src: &Source<'_>, c: ControlSection) -> ControlFiles {
+    let dir = std::path::Path::new(src.file).parent();
+    let path = |p: &str| -> PathBuf {
+        let p = PathBuf::from(p);
+        match dir {
+            Some(d) if p.is_relative() && !src.file.starts_with('<') => d.join(p),
+            _ => p,
+        }
+    };
+    let socket = match &c.socket {
+        Some(p) => path(p),
+        None => match std::env::var_os("RINGWAY_CONTROL").filter(|v| !v.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => ringctl::default_socket(),
+        },
+    };
+    let state = match c.state.as_deref() {
+        Some("") => None,
+        Some(p) => Some(path(p)),
+        None => Some(socket.with_file_name("routes.toml")),
+    };
+    ControlFiles { socket, state }
 }
 
 /// `path` as the route table keys it: without a trailing `/`, except the root.

@@ -184,7 +184,7 @@ impl Conn {
                 }
             }
             Op::Close => self.socket(side).on_close_completion(),
-            Op::Cancel | Op::Tick | Op::Accept => {}
+            Op::Cancel | Op::Tick | Op::Accept | Op::Control => {}
         }
     }
 

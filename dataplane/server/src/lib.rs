@@ -11,6 +11,7 @@
 pub mod access;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod echo;
 pub mod origin;
 pub mod polling;

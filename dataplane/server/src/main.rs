@@ -23,6 +23,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, info, warn};
 
 use ringway::config::Config;
+use ringway::control;
 use ringway::echo;
 use ringway::tls::{self, SharedTls};
 use ringway::worker::{AccessSetup, Worker, WorkerConfig};
@@ -142,7 +143,7 @@ fn main() {
             for w in loaded.iter().flat_map(|c| &c.warnings) {
                 tracing::warn!("{w}");
             }
-            exit_code(loaded.and_then(|c| run(c, config.is_none(), None)))
+            exit_code(loaded.and_then(|c| run(c, config.as_deref(), None)))
         }
         Command::Access(args) => exit_code(access(args)),
     };
@@ -198,7 +199,7 @@ fn access(args: AccessArgs) -> anyhow::Result<()> {
         tracing::warn!("--insecure-skip-verify: the edge's certificate is not checked");
     }
     info!(edge = %setup.config.edge, url, "ringway access");
-    run(config, false, Some(Arc::new(setup)))
+    run(config, None, Some(Arc::new(setup)))
 }
 
 fn load(path: &PathBuf) -> anyhow::Result<Config> {
@@ -252,13 +253,46 @@ fn raise_fd_limit() {
     }
 }
 
-fn run(config: Config, embedded: bool, access: Option<Arc<AccessSetup>>) -> anyhow::Result<()> {
+/// Serves `config` (read from `path`; `None`: the embedded default) until a signal stops it;
+/// with `access`, as `ringway access` (no routes, no control plane).
+fn run(
+    config: Config,
+    path: Option<&std::path::Path>,
+    access: Option<Arc<AccessSetup>>,
+) -> anyhow::Result<()> {
     raise_fd_limit();
+    let embedded = path.is_none() && access.is_none();
     let shutdown = Arc::new(AtomicBool::new(false));
-    let routes = Arc::new(config.routes.clone());
     for l in &config.listeners {
         ensure_address_free(l.addr)?;
     }
+    // Routes: the state file's (the last `ringctl` change) when there is one, else the config's.
+    let start = control::start_routes(
+        &config.control,
+        config.routes.clone(),
+        config.route_specs.clone(),
+    )?;
+    if let Some(state) = &start.from_state {
+        warn!(
+            state = %state.display(),
+            routes = start.specs.len(),
+            "routes from the state file (the last ringctl change), not from the config file; \
+             `ringctl routes apply CONFIG` or SIGHUP applies the config file's routes"
+        );
+    }
+    let routes = Arc::new(start.table);
+    let (control, mut links) = if access.is_none() {
+        let (h, links) = control::start(
+            &config.control,
+            routes.clone(),
+            start.specs,
+            config.cpus.len(),
+        )?;
+        (Some(h), links.into_iter().map(Some).collect())
+    } else {
+        (None, Vec::new())
+    };
+    links.resize_with(config.cpus.len(), || None);
     let tls = Arc::new(SharedTls::new(tls_configs(&config)?));
     // Bind every worker's listeners first, so a port-0 address resolves to one port for all.
     let mut per_worker: Vec<Vec<OwnedFd>> = config.cpus.iter().map(|_| Vec::new()).collect();
@@ -314,6 +348,7 @@ fn run(config: Config, embedded: bool, access: Option<Arc<AccessSetup>>) -> anyh
             shutdown_timeout: Duration::from_millis(config.timeouts.shutdown_ms),
             busy_poll: Duration::from_micros(config.engine.busy_poll_us),
             draining: draining[id].clone(),
+            control: links[id].take(),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::Builder::new()
@@ -367,6 +402,9 @@ fn run(config: Config, embedded: bool, access: Option<Arc<AccessSetup>>) -> anyh
             return true;
         }
         reload_tls(&config, &tls);
+        if let (Some(control), Some(path)) = (&control, path) {
+            reload_routes(control, path);
+        }
         false
     };
     let Some(first) = signals.forever().find(|&sig| stops(sig)) else {
@@ -395,8 +433,26 @@ fn run(config: Config, embedded: bool, access: Option<Arc<AccessSetup>>) -> anyh
         std::process::exit(128 + second);
     }
     let _ = joiner.join();
+    if let Some(c) = control {
+        c.stop();
+    }
     info!("ringway stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the config file's routes and applies them as `ringctl routes apply` would
+/// (logged by the control thread; an invalid file changes nothing).
+fn reload_routes(control: &control::Handle, path: &std::path::Path) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => control.send(control::Command::Reload {
+            text,
+            source: path.display().to_string(),
+        }),
+        Err(e) => error!(
+            "SIGHUP received: cannot read {}: {e}; routes not reloaded",
+            path.display()
+        ),
+    }
 }
 
 /// SIGHUP reloads the listeners' certificates and keys: new connections get them, open ones

@@ -8,9 +8,14 @@
 //! polling off. So a worker polls only
 //! - while it is mostly idle: a busy worker's idle gaps belong to the processes it waits for;
 //! - and while polling has not been caught taking a core another task wanted: the ring reports
-//!   when the thread was descheduled mid-poll ([`Wait::Preempted`]); polling then stops for a
-//!   backoff that doubles while it keeps happening and shrinks after a long run of clean polls.
+//!   when the thread was descheduled mid-poll ([`Wait::Preempted`]), and every 100 ms the
+//!   worker reads the kernel's CPU pressure (`/proc/pressure/cpu`, the time some runnable task
+//!   waited for a CPU); more than [`Polling::CONTENDED_ABOVE`] of the wall time counts as
+//!   contention too. Polling then stops for a backoff that doubles while contention keeps
+//!   coming back and shrinks after a long run of clean polls.
 
+use std::fs::File;
+use std::io::{Read, Seek};
 use std::time::{Duration, Instant};
 
 use ringway_uring::Wait;
@@ -38,10 +43,73 @@ impl Duty {
     }
 }
 
+/// The kernel's CPU pressure stall information: cumulative microseconds during which at least
+/// one runnable task waited for a CPU. Absent (no PSI in this kernel): never contended.
+struct Pressure {
+    file: Option<File>,
+    last: Option<(Instant, u64)>,
+    next: Option<Instant>,
+    text: String,
+}
+
+impl Pressure {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn open() -> Self {
+        Pressure {
+            file: File::open("/proc/pressure/cpu").ok(),
+            ..Pressure::none()
+        }
+    }
+
+    fn none() -> Self {
+        Pressure {
+            file: None,
+            last: None,
+            next: None,
+            text: String::new(),
+        }
+    }
+
+    /// The share of wall time since the previous sample during which some task waited for a
+    /// CPU; `None` between samples (every [`Pressure::EVERY`]) and without PSI.
+    fn sample(&mut self, now: Instant) -> Option<f32> {
+        if self.next.is_some_and(|n| now < n) {
+            return None;
+        }
+        self.next = Some(now + Self::EVERY);
+        let file = self.file.as_mut()?;
+        self.text.clear();
+        let read = file
+            .rewind()
+            .and_then(|_| file.read_to_string(&mut self.text));
+        let Some(total) = read.ok().and_then(|_| some_total_us(&self.text)) else {
+            self.file = None; // unreadable: stop trying
+            return None;
+        };
+        let share = self.last.and_then(|(t, prev)| {
+            let wall = now.duration_since(t).as_micros() as f32;
+            (wall > 0.0).then(|| total.saturating_sub(prev) as f32 / wall)
+        });
+        self.last = Some((now, total));
+        share
+    }
+}
+
+/// `total=` of the `some` line of a PSI file.
+fn some_total_us(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    let total = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?;
+    total.parse().ok()
+}
+
 /// The worker's polling policy; see the module documentation.
 pub struct Polling {
     spin: Duration,
     duty: Duty,
+    pressure: Pressure,
     off_until: Option<Instant>,
     backoff: Duration,
     clean: u32,
@@ -54,12 +122,20 @@ impl Polling {
     pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
     /// Polls without preemption that halve the backoff.
     const CLEAN_TO_SHRINK: u32 = 256;
+    /// CPU pressure (share of wall time some task waited for a CPU) above which the box has
+    /// no core to spare for polling.
+    pub const CONTENDED_ABOVE: f32 = 0.50;
 
     /// `spin`: the configured poll budget (`engine.busy_poll_us`); zero never polls.
     pub fn new(spin: Duration) -> Self {
         Polling {
             spin,
             duty: Duty::default(),
+            pressure: if spin.is_zero() {
+                Pressure::none()
+            } else {
+                Pressure::open()
+            },
             off_until: None,
             backoff: Self::MIN_BACKOFF,
             clean: 0,
@@ -68,6 +144,13 @@ impl Polling {
 
     /// How long to poll before sleeping in the wait that starts at `now`.
     pub fn budget(&mut self, now: Instant) -> Duration {
+        if self
+            .pressure
+            .sample(now)
+            .is_some_and(|s| s > Self::CONTENDED_ABOVE)
+        {
+            self.contended(now);
+        }
         if let Some(until) = self.off_until {
             if now < until {
                 return Duration::ZERO;
@@ -86,11 +169,7 @@ impl Polling {
     pub fn record(&mut self, busy: Duration, waited: Duration, wait: Wait, now: Instant) {
         self.duty.record(busy, waited);
         match wait {
-            Wait::Preempted => {
-                self.off_until = Some(now + self.backoff);
-                self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
-                self.clean = 0;
-            }
+            Wait::Preempted => self.contended(now),
             Wait::Polled => {
                 self.clean += 1;
                 if self.clean >= Self::CLEAN_TO_SHRINK {
@@ -101,6 +180,16 @@ impl Polling {
             Wait::Slept => {}
         }
     }
+
+    /// Polling took, or would take, a core another task wanted: stop for the backoff.
+    fn contended(&mut self, now: Instant) {
+        if self.off_until.is_some_and(|u| now < u) {
+            return; // already off: pressure seen while not polling does not grow the backoff
+        }
+        self.off_until = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
+        self.clean = 0;
+    }
 }
 
 #[cfg(test)]
@@ -110,10 +199,17 @@ mod tests {
     const SPIN: Duration = Duration::from_micros(50);
     const US: fn(u64) -> Duration = Duration::from_micros;
 
+    /// A policy that does not read the box's real CPU pressure.
+    fn polling(spin: Duration) -> Polling {
+        let mut p = Polling::new(spin);
+        p.pressure = Pressure::none();
+        p
+    }
+
     #[test]
     fn duty_polls_only_while_mostly_idle() {
         let t = Instant::now();
-        let mut p = Polling::new(SPIN);
+        let mut p = polling(SPIN);
         assert_eq!(p.budget(t), SPIN, "a fresh worker may poll");
         for _ in 0..64 {
             p.record(US(5), US(40), Wait::Slept, t); // quiet tunnel: 11 % busy
@@ -136,7 +232,7 @@ mod tests {
     #[test]
     fn a_preempted_poll_stops_polling_for_a_growing_backoff() {
         let t0 = Instant::now();
-        let mut p = Polling::new(SPIN);
+        let mut p = polling(SPIN);
         p.record(US(1), US(60), Wait::Preempted, t0);
         assert_eq!(p.budget(t0), Duration::ZERO);
         assert_eq!(p.budget(t0 + Polling::MIN_BACKOFF - US(1)), Duration::ZERO);
@@ -162,12 +258,21 @@ mod tests {
 
     #[test]
     fn clean_polls_shrink_the_backoff_back() {
-        let t = Instant::now();
-        let mut p = Polling::new(SPIN);
+        let mut t = Instant::now();
+        let mut p = polling(SPIN);
+        p.record(US(1), US(60), Wait::Preempted, t);
+        p.record(US(1), US(60), Wait::Preempted, t);
+        assert_eq!(
+            p.backoff,
+            Polling::MIN_BACKOFF * 2,
+            "contention seen while polling is off does not grow the backoff"
+        );
         for _ in 0..10 {
+            t += Polling::MAX_BACKOFF;
             p.record(US(1), US(60), Wait::Preempted, t);
         }
         assert_eq!(p.backoff, Polling::MAX_BACKOFF);
+        t += Polling::MAX_BACKOFF;
         for _ in 0..Polling::CLEAN_TO_SHRINK * 20 {
             p.record(US(1), US(10), Wait::Polled, t);
         }
@@ -181,9 +286,46 @@ mod tests {
     }
 
     #[test]
+    fn psi_total_is_read_from_the_some_line() {
+        let text = "some avg10=17.36 avg60=15.38 avg300=24.71 total=4806721829\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(some_total_us(text), Some(4_806_721_829));
+        assert_eq!(some_total_us("full avg10=0.00 total=5\n"), None);
+        assert_eq!(some_total_us("some avg10=0.00 total=x\n"), None);
+    }
+
+    #[test]
+    fn pressure_is_sampled_every_interval_where_the_kernel_has_psi() {
+        let mut p = Pressure::open();
+        if p.file.is_none() {
+            assert!(
+                std::fs::metadata("/proc/pressure/cpu").is_err(),
+                "PSI exists but could not be opened"
+            );
+            return; // no PSI in this kernel: polling relies on preemption alone
+        }
+        let t0 = Instant::now();
+        assert_eq!(
+            p.sample(t0),
+            None,
+            "the first sample has nothing to compare with"
+        );
+        assert_eq!(
+            p.sample(t0 + Duration::from_millis(50)),
+            None,
+            "not yet due"
+        );
+        std::thread::sleep(Pressure::EVERY);
+        let share = p.sample(Instant::now());
+        assert!(p.file.is_some(), "the file stays readable");
+        let share = share.expect("a share after the interval");
+        assert!((0.0..=2.0).contains(&share), "{share}");
+    }
+
+    #[test]
     fn zero_budget_never_polls() {
         let t = Instant::now();
-        let mut p = Polling::new(Duration::ZERO);
+        let mut p = polling(Duration::ZERO);
         assert_eq!(p.budget(t), Duration::ZERO);
     }
 }

@@ -14,6 +14,8 @@ pub enum Op {
     Connect,
     Close,
     Cancel,
+    /// The control plane's wake-up (an eventfd readable: news for this worker).
+    Control,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +39,7 @@ pub fn untag(t: u64) -> (Op, Side, Key) {
         4 => Op::Send,
         5 => Op::Connect,
         6 => Op::Close,
+        8 => Op::Control,
         _ => Op::Cancel,
     };
     let side = if (t >> 59) & 1 == 1 {
@@ -65,6 +68,7 @@ mod tests {
             Op::Connect,
             Op::Close,
             Op::Cancel,
+            Op::Control,
         ] {
             for side in [Side::Client, Side::Origin] {
                 let key = Key {

@@ -18,6 +18,7 @@ use ringway_uring::{Completion, OpId, Ring};
 use tracing::{debug, info, warn};
 
 use crate::conn::Conn;
+use crate::control::WorkerLink;
 use crate::polling::Polling;
 use crate::relay::Pool;
 use crate::session::Session;
@@ -56,6 +57,8 @@ pub struct WorkerConfig {
     /// During a drain: how many connections still have bytes to send, for the main thread
     /// (written by this worker only, read when a second signal cuts the drain short).
     pub draining: Arc<AtomicUsize>,
+    /// New route tables from the control thread (`None`: `ringway access`, no control plane).
+    pub control: Option<WorkerLink>,
 }
 
 /// A running worker's state. Field order matters for drop: the ring goes first (cancelling
@@ -93,6 +96,7 @@ pub struct Worker {
     tick_armed: bool,
     busy_poll: Duration,
     accept_failures: AcceptFailures,
+    control: Option<WorkerLink>,
 }
 
 impl Worker {
@@ -134,6 +138,7 @@ impl Worker {
             tick_armed: false,
             busy_poll: cfg.busy_poll,
             accept_failures: AcceptFailures::default(),
+            control: cfg.control,
         })
     }
 
@@ -146,6 +151,7 @@ impl Worker {
         }
         self.ring.tick(TICK, tag(Op::Tick, Side::Client, NO_CONN));
         self.tick_armed = true;
+        self.arm_control();
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         let mut polling = Polling::new(self.busy_poll);
         let mut busy_since = Instant::now();
@@ -207,9 +213,38 @@ impl Worker {
         }
     }
 
+    fn arm_control(&mut self) {
+        if let Some(link) = &self.control {
+            let fd = link.wake_fd();
+            self.ring
+                .poll_readable(fd, tag(Op::Control, Side::Client, NO_CONN));
+        }
+    }
+
+    /// The control thread has news: a new route table. Tunnels already routed keep theirs;
+    /// connections not yet routed take the new one at their next completion.
+    fn on_control(&mut self, more: bool) {
+        if !more {
+            self.arm_control();
+        }
+        let Some(link) = &mut self.control else {
+            return;
+        };
+        if let Some(table) = link.receive() {
+            debug!(
+                worker = self.id,
+                version = table.version(),
+                "new route table"
+            );
+            self.routes = table;
+        }
+        link.acknowledge(self.routes.version());
+    }
+
     fn dispatch(&mut self, c: Completion, now: Instant) {
         let (op, side, key) = untag(c.tag);
         match op {
+            Op::Control => self.on_control(c.more),
             Op::Tick => {
                 if !c.more {
                     self.tick_armed = false;
@@ -229,6 +264,9 @@ impl Worker {
                     }
                     return;
                 };
+                if conn.session.route().is_none() && !Arc::ptr_eq(&conn.routes, &self.routes) {
+                    conn.routes = self.routes.clone(); // not routed yet: the newest table
+                }
                 conn.on_completion(op, side, c, &mut self.ring, &self.pool, now);
                 if !conn.dirty {
                     conn.dirty = true;

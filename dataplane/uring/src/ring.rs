@@ -383,6 +383,19 @@ impl Ring {
         OpId(ud)
     }
 
+    /// Multishot poll for readability on `fd` (an eventfd, say): a completion each time it
+    /// becomes readable; the caller reads it with an ordinary read and re-arms whenever a
+    /// completion has `more == false`.
+    pub fn poll_readable(&mut self, fd: RawFd, tag: u64) -> OpId {
+        let ud = self.insert(tag, Owned::None);
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build();
+        // SAFETY: no pointers; the caller keeps `fd` open (I2).
+        unsafe { self.push(sqe.user_data(ud)) };
+        OpId(ud)
+    }
+
     /// Cancels one operation (by the id its push returned; the caller must not have reaped its
     /// last completion yet). The operation completes, usually with -ECANCELED.
     pub fn cancel(&mut self, op: OpId, tag: u64) {

@@ -1,0 +1,214 @@
+//! `ringctl`: programs a running `ringway`'s routes over its control socket.
+//!
+//! Exit codes: 0 done, 1 the dataplane refused the request (the reason is printed), 2 the
+//! dataplane could not be reached or its reply was not understood.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ringctl::{CallError, Client, Reply, Request, RouteSpec};
+
+#[derive(Parser)]
+#[command(name = "ringctl", version, about = "Control a running ringway")]
+struct Cli {
+    /// The dataplane's control socket (its config's `[control] socket`). Default:
+    /// $RINGWAY_CONTROL, else $XDG_RUNTIME_DIR/ringway/control.sock, else
+    /// /run/ringway/control.sock for root.
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Print the reply as JSON (one object) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show or change the route table.
+    #[command(subcommand)]
+    Routes(Routes),
+}
+
+#[derive(Subcommand)]
+enum Routes {
+    /// The routes every worker serves now, as config `[[route]]` tables.
+    List,
+    /// Add one route; new tunnels may use it as soon as this returns.
+    Add {
+        /// The request path to match (a prefix on segment boundaries).
+        #[arg(long)]
+        path: String,
+        /// Where to connect: IP:port or host:port (resolved now, by the dataplane).
+        #[arg(long)]
+        origin: String,
+        /// Match this Host header only.
+        #[arg(long)]
+        host: Option<String>,
+        /// Match this TLS server name only.
+        #[arg(long)]
+        sni: Option<String>,
+        /// The route's name in logs and stats (default: host + path).
+        #[arg(long)]
+        name: Option<String>,
+        /// Close tunnels on this route after this long without traffic.
+        #[arg(long)]
+        idle_timeout_ms: Option<u64>,
+    },
+    /// Remove the route with this name (as `routes list` shows it); open tunnels on it stay.
+    Remove { name: String },
+    /// Replace the whole table with FILE's `[[route]]`s (a config file's syntax) in one atomic
+    /// change on every worker; prints the diff. Open tunnels keep their origin.
+    Apply {
+        file: PathBuf,
+        /// Validate and print the diff; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = cli
+        .socket
+        .clone()
+        .or_else(|| {
+            std::env::var_os("RINGWAY_CONTROL")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(ringctl::default_socket);
+    let request = match request(&cli.command) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ringctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let reply = Client::connect(&socket).and_then(|mut c| c.call(&request));
+    match reply {
+        Ok(reply) => {
+            print!("{}", render(&reply, cli.json));
+            ExitCode::SUCCESS
+        }
+        Err(CallError::Refused(e)) => {
+            eprintln!("ringctl: refused: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("ringctl: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn request(command: &Command) -> anyhow::Result<Request> {
+    Ok(match command {
+        Command::Routes(Routes::List) => Request::RoutesList,
+        Command::Routes(Routes::Add {
+            path,
+            origin,
+            host,
+            sni,
+            name,
+            idle_timeout_ms,
+        }) => Request::RoutesAdd {
+            route: RouteSpec {
+                name: name.clone(),
+                host: host.clone(),
+                sni: sni.clone(),
+                path: path.clone(),
+                origin: origin.clone(),
+                idle_timeout_ms: *idle_timeout_ms,
+            },
+        },
+        Command::Routes(Routes::Remove { name }) => Request::RoutesRemove { name: name.clone() },
+        Command::Routes(Routes::Apply { file, dry_run }) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            Request::RoutesApply {
+                text,
+                source: file.display().to_string(),
+                dry_run: *dry_run,
+            }
+        }
+    })
+}
+
+/// The reply as the operator reads it.
+fn render(reply: &Reply, json: bool) -> String {
+    if json {
+        let mut s = serde_json::to_string_pretty(reply).unwrap_or_default();
+        s.push('\n');
+        return s;
+    }
+    match reply {
+        Reply::Routes { version, routes } => {
+            let mut s = format!(
+                "# route table version {version}: {} route(s)\n",
+                routes.len()
+            );
+            s.push_str(&ringctl::routes_to_toml(routes));
+            s
+        }
+        Reply::Applied {
+            version,
+            changes,
+            workers,
+            apply_us,
+            dry_run,
+        } => {
+            let mut s = String::new();
+            for c in changes {
+                s.push_str(&c.to_string());
+                s.push('\n');
+            }
+            let n = changes.len();
+            if *dry_run {
+                s.push_str(&format!("dry run: {n} change(s), nothing applied\n"));
+            } else if changes.is_empty() {
+                s.push_str(&format!("no change (route table version {version})\n"));
+            } else {
+                s.push_str(&format!(
+                    "applied {n} change(s): route table version {version} on {workers} worker(s) in {apply_us} µs\n"
+                ));
+            }
+            s
+        }
+        Reply::Error { error } => format!("error: {error}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringctl::Change;
+
+    #[test]
+    fn an_apply_prints_its_diff_and_where_it_landed() {
+        let r = RouteSpec {
+            name: None,
+            host: None,
+            sni: None,
+            path: "/pg".into(),
+            origin: "127.0.0.1:5432".into(),
+            idle_timeout_ms: None,
+        };
+        let text = render(
+            &Reply::Applied {
+                version: 3,
+                changes: vec![Change::Add { route: r }],
+                workers: 2,
+                apply_us: 87,
+                dry_run: false,
+            },
+            false,
+        );
+        assert_eq!(
+            text,
+            "+ /pg -> 127.0.0.1:5432\napplied 1 change(s): route table version 3 on 2 worker(s) in 87 µs\n"
+        );
+    }
+}

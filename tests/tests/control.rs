@@ -1,0 +1,515 @@
+//! `ringctl` against a running ringway: routes listed, added, removed and applied end to end
+//! (a refused change changes nothing), changes while 200 tunnels move data (none dropped, no
+//! byte corrupted, 100 changes a second for 10 s), every worker taking each change, the state
+//! file across a restart, SIGHUP applying the config file's routes, protocol errors answered
+//! while serving goes on, and who may use the socket.
+//!
+//! Origins greet with their name (`Origin::greeting`), so a tunnel's first bytes tell which
+//! route table routed it. Every wait is bounded.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use rand::RngCore;
+use ringctl::{Client, Reply, Request, RouteSpec};
+use ringway_e2e::config::ConfigToml;
+use ringway_e2e::origin::Origin;
+use ringway_e2e::server::{temp_path, Ringway};
+use ringway_e2e::ws::{self, read_bytes};
+use ringway_e2e::STEP;
+use tokio_tungstenite::tungstenite::Message;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `ringctl ARGS` succeeded; its stdout.
+fn ctl_ok(server: &Ringway, args: &[&str]) -> String {
+    let out = server.ringctl(args);
+    assert!(
+        out.status.success(),
+        "ringctl {args:?} failed ({}): {}{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// `ringctl ARGS` was refused (exit 1); its stderr.
+fn ctl_refused(server: &Ringway, args: &[&str]) -> String {
+    let out: Output = server.ringctl(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ringctl {args:?} should be refused: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+/// The greeting (8 bytes) of a fresh tunnel to `url`.
+async fn greeting(url: &str) -> String {
+    let mut c = ws::connect(url).await;
+    let name = read_bytes(&mut c, 8, STEP).await;
+    let _ = c.close(None).await;
+    text(&name)
+}
+
+fn route_file(routes: &[(&str, std::net::SocketAddr)]) -> std::path::PathBuf {
+    let mut s = String::from("# routes for ringctl routes apply\n");
+    for (path, origin) in routes {
+        s.push_str(&format!(
+            "[[route]]\npath = \"{path}\"\norigin = \"{origin}\"\n"
+        ));
+    }
+    let p = temp_path("toml");
+    std::fs::write(&p, s).expect("write route file");
+    p
+}
+
+fn spec(path: &str, origin: std::net::SocketAddr) -> RouteSpec {
+    RouteSpec {
+        name: None,
+        host: None,
+        sni: None,
+        path: path.into(),
+        origin: origin.to_string(),
+        idle_timeout_ms: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_listed_added_removed_and_applied() {
+    let a = Origin::greeting("origin-A").await;
+    let b = Origin::greeting("origin-B").await;
+    let server = Ringway::start(&ConfigToml::new().workers(2).route("/a", a.addr).build());
+
+    let list = ctl_ok(&server, &["routes", "list"]);
+    assert!(list.contains("version 1: 1 route(s)"), "{list}");
+    assert!(
+        list.contains("path = \"/a\"") && list.contains(&format!("origin = \"{}\"", a.addr)),
+        "the route as written in a config file: {list}"
+    );
+    assert_eq!(ws::refusal_status(&server.url("/b")).await, 404);
+
+    let out = ctl_ok(
+        &server,
+        &[
+            "routes",
+            "add",
+            "--path",
+            "/b",
+            "--origin",
+            &b.addr.to_string(),
+        ],
+    );
+    assert!(out.contains(&format!("+ /b -> {}", b.addr)), "{out}");
+    assert!(
+        out.contains("applied 1 change(s): route table version 2 on 2 worker(s)"),
+        "{out}"
+    );
+    for _ in 0..8 {
+        assert_eq!(greeting(&server.url("/b")).await, "origin-B");
+    }
+
+    // apply: /a moves to B, /b goes, /c comes. A dry run changes nothing.
+    let file = route_file(&[("/a", b.addr), ("/c", a.addr)]);
+    let file_arg = file.to_str().expect("utf-8 path");
+    let out = ctl_ok(&server, &["routes", "apply", "--dry-run", file_arg]);
+    assert!(out.contains(&format!("- /b -> {}", b.addr)), "{out}");
+    assert!(
+        out.contains(&format!("~ /a -> {}\n  now /a -> {}", a.addr, b.addr)),
+        "{out}"
+    );
+    assert!(out.contains(&format!("+ /c -> {}", a.addr)), "{out}");
+    assert!(
+        out.contains("dry run: 3 change(s), nothing applied"),
+        "{out}"
+    );
+    assert_eq!(greeting(&server.url("/b")).await, "origin-B");
+    let out = ctl_ok(&server, &["routes", "apply", file_arg]);
+    assert!(
+        out.contains("applied 3 change(s): route table version 3"),
+        "{out}"
+    );
+    assert_eq!(greeting(&server.url("/a")).await, "origin-B");
+    assert_eq!(greeting(&server.url("/c")).await, "origin-A");
+    assert_eq!(ws::refusal_status(&server.url("/b")).await, 404);
+    let out = ctl_ok(&server, &["routes", "apply", file_arg]);
+    assert!(out.contains("no change (route table version 3)"), "{out}");
+
+    // Refused changes change nothing.
+    let err = ctl_refused(&server, &["routes", "remove", "/nope"]);
+    assert!(
+        err.contains("no route named \"/nope\" (routes: /a, /c)"),
+        "{err}"
+    );
+    let err = ctl_refused(
+        &server,
+        &[
+            "routes",
+            "add",
+            "--path",
+            "/c/",
+            "--origin",
+            &b.addr.to_string(),
+        ],
+    );
+    assert!(err.contains("route /c/ already exists"), "{err}");
+    let err = ctl_refused(
+        &server,
+        &[
+            "routes",
+            "add",
+            "--path",
+            "/d",
+            "--origin",
+            "no-such-host.invalid:5432",
+        ],
+    );
+    assert!(
+        err.contains("`route.origin`") && err.contains("nothing applied"),
+        "{err}"
+    );
+    let err = ctl_refused(
+        &server,
+        &["routes", "add", "--path", "d", "--origin", "127.0.0.1:1"],
+    );
+    assert!(err.contains("`route.path`"), "{err}");
+    let bad = temp_path("toml");
+    std::fs::write(
+        &bad,
+        format!("[[route]]\npath = \"/x\"\norigin = \"{}\"\n[[route]]\npath = \"/x/\"\norigin = \"{}\"\n", a.addr, b.addr),
+    )
+    .unwrap();
+    let err = ctl_refused(&server, &["routes", "apply", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("line 5: `route.path`")
+            && err.contains("is the same route as path = \"/x\" at line 2")
+            && err.contains("nothing applied"),
+        "the file's lines: {err}"
+    );
+    std::fs::write(
+        &bad,
+        "[[route]]\npath = \"/x\"\norigin = \"127.0.0.1:1\"\nbogus = 1\n",
+    )
+    .unwrap();
+    let err = ctl_refused(&server, &["routes", "apply", bad.to_str().unwrap()]);
+    assert!(err.contains("line 4") && err.contains("bogus"), "{err}");
+    let list = ctl_ok(&server, &["routes", "list"]);
+    assert!(
+        list.contains("version 3: 2 route(s)"),
+        "unchanged after refusals: {list}"
+    );
+    assert_eq!(greeting(&server.url("/a")).await, "origin-B");
+
+    let out = ctl_ok(&server, &["routes", "remove", "/c"]);
+    assert!(out.contains(&format!("- /c -> {}", a.addr)), "{out}");
+    assert_eq!(ws::refusal_status(&server.url("/c")).await, 404);
+
+    let json = ctl_ok(&server, &["--json", "routes", "list"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
+    assert_eq!(v["reply"], "routes");
+    assert_eq!(v["version"], 4);
+    assert_eq!(v["routes"][0]["path"], "/a");
+    let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(bad);
+}
+
+/// 200 tunnels echo random 4 KiB messages the whole time while the table changes 100 times a
+/// second for 10 s; every so often, new tunnels must all reach the origin the last change
+/// named, whichever worker takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_under_load_drop_no_tunnel_and_reach_every_worker() {
+    const TUNNELS: usize = 200;
+    const CHANGES_PER_SEC: u64 = 100;
+    const SECONDS: u64 = 10;
+    let echo = Origin::echo().await;
+    let a = Origin::greeting("origin-A").await;
+    let b = Origin::greeting("origin-B").await;
+    let server = Ringway::start(
+        &ConfigToml::new()
+            .workers(2)
+            .route("/load", echo.addr)
+            .route("/who", a.addr)
+            .build(),
+    );
+    let url = server.url("/load");
+    let stop = Arc::new(AtomicBool::new(false));
+    let moved = Arc::new(AtomicU64::new(0));
+    let mut tunnels = Vec::new();
+    for _ in 0..TUNNELS {
+        let mut c = ws::connect(&url).await;
+        let (stop, moved) = (stop.clone(), moved.clone());
+        tunnels.push(tokio::spawn(async move {
+            let mut msg = vec![0u8; 4096];
+            let mut rounds = 0u64;
+            let deadline = Instant::now() + Duration::from_secs(SECONDS * 4);
+            while !stop.load(Ordering::Relaxed) {
+                assert!(Instant::now() < deadline, "tunnel loop ran past its bound");
+                rand::thread_rng().fill_bytes(&mut msg);
+                c.send(Message::binary(msg.clone())).await.expect("send");
+                let back = read_bytes(&mut c, msg.len(), STEP).await;
+                assert!(back == msg, "a tunnel's bytes came back changed");
+                moved.fetch_add(msg.len() as u64, Ordering::Relaxed);
+                rounds += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            c.close(None).await.expect("close");
+            rounds
+        }));
+    }
+    let mut client =
+        Client::connect(server.control_socket()).expect("connect to the control socket");
+    let base = vec![spec("/load", echo.addr)];
+    let start = Instant::now();
+    let mut changes = Vec::new();
+    let mut checks = 0;
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(SECONDS) {
+        let to_b = n % 2 == 0;
+        let mut routes = base.clone();
+        routes.push(spec("/who", if to_b { b.addr } else { a.addr }));
+        let req = Request::RoutesApply {
+            text: ringctl::routes_to_toml(&routes),
+            source: "test".into(),
+            dry_run: false,
+        };
+        let reply = tokio::task::block_in_place(|| client.call(&req)).expect("apply");
+        let Reply::Applied { apply_us, .. } = reply else {
+            panic!("not applied: {reply:?}");
+        };
+        changes.push(apply_us);
+        n += 1;
+        if n % 250 == 0 {
+            // Every worker serves the change the reply reported: 16 new tunnels (spread over
+            // both workers by the kernel) all reach the origin it named.
+            let want = if to_b { "origin-B" } else { "origin-A" };
+            for _ in 0..16 {
+                assert_eq!(
+                    greeting(&server.url("/who")).await,
+                    want,
+                    "after change {n}"
+                );
+            }
+            checks += 1;
+        }
+        let next = start + Duration::from_micros(n * 1_000_000 / CHANGES_PER_SEC);
+        tokio::time::sleep_until(next.into()).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut rounds = 0;
+    for t in tunnels {
+        rounds += t.await.expect("a tunnel failed while routes changed");
+    }
+    assert!(
+        changes.len() as u64 >= CHANGES_PER_SEC * SECONDS * 8 / 10,
+        "only {} changes made",
+        changes.len()
+    );
+    assert!(checks >= 3, "new tunnels checked only {checks} times");
+    let mut took = changes.clone();
+    took.sort_unstable();
+    println!(
+        "{} changes; apply (arrival to the last worker's ack) p50 {} µs p99 {} µs max {} µs; \
+         {rounds} echo rounds, {} MiB moved by {TUNNELS} tunnels",
+        took.len(),
+        took[took.len() / 2],
+        took[took.len() * 99 / 100],
+        took[took.len() - 1],
+        moved.load(Ordering::Relaxed) >> 20
+    );
+    assert!(
+        rounds >= TUNNELS as u64 * 10,
+        "tunnels barely moved: {rounds} rounds"
+    );
+    ws::echo_once(&server.url("/load"), b"still serving").await;
+}
+
+/// The last applied table is kept in the state file and a restart starts from it; SIGHUP
+/// applies the config file's routes again, as `routes apply` would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_file_outlives_a_restart_and_sighup_applies_the_config() {
+    let a = Origin::greeting("origin-A").await;
+    let b = Origin::greeting("origin-B").await;
+    let dir = temp_path("ctl");
+    let socket = dir.join("control.sock");
+    let env = [("RINGWAY_CONTROL", socket.to_str().expect("utf-8 path"))];
+    let config = ConfigToml::new().workers(2).route("/a", a.addr).build();
+    let mut server = Ringway::start_with_env(&config, &env);
+    ctl_ok(
+        &server,
+        &[
+            "routes",
+            "add",
+            "--path",
+            "/b",
+            "--origin",
+            &b.addr.to_string(),
+        ],
+    );
+    let state = std::fs::read_to_string(dir.join("routes.toml")).expect("state file written");
+    assert!(state.contains("path = \"/b\""), "{state}");
+    let status = server.terminate(STEP).await;
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists(), "the socket file is removed at exit");
+
+    let server = Ringway::start_with_env(&config, &env);
+    assert_eq!(
+        greeting(&server.url("/b")).await,
+        "origin-B",
+        "routes from the state file"
+    );
+    let list = ctl_ok(&server, &["routes", "list"]);
+    assert!(list.contains("2 route(s)"), "{list}");
+    assert!(
+        server.log().contains("routes from the state file"),
+        "the start says where its routes came from"
+    );
+
+    server.signal("HUP");
+    let deadline = Instant::now() + STEP;
+    while !ctl_ok(&server, &["routes", "list"]).contains("1 route(s)") {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not apply the config's routes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ws::refusal_status(&server.url("/b")).await, 404);
+    assert_eq!(greeting(&server.url("/a")).await, "origin-A");
+    let state = std::fs::read_to_string(dir.join("routes.toml")).expect("state file");
+    assert!(
+        !state.contains("path = \"/b\""),
+        "the state follows SIGHUP: {state}"
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Garbage, another version, an unknown command and an endless line each get an error reply;
+/// the connection (but for the endless line) and the tunnels go on being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_error_replies_and_serving_goes_on() {
+    let echo = Origin::echo().await;
+    let server = Ringway::start(&ConfigToml::echo(echo.addr).build());
+    let mut tunnel = ws::connect(&server.url("/echo")).await;
+    let stream = UnixStream::connect(server.control_socket()).expect("connect");
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut w = stream;
+    let mut ask = |line: &str| -> serde_json::Value {
+        w.write_all(line.as_bytes()).unwrap();
+        let mut reply = String::new();
+        reader.read_line(&mut reply).expect("a reply line");
+        serde_json::from_str(&reply).expect("replies are JSON")
+    };
+    let r = ask("routes list\n");
+    assert_eq!(r["reply"], "error");
+    assert!(r["error"].as_str().unwrap().contains("not JSON"), "{r}");
+    let r = ask("{\"v\":2,\"cmd\":\"routes-list\"}\n");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported control protocol version 2"),
+        "{r}"
+    );
+    assert_eq!(r["v"], 1, "the reply says which version this side speaks");
+    let r = ask("{\"cmd\":\"routes-list\"}\n");
+    assert!(
+        r["error"].as_str().unwrap().contains("no protocol version"),
+        "{r}"
+    );
+    let r = ask("{\"v\":1,\"cmd\":\"routes-explode\"}\n");
+    assert!(
+        r["error"].as_str().unwrap().contains("routes-explode"),
+        "{r}"
+    );
+    let r = ask("{\"v\":1,\"cmd\":\"routes-list\"}\n");
+    assert_eq!(r["reply"], "routes", "the same connection still works: {r}");
+    ws::echo_once(&server.url("/echo"), b"served meanwhile").await;
+    tunnel
+        .send(Message::binary(b"open tunnel".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(read_bytes(&mut tunnel, 11, STEP).await, b"open tunnel");
+
+    // A line without end: refused once it passes the limit, then the connection is closed.
+    let mut s = UnixStream::connect(server.control_socket()).expect("connect");
+    s.set_read_timeout(Some(STEP)).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut reply = Vec::new();
+    for _ in 0..(ringctl::MAX_LINE / chunk.len() + 8) {
+        if s.write_all(&chunk).is_err() {
+            break; // closed by the server after its reply
+        }
+    }
+    let _ = std::io::Read::read_to_end(&mut s, &mut reply);
+    let reply = text(&reply);
+    assert!(reply.contains("request longer than"), "{reply}");
+    ws::echo_once(&server.url("/echo"), b"still serving").await;
+
+    // ringctl with nobody at the socket: exit 2 and a clear reason.
+    let gone = temp_path("sock");
+    let out = ringway_e2e::server::run_ringctl(
+        &["--socket", gone.to_str().unwrap(), "routes", "list"],
+        STEP,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no control socket there"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The socket is mode 0600 in a directory only its user may enter; a user that reaches it
+/// anyway (an operator loosened the mode) is refused by its credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_its_user_may_use_the_control_socket() {
+    let echo = Origin::echo().await;
+    let server = Ringway::start(&ConfigToml::echo(echo.addr).build());
+    let socket = server.control_socket();
+    let mode = std::fs::metadata(socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    let dir = socket.parent().unwrap();
+    let dmode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dmode, 0o700, "the directory ringway made: {dmode:o}");
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test switches to user nobody with runuser: the test command runs as root"
+    );
+    // Only the socket's own mode stands in the way now.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let probe = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ntry:\n s.connect({:?})\nexcept PermissionError:\n print('EACCES'); sys.exit(0)\nprint(s.makefile().readline())",
+        socket.to_str().unwrap()
+    );
+    let as_nobody = || {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c", &probe])
+            .output()
+            .expect("runuser (util-linux) and python3 are installed by the test command")
+    };
+    let out = as_nobody();
+    assert_eq!(text(&out.stdout).trim(), "EACCES", "{}", text(&out.stderr));
+    // Loosened by hand: the peer's credentials still keep nobody out.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody();
+    let reply = text(&out.stdout);
+    assert!(
+        reply.contains("may not use this control socket"),
+        "{reply}{}",
+        text(&out.stderr)
+    );
+    assert!(server.ringctl(&["routes", "list"]).status.success());
+}
