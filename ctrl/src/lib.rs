@@ -11,13 +11,16 @@
 //! validates a change with the same rules as its config file.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks.
@@ -44,6 +47,19 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Open tunnels, on one route or all.
+    Tunnels {
+        #[serde(default)]
+        route: Option<String>,
+    },
+    /// Ends one tunnel cleanly: Close 1001 to the client after its queued bytes, the origin
+    /// half-closed.
+    TunnelsClose { id: String },
+    /// Counters and latency histograms per worker and route.
+    Stats {
+        #[serde(default)]
+        route: Option<String>,
+    },
 }
 
 /// A reply, as `{"v":1,"reply":"routes",...}`.
@@ -64,8 +80,149 @@ pub enum Reply {
         apply_us: u64,
         dry_run: bool,
     },
+    /// Open tunnels, oldest first.
+    Tunnels { tunnels: Vec<TunnelInfo> },
+    /// The tunnel is closing.
+    TunnelClosed { id: String },
+    /// Per worker, per route: what each worker recorded (merge with [`merge`]).
+    Stats { workers: Vec<Vec<RouteReport>> },
     /// The request failed; nothing was changed.
     Error { error: String },
+}
+
+/// One open tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelInfo {
+    /// `W-SLOT-GEN`: worker, slot and generation (never reused while the process runs).
+    pub id: String,
+    pub route: String,
+    pub client: String,
+    pub origin: String,
+    pub age_ms: u64,
+    /// Payload bytes each way so far.
+    pub to_origin: u64,
+    pub to_client: u64,
+    /// `upgrading`, `connecting`, `relaying` or `closing`.
+    pub state: String,
+}
+
+/// The latency phases, in the order `ringctl stats` prints them, with what each measures.
+pub const PHASES: [(&str, &str); 7] = [
+    ("setup", "accept to 101 sent"),
+    ("tls", "accept to TLS handshake done (wss://)"),
+    ("upgrade", "accept (or TLS done) to upgrade request parsed"),
+    ("connect", "origin connect"),
+    ("first-byte", "accept to the first origin byte received"),
+    (
+        "relay-to-origin",
+        "client bytes received to sent on to the origin",
+    ),
+    (
+        "relay-to-client",
+        "origin bytes received to sent on to the client",
+    ),
+];
+
+/// Counters of one route on one worker (or merged).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteCounters {
+    /// Tunnels upgraded and not yet ended.
+    pub open: u64,
+    /// Tunnels upgraded since the start.
+    pub total: u64,
+    /// Payload bytes each way, ended and open tunnels.
+    pub to_origin: u64,
+    pub to_client: u64,
+    /// Ended tunnels by who ended them and how (`client: Close 1000`, `origin: EOF`, ...).
+    pub closes: BTreeMap<String, u64>,
+    /// Refused upgrades by HTTP status (`"404"`: JSON object keys are strings).
+    pub refusals: BTreeMap<String, u64>,
+}
+
+impl RouteCounters {
+    pub fn add(&mut self, o: &RouteCounters) {
+        self.open += o.open;
+        self.total += o.total;
+        self.to_origin += o.to_origin;
+        self.to_client += o.to_client;
+        for (k, v) in &o.closes {
+            *self.closes.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.refusals {
+            *self.refusals.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// One route's figures from one worker: counters, and per phase a histogram of microseconds
+/// in HdrHistogram's V2 serialization, base64.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteReport {
+    pub route: String,
+    #[serde(flatten)]
+    pub counters: RouteCounters,
+    pub histograms: BTreeMap<String, String>,
+}
+
+/// A route's figures over every worker.
+#[derive(Clone, Debug)]
+pub struct Merged {
+    pub route: String,
+    pub counters: RouteCounters,
+    /// Per phase (only phases with samples), microseconds.
+    pub histograms: BTreeMap<String, Histogram<u64>>,
+}
+
+/// `h` in V2 serialization, base64.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    let _ = V2Serializer::new().serialize(h, &mut bytes);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The inverse of [`encode_histogram`].
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("histogram is not base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("histogram does not deserialize: {e:?}"))
+}
+
+/// Every worker's reports merged per route: counters summed, histograms added (exact: the
+/// same bucket layout everywhere). Routes in first-seen order.
+pub fn merge(workers: &[Vec<RouteReport>]) -> Result<Vec<Merged>, String> {
+    let mut out: Vec<Merged> = Vec::new();
+    for reports in workers {
+        for r in reports {
+            let i = match out.iter().position(|m| m.route == r.route) {
+                Some(i) => i,
+                None => {
+                    out.push(Merged {
+                        route: r.route.clone(),
+                        counters: RouteCounters::default(),
+                        histograms: BTreeMap::new(),
+                    });
+                    out.len() - 1
+                }
+            };
+            let m = &mut out[i];
+            m.counters.add(&r.counters);
+            for (phase, text) in &r.histograms {
+                let h = decode_histogram(text)?;
+                match m.histograms.get_mut(phase) {
+                    Some(acc) => acc
+                        .add(&h)
+                        .map_err(|e| format!("histograms of {phase} do not add: {e:?}"))?,
+                    None => {
+                        m.histograms.insert(phase.clone(), h);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One `[[route]]` as written in a config file.

@@ -30,6 +30,27 @@ enum Command {
     /// Show or change the route table.
     #[command(subcommand)]
     Routes(Routes),
+    /// List open tunnels (oldest first), or close one.
+    Tunnels {
+        #[command(subcommand)]
+        action: Option<TunnelsAction>,
+        /// Only tunnels on this route (its name, as `routes list` and `stats` show it).
+        #[arg(long)]
+        route: Option<String>,
+    },
+    /// Per route: tunnels, bytes, how tunnels ended, refusals, and latency percentiles.
+    Stats {
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TunnelsAction {
+    /// End tunnel ID cleanly: Close 1001 to the client after its queued bytes, the origin
+    /// half-closed.
+    Close { id: String },
 }
 
 #[derive(Subcommand)]
@@ -107,6 +128,19 @@ fn main() -> ExitCode {
 fn request(command: &Command) -> anyhow::Result<Request> {
     Ok(match command {
         Command::Routes(Routes::List) => Request::RoutesList,
+        Command::Tunnels {
+            action: Some(TunnelsAction::Close { id }),
+            ..
+        } => Request::TunnelsClose { id: id.clone() },
+        Command::Tunnels {
+            action: None,
+            route,
+        } => Request::Tunnels {
+            route: route.clone(),
+        },
+        Command::Stats { route } => Request::Stats {
+            route: route.clone(),
+        },
         Command::Routes(Routes::Add {
             path,
             origin,
@@ -177,8 +211,88 @@ fn render(reply: &Reply, json: bool) -> String {
             }
             s
         }
+        Reply::Tunnels { tunnels } => {
+            let mut s = format!(
+                "{:<14} {:<20} {:<22} {:<22} {:>9} {:>12} {:>12} state\n",
+                "id", "route", "client", "origin", "age", "to origin", "to client"
+            );
+            for t in tunnels {
+                s.push_str(&format!(
+                    "{:<14} {:<20} {:<22} {:<22} {:>9} {:>12} {:>12} {}\n",
+                    t.id,
+                    t.route,
+                    t.client,
+                    t.origin,
+                    age(t.age_ms),
+                    t.to_origin,
+                    t.to_client,
+                    t.state
+                ));
+            }
+            s.push_str(&format!("{} open tunnel(s)\n", tunnels.len()));
+            s
+        }
+        Reply::TunnelClosed { .. } => "closing: Close 1001 sent after its queued bytes\n".into(),
+        Reply::Stats { workers } => match ringctl::merge(workers) {
+            Ok(merged) => render_stats(&merged),
+            Err(e) => format!("error: {e}\n"),
+        },
         Reply::Error { error } => format!("error: {error}\n"),
     }
+}
+
+fn age(ms: u64) -> String {
+    match ms {
+        0..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// Every route's counters, and per phase the percentiles over all workers, in microseconds.
+fn render_stats(merged: &[ringctl::Merged]) -> String {
+    let mut s = String::new();
+    if merged.is_empty() {
+        s.push_str("no tunnels yet\n");
+    }
+    for m in merged {
+        let c = &m.counters;
+        s.push_str(&format!(
+            "route {}: {} open, {} total, {} B to origin, {} B to client\n",
+            m.route, c.open, c.total, c.to_origin, c.to_client
+        ));
+        if !c.closes.is_empty() {
+            let list: Vec<String> = c.closes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            s.push_str(&format!("  ended: {}\n", list.join(", ")));
+        }
+        if !c.refusals.is_empty() {
+            let list: Vec<String> = c.refusals.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            s.push_str(&format!("  refused: {}\n", list.join(", ")));
+        }
+        if m.histograms.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "  {:<16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "latency µs", "count", "p50", "p90", "p99", "p99.9", "max"
+        ));
+        for (phase, _) in ringctl::PHASES {
+            let Some(h) = m.histograms.get(phase) else {
+                continue;
+            };
+            s.push_str(&format!(
+                "  {:<16} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+                phase,
+                h.len(),
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.9),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max()
+            ));
+        }
+    }
+    s
 }
 
 #[cfg(test)]

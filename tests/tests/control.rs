@@ -23,6 +23,8 @@ use ringway_e2e::origin::Origin;
 use ringway_e2e::server::{temp_path, Ringway};
 use ringway_e2e::ws::{self, read_bytes};
 use ringway_e2e::STEP;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 fn text(bytes: &[u8]) -> String {
@@ -512,4 +514,191 @@ async fn only_its_user_may_use_the_control_socket() {
         text(&out.stderr)
     );
     assert!(server.ringctl(&["routes", "list"]).status.success());
+}
+
+fn stats(server: &Ringway, route: Option<&str>) -> Vec<ringctl::Merged> {
+    let mut c = Client::connect(server.control_socket()).expect("control socket");
+    let reply = c
+        .call(&Request::Stats {
+            route: route.map(str::to_string),
+        })
+        .expect("stats");
+    let Reply::Stats { workers } = reply else {
+        panic!("not stats: {reply:?}");
+    };
+    ringctl::merge(&workers).expect("histograms merge")
+}
+
+/// Counts and bytes in `ringctl stats` equal what the clients did; its latencies are never
+/// longer than what the clients measured around them (within the histograms' 1 %).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_match_what_the_clients_measured() {
+    let echo = Origin::echo().await;
+    let server = Ringway::start(
+        &ConfigToml::echo(echo.addr)
+            .workers(2)
+            .route("/dead", Origin::refused())
+            .build(),
+    );
+    let url = server.url("/echo");
+    let mut sent = 0u64;
+    let mut setup_us = Vec::new();
+    let mut open = Vec::new();
+    for i in 0..12u64 {
+        let t = Instant::now();
+        let mut c = ws::connect(&url).await;
+        setup_us.push(t.elapsed().as_micros() as u64);
+        for m in 0..3 {
+            let msg = vec![(i + m) as u8; (i * 700 + m * 13 + 1) as usize];
+            c.send(Message::binary(msg.clone())).await.unwrap();
+            assert_eq!(read_bytes(&mut c, msg.len(), STEP).await, msg);
+            sent += msg.len() as u64;
+        }
+        if i < 10 {
+            let normal = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            };
+            c.close(Some(normal)).await.unwrap();
+            assert_eq!(ws::read_close(&mut c).await.map(|c| c.0), Some(1000));
+        } else {
+            open.push(c); // two stay open
+        }
+    }
+    for _ in 0..3 {
+        assert_eq!(ws::refusal_status(&server.url("/nope")).await, 404);
+    }
+    for _ in 0..2 {
+        assert_eq!(ws::refusal_status(&server.url("/dead")).await, 502);
+    }
+    // The closed tunnels' ends are accounted when their sockets are done: wait for them.
+    let deadline = Instant::now() + STEP;
+    let echo_stats = loop {
+        let m = stats(&server, Some("/echo"));
+        if m.first()
+            .is_some_and(|e| e.counters.closes.values().sum::<u64>() == 10)
+        {
+            break m.into_iter().next().unwrap();
+        }
+        assert!(Instant::now() < deadline, "closes not accounted: {m:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let c = &echo_stats.counters;
+    assert_eq!((c.open, c.total), (2, 12), "{c:?}");
+    assert_eq!(
+        (c.to_origin, c.to_client),
+        (sent, sent),
+        "payload bytes each way"
+    );
+    assert_eq!(c.closes.get("client: Close 1000"), Some(&10), "{c:?}");
+    assert!(c.refusals.is_empty());
+    let h = &echo_stats.histograms;
+    for phase in ["setup", "upgrade", "connect", "first-byte"] {
+        assert_eq!(h[phase].len(), 12, "{phase}: one sample per tunnel");
+    }
+    assert!(!h.contains_key("tls"), "no TLS on this listener");
+    assert!(h["relay-to-origin"].len() >= 36 && h["relay-to-client"].len() >= 36);
+    // The server's accept-to-101 lies inside the client's connect-to-101.
+    setup_us.sort_unstable();
+    let client_max = *setup_us.last().unwrap() as f64;
+    assert!(
+        h["setup"].max() as f64 <= client_max * 1.01,
+        "server setup max {} µs > client-measured {client_max} µs",
+        h["setup"].max()
+    );
+    assert!(h["setup"].value_at_quantile(0.5) as f64 <= setup_us[6] as f64 * 1.01);
+
+    let all = stats(&server, None);
+    let unrouted = all
+        .iter()
+        .find(|m| m.route == "-")
+        .expect("unrouted refusals");
+    assert_eq!(unrouted.counters.refusals.get("404"), Some(&3));
+    let dead = all.iter().find(|m| m.route == "/dead").expect("/dead");
+    assert_eq!(dead.counters.refusals.get("502"), Some(&2));
+    assert_eq!(dead.counters.total, 0);
+
+    let text = ctl_ok(&server, &["stats", "--route", "/echo"]);
+    assert!(text.contains("route /echo: 2 open, 12 total"), "{text}");
+    assert!(text.contains("ended: client: Close 1000 10"), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("setup ")),
+        "{text}"
+    );
+    let json = ctl_ok(&server, &["--json", "stats"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["reply"], "stats");
+    assert_eq!(
+        v["workers"].as_array().unwrap().len(),
+        2,
+        "one entry per worker"
+    );
+    drop(open);
+}
+
+/// `ringctl tunnels` lists each open tunnel with its bytes; `tunnels close ID` ends that one
+/// (Close 1001) and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_are_listed_and_the_right_one_is_closed() {
+    let echo = Origin::echo().await;
+    let server = Ringway::start(&ConfigToml::echo(echo.addr).workers(2).build());
+    let url = server.url("/echo");
+    let mut clients = Vec::new();
+    for n in [100usize, 200, 300] {
+        let mut c = ws::connect(&url).await;
+        c.send(Message::binary(vec![7u8; n])).await.unwrap();
+        assert_eq!(read_bytes(&mut c, n, STEP).await.len(), n);
+        clients.push(c);
+    }
+    let mut ctl = Client::connect(server.control_socket()).unwrap();
+    let reply = ctl.call(&Request::Tunnels { route: None }).unwrap();
+    let Reply::Tunnels { tunnels } = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(tunnels.len(), 3, "{tunnels:?}");
+    let mut sizes: Vec<u64> = tunnels.iter().map(|t| t.to_origin).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [100, 200, 300]);
+    assert!(tunnels
+        .iter()
+        .all(|t| t.state == "relaying" && t.route == "/echo"));
+    assert!(tunnels.iter().all(|t| t.origin == echo.addr.to_string()));
+    assert!(tunnels.iter().all(|t| t.client.starts_with("127.0.0.1:")));
+    let text = ctl_ok(&server, &["tunnels", "--route", "/echo"]);
+    assert!(text.contains("3 open tunnel(s)"), "{text}");
+    assert!(ctl_ok(&server, &["tunnels", "--route", "/other"]).contains("0 open tunnel(s)"));
+
+    let victim = tunnels.iter().find(|t| t.to_origin == 200).unwrap();
+    let out = ctl_ok(&server, &["tunnels", "close", &victim.id]);
+    assert!(out.contains("Close 1001"), "{out}");
+    let (code, _) = ws::read_close(&mut clients[1])
+        .await
+        .expect("a Close with a code");
+    assert_eq!(code, 1001);
+    for i in [0, 2] {
+        clients[i]
+            .send(Message::binary(b"still here".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(read_bytes(&mut clients[i], 10, STEP).await, b"still here");
+    }
+    let err = ctl_refused(&server, &["tunnels", "close", "0-99999-1"]);
+    assert!(err.contains("no such tunnel"), "{err}");
+    let err = ctl_refused(&server, &["tunnels", "close", "bogus"]);
+    assert!(err.contains("not a tunnel id"), "{err}");
+    let deadline = Instant::now() + STEP;
+    loop {
+        let Reply::Tunnels { tunnels } = ctl.call(&Request::Tunnels { route: None }).unwrap()
+        else {
+            panic!()
+        };
+        if tunnels.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "closed tunnel still listed: {tunnels:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

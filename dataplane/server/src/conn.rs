@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ringway_proto::route::RouteTable;
 use ringway_proto::tunnel::Intent;
@@ -24,6 +24,7 @@ use crate::relay::{forward, Pool};
 use crate::session::Session;
 use crate::slab::Key;
 use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
+use crate::stats::{Phase, WorkerStats, UNROUTED};
 use crate::token::{tag, Op, Side};
 use crate::transport::{Opened, Transport};
 
@@ -68,6 +69,16 @@ pub struct Conn {
     pub dirty: bool,
     /// In the worker's line of connections waiting for pool buffers.
     pub waiting: bool,
+    /// Its route's slot in the worker's figures, once routed (or refused).
+    pub stats_slot: Option<usize>,
+    /// When the TLS handshake finished (wss://).
+    tls_done: Option<Instant>,
+    /// When the origin connect was submitted.
+    connect_started: Option<Instant>,
+    /// Upgraded (counted open in its route's figures).
+    opened: bool,
+    /// A byte from the origin was received.
+    origin_spoke: bool,
 }
 
 impl Conn {
@@ -106,6 +117,11 @@ impl Conn {
             settled: false,
             dirty: false,
             waiting: false,
+            stats_slot: None,
+            tls_done: None,
+            connect_started: None,
+            opened: false,
+            origin_spoke: false,
         }
     }
 
@@ -119,6 +135,7 @@ impl Conn {
     /// Feeds one completion to the socket it names and the session. A recv that ended for lack
     /// of pool buffers leaves its socket waiting (the worker's line, see
     /// [`Conn::waits_for_buffers`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_completion(
         &mut self,
         op: Op,
@@ -126,6 +143,7 @@ impl Conn {
         c: Completion,
         ring: &mut Ring,
         pool: &Pool,
+        stats: &mut WorkerStats,
         now: Instant,
     ) {
         match op {
@@ -133,6 +151,10 @@ impl Conn {
                 self.socket(side).on_recv_completion(!c.more);
                 if let Some(buf) = c.buf {
                     if c.result > 0 && self.socket(side).is_open() {
+                        if side == Side::Origin && !self.origin_spoke {
+                            self.origin_spoke = true;
+                            self.sample(stats, Phase::FirstByte, now - self.started);
+                        }
                         self.on_bytes(side, buf, ring, pool, now);
                     } else {
                         ring.recycle(buf);
@@ -157,6 +179,13 @@ impl Conn {
             Op::Send => {
                 let Some(tx) = c.tx else { return };
                 let sent = self.socket(side).on_send_completion(tx, c.result, now);
+                if let (Some(waited), true) = (sent.waited, self.session.is_relaying()) {
+                    let phase = match side {
+                        Side::Client => Phase::RelayToClient,
+                        Side::Origin => Phase::RelayToOrigin,
+                    };
+                    self.sample(stats, phase, waited);
+                }
                 if let Some(done) = sent.done {
                     ring.recycle_tx(done);
                 }
@@ -166,11 +195,22 @@ impl Conn {
             }
             Op::Connect => {
                 if c.result == 0 {
+                    if let Some(t) = self.connect_started {
+                        self.sample(stats, Phase::Connect, now - t);
+                    }
                     self.origin.on_connected();
                     if let Some(edge) = self.edge_tls.clone() {
                         self.start_edge_tls(&edge, ring, now);
                     }
                     self.session.handle_origin_connected(now);
+                    if self.session.is_relaying() && !self.opened {
+                        // The 101 is queued now and leaves with this turn's submit.
+                        self.opened = true;
+                        self.sample(stats, Phase::Setup, now - self.started);
+                        if let Some(slot) = self.stats_slot {
+                            stats.opened(slot);
+                        }
+                    }
                     debug!(
                         target: LOG_TARGET,
                         client = %Addr(self.peer),
@@ -209,6 +249,7 @@ impl Conn {
             let opened = tls.open(&ring.slot(&buf)[payload]);
             ring.recycle(buf);
             if was_handshaking && !tls.is_handshaking() {
+                self.tls_done = Some(now);
                 if let Some(name) = tls.server_name() {
                     self.session.set_server_name(name);
                 }
@@ -282,27 +323,21 @@ impl Conn {
     }
 
     /// Applies the session's intents, then submits what both sockets need.
-    pub fn pump(&mut self, ring: &mut Ring, pool: &Pool, worker: usize, now: Instant) {
+    pub fn pump(
+        &mut self,
+        ring: &mut Ring,
+        pool: &Pool,
+        stats: &mut WorkerStats,
+        worker: usize,
+        now: Instant,
+    ) {
         let key = self.key;
         while let Some(intent) = self.session.poll_intent() {
             match intent {
-                Intent::ConnectOrigin(addr) => match self.origin.begin_connect(addr) {
-                    Ok(fd) => {
-                        let id = ring.connect(fd, addr, tag(Op::Connect, Side::Origin, key));
-                        self.origin.connect_submitted(id);
-                    }
-                    Err(e) => {
-                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                        if matches!(
-                            errno,
-                            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
-                        ) {
-                            self.session.handle_origin_socket_failed(errno, now);
-                        } else {
-                            self.session.handle_origin_connect_failed(errno, now);
-                        }
-                    }
-                },
+                Intent::ConnectOrigin(addr) => {
+                    self.routed(stats, now);
+                    self.connect(ring, addr, now);
+                }
                 Intent::SendClient(v) => self.queue_client_frame(ring, v, now),
                 // Under TLS a pong is sealed at once and sent in order like any record.
                 Intent::SendPong(v) if !self.transport.passes_bytes_through() => {
@@ -336,7 +371,10 @@ impl Conn {
                     }
                     self.origin.socket.abort();
                 }
-                Intent::Finished => self.log_close(worker, now),
+                Intent::Finished => {
+                    self.account(stats);
+                    self.log_close(worker, now);
+                }
             }
         }
         if self.session.is_closed() {
@@ -369,6 +407,108 @@ impl Conn {
             origin_paused,
             buffers_ok,
         );
+    }
+
+    /// Starts the origin connect.
+    fn connect(&mut self, ring: &mut Ring, addr: SocketAddr, now: Instant) {
+        let key = self.key;
+        self.connect_started = Some(now);
+        match self.origin.begin_connect(addr) {
+            Ok(fd) => {
+                let id = ring.connect(fd, addr, tag(Op::Connect, Side::Origin, key));
+                self.origin.connect_submitted(id);
+            }
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                if matches!(
+                    errno,
+                    libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+                ) {
+                    self.session.handle_origin_socket_failed(errno, now);
+                } else {
+                    self.session.handle_origin_connect_failed(errno, now);
+                }
+            }
+        }
+    }
+
+    /// The session chose its route: its figures' slot, and the setup phases so far.
+    fn routed(&mut self, stats: &mut WorkerStats, now: Instant) {
+        let name = self.route_name().to_string();
+        self.stats_slot = Some(stats.slot(&name));
+        if let Some(t) = self.tls_done {
+            self.sample(stats, Phase::Tls, t - self.started);
+        }
+        let from = self.tls_done.unwrap_or(self.started);
+        self.sample(stats, Phase::Upgrade, now - from);
+    }
+
+    fn sample(&self, stats: &mut WorkerStats, phase: Phase, took: Duration) {
+        if let Some(slot) = self.stats_slot {
+            stats.record(slot, phase, took);
+        }
+    }
+
+    /// The session ended: its refusal, or its bytes and how it ended, in its route's figures.
+    fn account(&mut self, stats: &mut WorkerStats) {
+        if let Some(r) = self.session.refusal() {
+            let slot = *self.stats_slot.get_or_insert_with(|| stats.slot(UNROUTED));
+            stats.refused(slot, r.status);
+            return;
+        }
+        if !self.opened {
+            return;
+        }
+        let Some(slot) = self.stats_slot else { return };
+        let t = self.session.stats();
+        let how = self
+            .session
+            .close_record()
+            .map_or_else(|| "-".to_string(), |r| close_class(&r));
+        stats.closed(slot, t.to_origin, t.to_client, how);
+    }
+
+    /// What `ringctl tunnels` shows of this connection (`None`: a warm tunnel of `ringway
+    /// access` with no local connection yet).
+    pub fn info(&self, worker: usize, now: Instant) -> Option<ringctl::TunnelInfo> {
+        if self.is_warm_and_ready() {
+            return None;
+        }
+        let client = self.peer.or_else(|| {
+            socket2::SockRef::from(self.client.fd()?)
+                .peer_addr()
+                .ok()?
+                .as_socket()
+        });
+        let t = self.session.stats();
+        let state = if self.session.is_closed() {
+            "closing"
+        } else if self.session.is_relaying() {
+            "relaying"
+        } else if self.session.route().is_some() {
+            "connecting"
+        } else {
+            "upgrading"
+        };
+        Some(ringctl::TunnelInfo {
+            id: format!("{worker}-{}-{}", self.key.idx, self.key.gen),
+            route: self.route_name().to_string(),
+            client: Addr(client).to_string(),
+            origin: Addr(self.origin.addr()).to_string(),
+            age_ms: now.duration_since(self.started).as_millis() as u64,
+            to_origin: t.to_origin,
+            to_client: t.to_client,
+            state: state.into(),
+        })
+    }
+
+    /// Payload bytes each way so far, for an open tunnel in its route's figures.
+    pub fn live_bytes(&self) -> Option<(usize, u64, u64)> {
+        if !self.opened || self.session.is_closed() {
+            return None;
+        }
+        let t = self.session.stats();
+        Some((self.stats_slot?, t.to_origin, t.to_client))
     }
 
     /// Under TLS, close_notify goes out on `side` before its FIN (once; nothing is sealed after
@@ -560,4 +700,29 @@ fn submit(
             SocketOp::Discard(tx) => ring.recycle_tx(tx),
         }
     }
+}
+
+/// How a tunnel ended, for the figures: who, and the kind of end without its details (an
+/// errno's text would make a key per error).
+fn close_class(r: &ringway_proto::tunnel::CloseRecord) -> String {
+    use ringway_proto::tunnel::CloseReason as R;
+    let what = match r.reason {
+        R::ClientClose(Some(code)) => format!("Close {code}"),
+        R::ClientClose(None) => "Close".into(),
+        R::ClientEof | R::OriginEof => "EOF".into(),
+        R::ClientError(_) | R::OriginError(_) => "socket error".into(),
+        R::ClientTls => "TLS failure".into(),
+        R::Protocol(code) => format!("protocol error {code}"),
+        R::Refused(status) => format!("refused {status}"),
+        R::HandshakeTimeout => "handshake timeout".into(),
+        R::ConnectFailed(_) => "connect failed".into(),
+        R::ConnectTimeout => "connect timeout".into(),
+        R::OriginSocket(_) => "no origin socket".into(),
+        R::IdleTimeout => "idle timeout".into(),
+        R::Shutdown => "shutdown".into(),
+        R::Operator => "operator".into(),
+        R::ClientStalled => "stopped reading".into(),
+        R::OriginStalled => "stopped reading".into(),
+    };
+    format!("{}: {what}", r.by)
 }

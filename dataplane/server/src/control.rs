@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use ringctl::{Reply, Request, RouteSpec};
+use ringctl::{Reply, Request, RouteReport, RouteSpec, TunnelInfo};
 use ringway_proto::route::RouteTable;
 use rustix::event::{eventfd, EventfdFlags};
 use tracing::{info, warn};
@@ -37,6 +37,32 @@ use crate::config::{self, ControlFiles};
 /// News for one worker.
 pub enum ToWorker {
     Routes(Arc<RouteTable>),
+    Query(Query),
+}
+
+/// A question for a worker, answered with an [`Answer`] carrying the same `id`.
+#[derive(Clone, Debug)]
+pub enum Query {
+    Stats { id: u64, route: Option<String> },
+    Tunnels { id: u64, route: Option<String> },
+    Close { id: u64, slot: u32, gen: u32 },
+}
+
+/// A worker's answer.
+pub enum Answer {
+    Stats { id: u64, reports: Vec<RouteReport> },
+    Tunnels { id: u64, tunnels: Vec<TunnelInfo> },
+    Closed { id: u64, found: bool },
+}
+
+impl Answer {
+    fn id(&self) -> u64 {
+        match self {
+            Answer::Stats { id, .. } | Answer::Tunnels { id, .. } | Answer::Closed { id, .. } => {
+                *id
+            }
+        }
+    }
 }
 
 /// A worker's end of the control link.
@@ -45,6 +71,7 @@ pub struct WorkerLink {
     wake: OwnedFd,
     applied: Arc<AtomicU64>,
     acks: Arc<OwnedFd>,
+    answers: mpsc::Sender<Answer>,
 }
 
 impl WorkerLink {
@@ -54,17 +81,26 @@ impl WorkerLink {
     }
 
     /// On the wake-up: clears the eventfd and takes everything sent; the newest route table,
-    /// if one came.
-    pub fn receive(&mut self) -> Option<Arc<RouteTable>> {
+    /// if one came, and the questions in order.
+    pub fn receive(&mut self) -> (Option<Arc<RouteTable>>, Vec<Query>) {
         let mut counter = [0u8; 8];
         let _ = rustix::io::read(&self.wake, &mut counter); // EAGAIN: already cleared
         let mut newest = None;
+        let mut queries = Vec::new();
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 ToWorker::Routes(t) => newest = Some(t),
+                ToWorker::Query(q) => queries.push(q),
             }
         }
-        newest
+        (newest, queries)
+    }
+
+    /// Hands an answer to the control thread.
+    pub fn answer(&self, a: Answer) {
+        if self.answers.send(a).is_ok() {
+            let _ = rustix::io::write(&*self.acks, &1u64.to_ne_bytes());
+        }
     }
 
     /// Tells the control thread this worker now serves table `version`.
@@ -175,6 +211,7 @@ pub fn start(
 ) -> anyhow::Result<(Handle, Vec<WorkerLink>)> {
     let listener = bind(&files.socket)?;
     let acks = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+    let (answers_tx, answers) = mpsc::channel();
     let mut links = Vec::new();
     let mut ends = Vec::new();
     for _ in 0..workers {
@@ -191,6 +228,7 @@ pub fn start(
             wake,
             applied,
             acks: acks.clone(),
+            answers: answers_tx.clone(),
         });
     }
     let poll = Poll::new()?;
@@ -208,6 +246,9 @@ pub fn start(
         specs,
         state: files.state.clone(),
         pending: Vec::new(),
+        answers,
+        queries: Vec::new(),
+        next_query: 1,
         commands: rx,
         stop: stop.clone(),
     };
@@ -296,6 +337,15 @@ struct Client {
     eof: bool,
 }
 
+/// A question sent to `expected` workers, replied to when all answered.
+struct PendingQuery {
+    id: u64,
+    client: Token,
+    expected: usize,
+    answers: Vec<Answer>,
+    started: Instant,
+}
+
 /// A change sent to the workers, replied to when all serve it.
 struct Pending {
     client: Option<Token>,
@@ -317,6 +367,10 @@ struct Plane {
     specs: Vec<RouteSpec>,
     state: Option<PathBuf>,
     pending: Vec<Pending>,
+    answers: mpsc::Receiver<Answer>,
+    /// Questions sent to workers, waiting for their answers.
+    queries: Vec<PendingQuery>,
+    next_query: u64,
     commands: mpsc::Receiver<Command>,
     stop: Arc<AtomicBool>,
 }
@@ -332,7 +386,7 @@ impl Plane {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = if self.pending.is_empty() {
+            let timeout = if self.pending.is_empty() && self.queries.is_empty() {
                 None
             } else {
                 Some(Duration::from_millis(50))
@@ -349,12 +403,19 @@ impl Plane {
                     ACKS => {
                         let mut counter = [0u8; 8];
                         let _ = rustix::io::read(&*self.acks, &mut counter);
+                        while let Ok(a) = self.answers.try_recv() {
+                            if let Some(q) = self.queries.iter_mut().find(|q| q.id == a.id()) {
+                                q.answers.push(a);
+                            }
+                        }
                     }
                     WAKER => self.commands(),
                     t => self.serve(t, ev.is_readable(), ev.is_writable()),
                 }
             }
-            self.settle(Instant::now());
+            let now = Instant::now();
+            self.settle(now);
+            self.settle_queries(now);
         }
     }
 
@@ -525,7 +586,44 @@ impl Plane {
     /// One request; `None`: a change now waits for the workers (replied to by `settle`).
     fn handle(&mut self, client: Option<Token>, req: Request) -> Option<Reply> {
         let started = Instant::now();
+        let query = |id| match &req {
+            Request::Stats { route } => Some(Query::Stats {
+                id,
+                route: route.clone(),
+            }),
+            Request::Tunnels { route } => Some(Query::Tunnels {
+                id,
+                route: route.clone(),
+            }),
+            _ => None,
+        };
+        if let Some(q) = query(self.next_query) {
+            let client = client?;
+            return self.ask(client, None, q);
+        }
+        if let Request::TunnelsClose { id } = &req {
+            let client = client?;
+            let Some((worker, slot, gen)) = parse_tunnel_id(id) else {
+                return Some(error(format!(
+                    "{id:?} is not a tunnel id (W-SLOT-GEN, as `ringctl tunnels` lists them)"
+                )));
+            };
+            if worker >= self.workers.len() {
+                return Some(error(format!(
+                    "no tunnel {id} (there is no worker {worker})"
+                )));
+            }
+            let q = Query::Close {
+                id: self.next_query,
+                slot,
+                gen,
+            };
+            return self.ask(client, Some(worker), q);
+        }
         let (specs, dry_run) = match req {
+            Request::Stats { .. } | Request::Tunnels { .. } | Request::TunnelsClose { .. } => {
+                unreachable!("answered above")
+            }
             Request::RoutesList => {
                 return Some(Reply::Routes {
                     version: self.version,
@@ -683,6 +781,62 @@ impl Plane {
         }
     }
 
+    /// Sends `q` to one worker or all; the reply waits for the answers.
+    fn ask(&mut self, client: Token, only: Option<usize>, q: Query) -> Option<Reply> {
+        let id = self.next_query;
+        self.next_query += 1;
+        let mut expected = 0;
+        for (i, w) in self.workers.iter().enumerate() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
+            if w.tx.send(ToWorker::Query(q.clone())).is_ok() {
+                let _ = rustix::io::write(&w.wake, &1u64.to_ne_bytes());
+                expected += 1;
+            }
+        }
+        self.queries.push(PendingQuery {
+            id,
+            client,
+            expected,
+            answers: Vec::new(),
+            started: Instant::now(),
+        });
+        None
+    }
+
+    /// Replies to the questions every asked worker has answered (or that waited too long).
+    fn settle_queries(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.queries.len() {
+            let q = &self.queries[i];
+            let late = now.duration_since(q.started) >= APPLY_DEADLINE;
+            if q.answers.len() < q.expected && !late {
+                i += 1;
+                continue;
+            }
+            let q = self.queries.remove(i);
+            let reply = if q.answers.len() < q.expected {
+                error(format!(
+                    "only {} of {} worker(s) answered within {} s (stopping?)",
+                    q.answers.len(),
+                    q.expected,
+                    APPLY_DEADLINE.as_secs()
+                ))
+            } else {
+                combine(q.answers)
+            };
+            if let Some(client) = self.clients.get_mut(&q.client) {
+                client
+                    .output
+                    .extend_from_slice(ringctl::encode(&reply).as_bytes());
+                client.waiting = false;
+                self.answer(q.client);
+                self.flush_or_drop(q.client);
+            }
+        }
+    }
+
     fn drop_client(&mut self, token: Token) {
         if let Some(mut c) = self.clients.remove(&token) {
             let _ = self.poll.registry().deregister(&mut c.stream);
@@ -697,6 +851,38 @@ impl Plane {
 
 fn error(error: String) -> Reply {
     Reply::Error { error }
+}
+
+/// `W-SLOT-GEN`.
+fn parse_tunnel_id(id: &str) -> Option<(usize, u32, u32)> {
+    let mut it = id.split('-');
+    let w = it.next()?.parse().ok()?;
+    let slot = it.next()?.parse().ok()?;
+    let gen = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((w, slot, gen))
+}
+
+/// The workers' answers to one question as one reply (they are all of one kind).
+fn combine(answers: Vec<Answer>) -> Reply {
+    let mut workers = Vec::new();
+    let mut tunnels = Vec::new();
+    let mut closed = None;
+    for a in answers {
+        match a {
+            Answer::Stats { reports, .. } => workers.push(reports),
+            Answer::Tunnels { tunnels: t, .. } => tunnels.extend(t),
+            Answer::Closed { found, .. } => closed = Some(found),
+        }
+    }
+    match closed {
+        Some(true) => Reply::TunnelClosed { id: String::new() },
+        Some(false) => error("no such tunnel (it may have ended already)".into()),
+        None if !tunnels.is_empty() || workers.is_empty() => {
+            tunnels.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
+            Reply::Tunnels { tunnels }
+        }
+        None => Reply::Stats { workers },
+    }
 }
 
 fn flush(client: &mut Client) {
@@ -813,7 +999,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let deadline = Instant::now() + Duration::from_secs(5);
                     loop {
-                        if let Some(t) = link.receive() {
+                        if let (Some(t), _) = link.receive() {
                             link.acknowledge(t.version());
                             return t.routes().len();
                         }

@@ -19,6 +19,7 @@ pub mod relay;
 pub mod session;
 pub mod slab;
 pub mod socket;
+pub mod stats;
 pub mod timers;
 pub mod tls;
 pub mod token;

@@ -136,6 +136,14 @@ impl Session {
         }
     }
 
+    /// `ringctl tunnels close`: Close 1001 after the queued bytes, the origin half-closed.
+    pub fn handle_operator_close(&mut self, now: Instant) {
+        match self {
+            Session::WebSocket(t) => t.handle_operator_close(now),
+            Session::Access(t) => t.handle_shutdown(now),
+        }
+    }
+
     pub fn poll_intent(&mut self) -> Option<Intent> {
         match self {
             Session::WebSocket(t) => t.poll_intent(),

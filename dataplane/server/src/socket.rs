@@ -93,6 +93,9 @@ pub struct Sent {
     pub failed: Option<i32>,
     /// A buffer that is done with, to recycle.
     pub done: Option<TxBuf>,
+    /// Bytes went out: how long the oldest of them waited since it was queued (the relay
+    /// latency of a received frame, when the queue was fed by the other socket's receive).
+    pub waited: Option<std::time::Duration>,
 }
 
 /// The recv side.
@@ -134,6 +137,8 @@ pub struct Socket<I = OpId> {
     since: Instant,
     /// Half-close (FIN) requested while open: after the queue, shutdown(SHUT_WR), reads go on.
     fin: Fin,
+    /// When the oldest unsent byte was queued (`None`: nothing unsent).
+    queued_at: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +170,7 @@ impl<I: Copy + Eq> Socket<I> {
             flow: Flow::new(limits.backpressure),
             since: now,
             fin: Fin::None,
+            queued_at: None,
         }
     }
 
@@ -338,6 +344,9 @@ impl<I: Copy + Eq> Socket<I> {
         if self.out.is_empty() && self.pong.is_none() && !self.sending {
             self.since = now;
         }
+        if self.queued_at.is_none() {
+            self.queued_at = Some(now);
+        }
     }
 
     /// A recv's completion arrived; `last` when no more will follow for it.
@@ -396,16 +405,21 @@ impl<I: Copy + Eq> Socket<I> {
             // peer that still reads keeps its bytes.
             self.since = now;
             self.flow.sent(n);
+            out.waited = self.queued_at.map(|t| now.saturating_duration_since(t));
             if tx.is_empty() {
                 if tx.is_pool() {
                     self.slots -= 1;
                 }
                 out.done = Some(tx);
+                if self.out.is_empty() {
+                    self.queued_at = None;
+                }
             } else {
                 self.out.push_front(tx);
             }
             return out;
         }
+        self.queued_at = None;
         if tx.is_pool() {
             self.slots -= 1;
         }

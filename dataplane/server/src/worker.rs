@@ -7,6 +7,7 @@
 //! shutdown drain and the re-arming of receives starved of pool buffers live here too; what a
 //! completion does to a connection lives in `conn`, `socket`, `relay` and `session`.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,12 +19,13 @@ use ringway_uring::{Completion, OpId, Ring};
 use tracing::{debug, info, warn};
 
 use crate::conn::Conn;
-use crate::control::WorkerLink;
+use crate::control::{Answer, Query, WorkerLink};
 use crate::polling::Polling;
 use crate::relay::Pool;
 use crate::session::Session;
 use crate::slab::{Key, Slab};
 use crate::socket::SocketLimits;
+use crate::stats::WorkerStats;
 use crate::timers::Deadlines;
 use crate::tls::SharedTls;
 use crate::token::{tag, untag, Op, Side};
@@ -97,6 +99,8 @@ pub struct Worker {
     busy_poll: Duration,
     accept_failures: AcceptFailures,
     control: Option<WorkerLink>,
+    /// Counters and latency histograms per route.
+    stats: WorkerStats,
 }
 
 impl Worker {
@@ -139,6 +143,7 @@ impl Worker {
             busy_poll: cfg.busy_poll,
             accept_failures: AcceptFailures::default(),
             control: cfg.control,
+            stats: WorkerStats::default(),
         })
     }
 
@@ -223,28 +228,79 @@ impl Worker {
 
     /// The control thread has news: a new route table. Tunnels already routed keep theirs;
     /// connections not yet routed take the new one at their next completion.
-    fn on_control(&mut self, more: bool) {
+    fn on_control(&mut self, more: bool, now: Instant) {
         if !more {
             self.arm_control();
         }
         let Some(link) = &mut self.control else {
             return;
         };
-        if let Some(table) = link.receive() {
+        let (table, queries) = link.receive();
+        if let Some(table) = table {
             debug!(
                 worker = self.id,
                 version = table.version(),
                 "new route table"
             );
             self.routes = table;
+            link.acknowledge(self.routes.version());
         }
-        link.acknowledge(self.routes.version());
+        for q in queries {
+            let answer = self.answer(q, now);
+            if let Some(link) = &self.control {
+                link.answer(answer);
+            }
+        }
+    }
+
+    /// Answers the control thread: figures, the open tunnels, or an operator's close.
+    fn answer(&mut self, q: Query, now: Instant) -> Answer {
+        match q {
+            Query::Stats { id, route } => {
+                let mut live: HashMap<usize, (u64, u64)> = HashMap::new();
+                for key in self.conns.keys() {
+                    if let Some((slot, o, c)) = self.conns.get(key).and_then(Conn::live_bytes) {
+                        let e = live.entry(slot).or_default();
+                        e.0 += o;
+                        e.1 += c;
+                    }
+                }
+                let reports = self.stats.report(route.as_deref(), &live);
+                Answer::Stats { id, reports }
+            }
+            Query::Tunnels { id, route } => {
+                let worker = self.id;
+                let tunnels = self
+                    .conns
+                    .keys()
+                    .into_iter()
+                    .filter_map(|key| self.conns.get(key)?.info(worker, now))
+                    .filter(|t| route.as_ref().is_none_or(|r| *r == t.route))
+                    .collect();
+                Answer::Tunnels { id, tunnels }
+            }
+            Query::Close { id, slot, gen } => {
+                let key = Key { idx: slot, gen };
+                let found = match self.conns.get_mut(key) {
+                    Some(conn) if !conn.session.is_closed() => {
+                        conn.session.handle_operator_close(now);
+                        if !conn.dirty {
+                            conn.dirty = true;
+                            self.dirty.push(key);
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                Answer::Closed { id, found }
+            }
+        }
     }
 
     fn dispatch(&mut self, c: Completion, now: Instant) {
         let (op, side, key) = untag(c.tag);
         match op {
-            Op::Control => self.on_control(c.more),
+            Op::Control => self.on_control(c.more, now),
             Op::Tick => {
                 if !c.more {
                     self.tick_armed = false;
@@ -267,7 +323,15 @@ impl Worker {
                 if conn.session.route().is_none() && !Arc::ptr_eq(&conn.routes, &self.routes) {
                     conn.routes = self.routes.clone(); // not routed yet: the newest table
                 }
-                conn.on_completion(op, side, c, &mut self.ring, &self.pool, now);
+                conn.on_completion(
+                    op,
+                    side,
+                    c,
+                    &mut self.ring,
+                    &self.pool,
+                    &mut self.stats,
+                    now,
+                );
                 if !conn.dirty {
                     conn.dirty = true;
                     self.dirty.push(key);
@@ -281,7 +345,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.pump(&mut self.ring, &self.pool, self.id, now);
+        conn.pump(&mut self.ring, &self.pool, &mut self.stats, self.id, now);
         if !conn.settled && conn.is_settled() {
             conn.settled = true;
             self.unsettled -= 1;

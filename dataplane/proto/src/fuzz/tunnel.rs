@@ -564,7 +564,7 @@ impl Driver {
             CloseReason::ConnectFailed(_) => refused(502),
             CloseReason::ConnectTimeout => refused(504),
             CloseReason::OriginSocket(_) => refused(503),
-            CloseReason::Shutdown => refused(503) || closed(1001),
+            CloseReason::Shutdown | CloseReason::Operator => refused(503) || closed(1001),
             CloseReason::IdleTimeout => closed(1001),
             CloseReason::OriginEof => closed(1000),
             CloseReason::OriginError(_) | CloseReason::OriginStalled => closed(1011),
@@ -592,9 +592,10 @@ impl Driver {
             | CloseReason::OriginEof
             | CloseReason::OriginError(_)
             | CloseReason::OriginStalled => Side::Origin,
-            CloseReason::IdleTimeout | CloseReason::Shutdown | CloseReason::OriginSocket(_) => {
-                Side::Server
-            }
+            CloseReason::IdleTimeout
+            | CloseReason::Shutdown
+            | CloseReason::Operator
+            | CloseReason::OriginSocket(_) => Side::Server,
         };
         assert_eq!(record.by, by, "{record:?}");
         let refusal = self.tunnel.refusal().map(|r| r.status);

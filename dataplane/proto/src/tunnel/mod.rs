@@ -106,6 +106,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// Ringway is shutting down.
     Shutdown,
+    /// An operator closed this tunnel (`ringctl tunnels close`).
+    Operator,
     /// The client stopped reading: bytes queued to it made no progress for the send-stall
     /// timeout (closed with 1008).
     ClientStalled,
@@ -159,6 +161,7 @@ impl fmt::Display for CloseReason {
             CloseReason::OriginError(e) => write!(f, "origin connection failed: {}", os(e)),
             CloseReason::IdleTimeout => f.write_str("no bytes moved for the idle timeout"),
             CloseReason::Shutdown => f.write_str("ringway is shutting down"),
+            CloseReason::Operator => f.write_str("closed by an operator (ringctl tunnels close)"),
             CloseReason::ClientStalled => {
                 f.write_str("client stopped reading for the send-stall timeout (Close 1008)")
             }
@@ -782,18 +785,22 @@ impl Tunnel {
     /// Graceful shutdown: open tunnels get Close 1001 after their queued bytes; tunnels not yet
     /// up are refused with 503.
     pub fn handle_shutdown(&mut self, now: Instant) {
+        self.going_away(CloseReason::Shutdown, "server shutting down", now);
+    }
+
+    /// An operator closes this tunnel: as a shutdown does (Close 1001 after the queued bytes,
+    /// origin half-closed; 503 before the upgrade), with its own reason.
+    pub fn handle_operator_close(&mut self, now: Instant) {
+        self.going_away(CloseReason::Operator, "closed by operator", now);
+    }
+
+    fn going_away(&mut self, why: CloseReason, text: &'static str, now: Instant) {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::AwaitUpgrade(_) => {
-                let why = CloseReason::Shutdown;
-                self.refuse(503, "server shutting down", Side::Server, why);
-            }
-            Phase::AwaitOrigin(p) => {
-                let why = CloseReason::Shutdown;
-                self.refuse_routed(p, 503, "server shutting down", Side::Server, why);
-            }
+            Phase::AwaitUpgrade(_) => self.refuse(503, text, Side::Server, why),
+            Phase::AwaitOrigin(p) => self.refuse_routed(p, 503, text, Side::Server, why),
             Phase::Relaying(r) => {
-                self.finish(Side::Server, CloseReason::Shutdown);
-                self.begin_closing(r, CloseCode::GOING_AWAY, "server shutting down", now);
+                self.finish(Side::Server, why);
+                self.begin_closing(r, CloseCode::GOING_AWAY, text, now);
             }
             other => self.phase = other,
         }
