@@ -71,6 +71,8 @@ pub struct Ringway {
     /// its own (removed on drop), so parallel instances never share a socket or state file.
     control: PathBuf,
     own_control_dir: Option<PathBuf>,
+    /// What it printed before its first `listening on` line (e.g. `metrics on http://...`).
+    pub stdout_before: Vec<String>,
 }
 
 impl Ringway {
@@ -165,6 +167,7 @@ impl Ringway {
             log_path,
             control,
             own_control_dir,
+            stdout_before: Vec::new(),
         };
         server.port = server.await_listening(&rx);
         server
@@ -185,7 +188,10 @@ impl Ringway {
                         .or_else(|| line.strip_prefix("listening on tcp://127.0.0.1:"));
                     if let Some(rest) = rest {
                         match rest.trim_end().parse::<u16>() {
-                            Ok(port) if port != 0 => return port,
+                            Ok(port) if port != 0 => {
+                                self.stdout_before = seen;
+                                return port;
+                            }
                             _ => panic!("bad listening line {line:?}"),
                         }
                     }

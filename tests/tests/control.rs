@@ -702,3 +702,90 @@ async fn tunnels_are_listed_and_the_right_one_is_closed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `/metrics` on the admin address, read by the Prometheus project's own parser
+/// (`prometheus_client`, OpenMetrics), agrees with what the clients did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_reads_the_metrics_page() {
+    let echo = Origin::echo().await;
+    let config =
+        ConfigToml::echo(echo.addr).workers(2).build() + "[admin]\nmetrics = \"127.0.0.1:0\"\n";
+    let server = Ringway::start(&config);
+    let addr = server
+        .stdout_before
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("metrics on http://")?
+                .strip_suffix("/metrics")
+        })
+        .expect("the metrics address is printed")
+        .to_string();
+    let mut bytes = 0;
+    let mut open = Vec::new();
+    for n in [10usize, 20, 30] {
+        let mut c = ws::connect(&server.url("/echo")).await;
+        c.send(Message::binary(vec![1u8; n])).await.unwrap();
+        assert_eq!(read_bytes(&mut c, n, STEP).await.len(), n);
+        bytes += n;
+        open.push(c);
+    }
+    assert_eq!(ws::refusal_status(&server.url("/nope")).await, 404);
+    let script = format!(
+        r#"
+import json, urllib.request
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+r = urllib.request.urlopen("http://{addr}/metrics", timeout=10)
+assert r.headers["Content-Type"].startswith("application/openmetrics-text"), r.headers["Content-Type"]
+out = []
+for fam in text_string_to_metric_families(r.read().decode()):
+    for s in fam.samples:
+        out.append([fam.type, s.name, s.labels, s.value])
+print(json.dumps(out))
+"#
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "parser failed: {}", text(&out.stderr));
+    let samples: Vec<(String, String, serde_json::Value, f64)> =
+        serde_json::from_slice(&out.stdout).expect("JSON from the script");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .find(|(_, n, l, _)| n == name && labels.iter().all(|(k, v)| l[*k] == *v))
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in {samples:?}"))
+            .3
+    };
+    assert_eq!(value("ringway_tunnels_total", &[("route", "/echo")]), 3.0);
+    assert_eq!(value("ringway_tunnels_open", &[("route", "/echo")]), 3.0);
+    let to_origin = [("route", "/echo"), ("direction", "to_origin")];
+    assert_eq!(
+        value("ringway_tunnel_bytes_total", &to_origin),
+        bytes as f64
+    );
+    let refused = [("route", "-"), ("status", "404")];
+    assert_eq!(value("ringway_refusals_total", &refused), 1.0);
+    let setup = [("route", "/echo"), ("phase", "setup")];
+    assert_eq!(value("ringway_latency_seconds_count", &setup), 3.0);
+    let inf = [("route", "/echo"), ("phase", "setup"), ("le", "+Inf")];
+    assert_eq!(value("ringway_latency_seconds_bucket", &inf), 3.0);
+    assert!(samples.iter().any(|(t, ..)| t == "histogram"));
+
+    for (request, status) in [
+        ("GET /other HTTP/1.1\r\n\r\n", "404"),
+        ("POST /metrics HTTP/1.1\r\n\r\n", "405"),
+    ] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(STEP)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut reply);
+        assert!(reply.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}");
+    }
+    drop(open);
+}

@@ -154,6 +154,17 @@ struct RawConfig {
     route: Vec<RouteConfig>,
     #[serde(default)]
     control: Option<ControlSection>,
+    #[serde(default)]
+    admin: Option<AdminSection>,
+}
+
+/// `[admin]`: the HTTP endpoints served by the control thread.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    /// `IP:port` to serve Prometheus `/metrics` on; absent: off.
+    #[serde(default)]
+    metrics: Option<Spanned<String>>,
 }
 
 /// `[control]`: where `ringctl` reaches this process, and where applied routes are kept.
@@ -198,6 +209,8 @@ struct RouteFile {
     listener: Option<toml::Value>,
     #[serde(default)]
     control: Option<toml::Value>,
+    #[serde(default)]
+    admin: Option<toml::Value>,
 }
 
 fn listener_tables<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Listener>, D::Error> {
@@ -301,6 +314,8 @@ pub struct Config {
     /// The routes as written (origins unresolved), for `ringctl` and the state file.
     pub route_specs: Vec<RouteSpec>,
     pub control: ControlFiles,
+    /// `[admin] metrics`: where Prometheus `/metrics` is served (`None`: off).
+    pub metrics: Option<SocketAddr>,
     /// What is legal but probably a mistake, worded for the operator (`check` prints these,
     /// `run` logs them).
     pub warnings: Vec<String>,
@@ -384,6 +399,13 @@ impl Config {
         }
         let (routes, route_specs) = routes(&src, &raw.route, 1)?;
         let control = control_files(&src, raw.control.unwrap_or_default());
+        let metrics = match raw.admin.as_ref().and_then(|a| a.metrics.as_ref()) {
+            None => None,
+            Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
+                let msg = format!("{:?} is not an IP:port address", m.get_ref());
+                src.at(m.span(), "admin.metrics", msg)
+            })?),
+        };
         let mut warnings = Vec::new();
         if routes.routes().is_empty() {
             warnings.push(format!(
@@ -410,6 +432,7 @@ impl Config {
             routes,
             route_specs,
             control,
+            metrics,
             warnings,
         })
     }

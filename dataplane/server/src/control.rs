@@ -24,7 +24,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{UnixListener, UnixStream};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use ringctl::{Reply, Request, RouteReport, RouteSpec, TunnelInfo};
@@ -130,6 +130,8 @@ pub struct Handle {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     socket: PathBuf,
+    /// Where `/metrics` is served (the bound address: port 0 resolved).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Handle {
@@ -205,11 +207,21 @@ pub fn start_routes(
 /// thread. `table`/`specs`: what the workers start with.
 pub fn start(
     files: &ControlFiles,
+    metrics: Option<std::net::SocketAddr>,
     table: Arc<RouteTable>,
     specs: Vec<RouteSpec>,
     workers: usize,
 ) -> anyhow::Result<(Handle, Vec<WorkerLink>)> {
     let listener = bind(&files.socket)?;
+    let metrics = match metrics {
+        None => None,
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("`admin.metrics`: cannot listen on {addr}: {e}"))?;
+            l.set_nonblocking(true)?;
+            Some(TcpListener::from_std(l))
+        }
+    };
     let acks = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
     let (answers_tx, answers) = mpsc::channel();
     let mut links = Vec::new();
@@ -231,6 +243,10 @@ pub fn start(
             answers: answers_tx.clone(),
         });
     }
+    let metrics_addr = match &metrics {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = mpsc::channel();
@@ -238,6 +254,7 @@ pub fn start(
     let mut plane = Plane {
         poll,
         listener,
+        metrics,
         acks,
         workers: ends,
         clients: HashMap::new(),
@@ -264,6 +281,7 @@ pub fn start(
             stop,
             thread: Some(thread),
             socket: files.socket.clone(),
+            metrics: metrics_addr,
         },
         links,
     ))
@@ -319,14 +337,55 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 const LISTENER: Token = Token(0);
 const ACKS: Token = Token(1);
 const WAKER: Token = Token(2);
+const METRICS: Token = Token(3);
+/// The longest HTTP request head `/metrics` reads.
+const MAX_HTTP_HEAD: usize = 8 * 1024;
 const FIRST_CLIENT: usize = 16;
 /// Control connections served at once; more are refused with an error line.
 const MAX_CLIENTS: usize = 64;
 /// How long a change waits for every worker to take it before the reply says which did not.
 const APPLY_DEADLINE: Duration = Duration::from_secs(2);
 
+/// A control connection (Unix socket, JSON lines) or a `/metrics` one (TCP, HTTP).
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Unix(s) => s,
+            Stream::Tcp(s) => s,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 struct Client {
-    stream: UnixStream,
+    stream: Stream,
+    /// An HTTP client of `/metrics`: one request, answered with the figures, then closed.
+    http: bool,
     input: Vec<u8>,
     output: Vec<u8>,
     /// A change is waiting for the workers: later requests wait their turn.
@@ -357,6 +416,8 @@ struct Pending {
 struct Plane {
     poll: Poll,
     listener: UnixListener,
+    /// `[admin] metrics`: HTTP clients asking for `/metrics`.
+    metrics: Option<TcpListener>,
     acks: Arc<OwnedFd>,
     workers: Vec<WorkerEnd>,
     clients: HashMap<Token, Client>,
@@ -379,6 +440,9 @@ impl Plane {
     fn register(&mut self) -> io::Result<()> {
         let registry = self.poll.registry();
         registry.register(&mut self.listener, LISTENER, Interest::READABLE)?;
+        if let Some(m) = &mut self.metrics {
+            registry.register(m, METRICS, Interest::READABLE)?;
+        }
         let fd = self.acks.as_raw_fd();
         registry.register(&mut SourceFd(&fd), ACKS, Interest::READABLE)
     }
@@ -400,6 +464,7 @@ impl Plane {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
+                    METRICS => self.accept_http(),
                     ACKS => {
                         let mut counter = [0u8; 8];
                         let _ = rustix::io::read(&*self.acks, &mut counter);
@@ -442,21 +507,50 @@ impl Plane {
                 let _ = stream.write(line.as_bytes());
                 continue;
             }
+            self.add_client(Stream::Unix(stream), false);
+        }
+    }
+
+    fn accept_http(&mut self) {
+        loop {
+            let Some(listener) = &self.metrics else {
+                return;
+            };
+            let (mut stream, _) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!("metrics: accept failed: {e}");
+                    return;
+                }
+            };
+            if self.clients.len() >= MAX_CLIENTS {
+                let busy = crate::metrics::response(503, "text/plain", "too many connections\n");
+                let _ = stream.write(&busy);
+                continue;
+            }
+            self.add_client(Stream::Tcp(stream), true);
+        }
+    }
+
+    fn add_client(&mut self, mut stream: Stream, http: bool) {
+        {
             let token = Token(self.next_token);
             self.next_token += 1;
             let interest = Interest::READABLE | Interest::WRITABLE;
             if self
                 .poll
                 .registry()
-                .register(&mut stream, token, interest)
+                .register(stream.source(), token, interest)
                 .is_err()
             {
-                continue;
+                return;
             }
             self.clients.insert(
                 token,
                 Client {
                     stream,
+                    http,
                     input: Vec::new(),
                     output: Vec::new(),
                     waiting: false,
@@ -547,6 +641,10 @@ impl Plane {
             if client.waiting || client.closing {
                 return;
             }
+            if client.http {
+                self.answer_http(token);
+                return;
+            }
             let Some(end) = client.input.iter().position(|&b| b == b'\n') else {
                 if client.input.len() > ringctl::MAX_LINE {
                     let error = format!(
@@ -581,6 +679,37 @@ impl Plane {
                 None => client.waiting = true,
             }
         }
+    }
+
+    /// A `/metrics` client: once its request head is in, the figures are asked of every worker
+    /// (replied to by `settle_queries`), or the error is answered.
+    fn answer_http(&mut self, token: Token) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let head_end = client.input.windows(4).position(|w| w == b"\r\n\r\n");
+        let status = match head_end {
+            None if client.input.len() > MAX_HTTP_HEAD => 431,
+            None => return,
+            Some(_) => match crate::metrics::check_request(&client.input) {
+                Ok(()) => {
+                    client.input.clear();
+                    client.waiting = true;
+                    let q = Query::Stats {
+                        id: self.next_query,
+                        route: None,
+                    };
+                    self.ask(token, None, q);
+                    return;
+                }
+                Err(status) => status,
+            },
+        };
+        let phrase = ringway_proto::ws::handshake::reason_phrase(status);
+        let body = format!("{status} {phrase}: only GET /metrics is served here\n");
+        client.output = crate::metrics::response(status, "text/plain", &body);
+        client.input.clear();
+        client.closing = true;
     }
 
     /// One request; `None`: a change now waits for the workers (replied to by `settle`).
@@ -827,9 +956,14 @@ impl Plane {
                 combine(q.answers)
             };
             if let Some(client) = self.clients.get_mut(&q.client) {
-                client
-                    .output
-                    .extend_from_slice(ringctl::encode(&reply).as_bytes());
+                if client.http {
+                    client.output = http_reply(reply);
+                    client.closing = true;
+                } else {
+                    client
+                        .output
+                        .extend_from_slice(ringctl::encode(&reply).as_bytes());
+                }
                 client.waiting = false;
                 self.answer(q.client);
                 self.flush_or_drop(q.client);
@@ -839,7 +973,7 @@ impl Plane {
 
     fn drop_client(&mut self, token: Token) {
         if let Some(mut c) = self.clients.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut c.stream);
+            let _ = self.poll.registry().deregister(c.stream.source());
         }
         for p in &mut self.pending {
             if p.client == Some(token) {
@@ -851,6 +985,22 @@ impl Plane {
 
 fn error(error: String) -> Reply {
     Reply::Error { error }
+}
+
+/// The figures as a `/metrics` page, or 503 when the workers did not answer.
+fn http_reply(reply: Reply) -> Vec<u8> {
+    let merged = match reply {
+        Reply::Stats { workers } => ringctl::merge(&workers),
+        Reply::Error { error } => Err(error),
+        _ => Err("unexpected answer".into()),
+    };
+    match merged {
+        Ok(m) => {
+            let page = crate::metrics::render(m);
+            crate::metrics::response(200, crate::metrics::CONTENT_TYPE, &page)
+        }
+        Err(e) => crate::metrics::response(503, "text/plain", &format!("{e}\n")),
+    }
 }
 
 /// `W-SLOT-GEN`.
@@ -986,7 +1136,8 @@ mod tests {
             state: None,
         };
         let table = Arc::new(config::build_routes(&[spec("/a", "127.0.0.1:1")], 1).unwrap());
-        let (handle, mut links) = start(&files, table, vec![spec("/a", "127.0.0.1:1")], 2).unwrap();
+        let (handle, mut links) =
+            start(&files, None, table, vec![spec("/a", "127.0.0.1:1")], 2).unwrap();
         let mut client = ringctl::Client::connect(&files.socket).unwrap();
         let Reply::Routes { version, routes } = client.call(&Request::RoutesList).unwrap() else {
             panic!("not a route list");

@@ -13,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod echo;
+pub mod metrics;
 pub mod origin;
 pub mod polling;
 pub mod relay;

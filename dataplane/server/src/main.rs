@@ -284,6 +284,7 @@ fn run(
     let (control, mut links) = if access.is_none() {
         let (h, links) = control::start(
             &config.control,
+            config.metrics,
             routes.clone(),
             start.specs,
             config.cpus.len(),
@@ -381,6 +382,9 @@ fn run(
     // Install the handler before announcing the port: a supervisor may signal at once.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let mut out = std::io::stdout().lock();
+    if let Some(addr) = control.as_ref().and_then(|c| c.metrics) {
+        writeln!(out, "metrics on http://{addr}/metrics")?;
+    }
     for (scheme, addr) in &bound {
         writeln!(out, "listening on {scheme}://{addr}")?;
     }
