@@ -72,12 +72,16 @@ pub enum Reply {
         routes: Vec<RouteSpec>,
     },
     /// A change: what it changed and, unless `dry_run`, the version every worker now serves.
-    /// `apply_us`: from the request's arrival until the last worker took the new table.
+    /// `apply_us`: from the request's arrival until the last worker took the new table
+    /// (validation and the state file's write and fsync included); `propagate_us`: from the
+    /// table's hand-over to the workers until the last one took it.
     Applied {
         version: u64,
         changes: Vec<Change>,
         workers: usize,
         apply_us: u64,
+        #[serde(default)]
+        propagate_us: u64,
         dry_run: bool,
     },
     /// Open tunnels, oldest first.

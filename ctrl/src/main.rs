@@ -6,9 +6,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ringctl::{CallError, Client, Reply, Request, RouteSpec};
+
+mod live;
 
 #[derive(Parser)]
 #[command(name = "ringctl", version, about = "Control a running ringway")]
@@ -43,6 +46,40 @@ enum Command {
         /// Only this route.
         #[arg(long)]
         route: Option<String>,
+    },
+    /// A live view per route (tunnels, new tunnels and bytes per second, p99 latencies of the
+    /// last interval), refreshed until `q` or Ctrl-C.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        every: f64,
+        /// Stop after this many refreshes (0: until `q`).
+        #[arg(long, default_value_t = 0)]
+        iterations: u64,
+    },
+    /// Latency histograms for the HdrHistogram tools.
+    #[command(subcommand)]
+    Hist(Hist),
+}
+
+#[derive(Subcommand)]
+enum Hist {
+    /// Write one route's phase as an HdrHistogram interval log (V2 compressed, microseconds):
+    /// everything recorded so far, or with --every, that many seconds per interval.
+    Export {
+        #[arg(long)]
+        route: String,
+        /// setup, tls, upgrade, connect, first-byte, relay-to-origin or relay-to-client.
+        #[arg(long)]
+        phase: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Seconds per interval (default: one interval, everything so far).
+        #[arg(long)]
+        every: Option<f64>,
+        /// Intervals to write with --every.
+        #[arg(long, default_value_t = 10)]
+        intervals: u64,
     },
 }
 
@@ -101,6 +138,44 @@ fn main() -> ExitCode {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(ringctl::default_socket);
+    if let Command::Top { every, iterations } = &cli.command {
+        let every = Duration::from_secs_f64(every.clamp(0.1, 3600.0));
+        let done = Client::connect(&socket).and_then(|mut c| live::top(&mut c, every, *iterations));
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringctl: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Hist(Hist::Export {
+        route,
+        phase,
+        out,
+        every,
+        intervals,
+    }) = &cli.command
+    {
+        let mut client = match Client::connect(&socket) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ringctl: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let every = every.map(|s| Duration::from_secs_f64(s.clamp(0.1, 3600.0)));
+        return match live::export(&mut client, route, phase, out, every, *intervals) {
+            Ok(n) => {
+                println!("wrote {} ({n} sample(s), microseconds)", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringctl: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let request = match request(&cli.command) {
         Ok(r) => r,
         Err(e) => {
@@ -127,6 +202,7 @@ fn main() -> ExitCode {
 
 fn request(command: &Command) -> anyhow::Result<Request> {
     Ok(match command {
+        Command::Top { .. } | Command::Hist(_) => anyhow::bail!("handled in main"),
         Command::Routes(Routes::List) => Request::RoutesList,
         Command::Tunnels {
             action: Some(TunnelsAction::Close { id }),
@@ -192,6 +268,7 @@ fn render(reply: &Reply, json: bool) -> String {
             changes,
             workers,
             apply_us,
+            propagate_us,
             dry_run,
         } => {
             let mut s = String::new();
@@ -206,7 +283,7 @@ fn render(reply: &Reply, json: bool) -> String {
                 s.push_str(&format!("no change (route table version {version})\n"));
             } else {
                 s.push_str(&format!(
-                    "applied {n} change(s): route table version {version} on {workers} worker(s) in {apply_us} µs\n"
+                    "applied {n} change(s): route table version {version} on {workers} worker(s) in {apply_us} µs ({propagate_us} µs from hand-over to the last worker)\n"
                 ));
             }
             s
@@ -316,13 +393,14 @@ mod tests {
                 changes: vec![Change::Add { route: r }],
                 workers: 2,
                 apply_us: 87,
+                propagate_us: 12,
                 dry_run: false,
             },
             false,
         );
         assert_eq!(
             text,
-            "+ /pg -> 127.0.0.1:5432\napplied 1 change(s): route table version 3 on 2 worker(s) in 87 µs\n"
+            "+ /pg -> 127.0.0.1:5432\napplied 1 change(s): route table version 3 on 2 worker(s) in 87 µs (12 µs from hand-over to the last worker)\n"
         );
     }
 }

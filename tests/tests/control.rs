@@ -789,3 +789,127 @@ print(json.dumps(out))
     }
     drop(open);
 }
+
+/// `ringctl hist export` writes an HdrHistogram interval log (V2 compressed) that an
+/// independent reader (the hdrhistogram crate's log iterator) reads back with every sample;
+/// `ringctl top` prints frames, and quits on `q` in a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hist_export_and_top() {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    let echo = Origin::echo().await;
+    let server = Ringway::start(&ConfigToml::echo(echo.addr).workers(2).build());
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let mut c = ws::connect(&server.url("/echo")).await;
+        c.send(Message::binary(vec![3u8; 100])).await.unwrap();
+        assert_eq!(read_bytes(&mut c, 100, STEP).await.len(), 100);
+        open.push(c);
+    }
+    let out = temp_path("hlog");
+    let out_arg = out.to_str().unwrap().to_string();
+    let said = ctl_ok(
+        &server,
+        &[
+            "hist", "export", "--route", "/echo", "--phase", "setup", "--out", &out_arg,
+        ],
+    );
+    assert!(said.contains("(5 sample(s), microseconds)"), "{said}");
+    let log = std::fs::read(&out).expect("the log file");
+    let mut histograms = Vec::new();
+    for entry in IntervalLogIterator::new(&log) {
+        if let LogEntry::Interval(h) = entry.expect("a valid interval log") {
+            assert_eq!(
+                h.tag().map(|t| t.as_str().to_string()),
+                Some("setup".into())
+            );
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(h.encoded_histogram())
+                .unwrap();
+            let hist: hdrhistogram::Histogram<u64> = Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .unwrap();
+            histograms.push(hist);
+        }
+    }
+    assert_eq!(histograms.len(), 1);
+    assert_eq!(histograms[0].len(), 5, "every tunnel's setup");
+    let err = ctl_refused(
+        &server,
+        &[
+            "hist", "export", "--route", "/echo", "--phase", "nap", "--out", &out_arg,
+        ],
+    );
+    assert!(err.contains("no phase \"nap\""), "{err}");
+    let err = ctl_refused(
+        &server,
+        &[
+            "hist", "export", "--route", "/x", "--phase", "setup", "--out", &out_arg,
+        ],
+    );
+    assert!(err.contains("no figures for route \"/x\""), "{err}");
+    let _ = std::fs::remove_file(&out);
+
+    // Piped: a fixed number of frames.
+    let frames = ctl_ok(&server, &["top", "--every", "0.2", "--iterations", "2"]);
+    assert_eq!(frames.matches("ringway top:").count(), 2, "{frames}");
+    let row = frames
+        .lines()
+        .find(|l| l.starts_with("/echo"))
+        .expect(&frames);
+    assert_eq!(
+        row.split_whitespace().nth(1),
+        Some("5"),
+        "5 open tunnels: {row}"
+    );
+
+    // In a terminal (a pty): runs until `q`, then restores the terminal and exits 0.
+    let script = format!(
+        r#"
+import os, pty, select, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv({bin:?}, [{bin:?}, "--socket", {sock:?}, "top", "--every", "0.2"])
+seen = b""
+deadline = time.time() + 10
+while b"ringway top" not in seen and time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.5)
+    if r:
+        seen += os.read(fd, 65536)
+assert b"ringway top" in seen, seen
+os.write(fd, b"q")
+deadline = time.time() + 5
+while time.time() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("exit", os.waitstatus_to_exitcode(status))
+        sys.exit(0)
+    try:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            os.read(fd, 65536)
+    except OSError:
+        pass
+print("still running")
+os.kill(pid, 9)
+"#,
+        bin = ringway_e2e::server::ringctl_binary().to_str().unwrap(),
+        sock = server.control_socket().to_str().unwrap(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "exit 0",
+        "top quits on q: {}",
+        text(&out.stderr)
+    );
+    drop(open);
+}

@@ -159,12 +159,19 @@ struct RawConfig {
 }
 
 /// `[admin]`: the HTTP endpoints served by the control thread.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AdminSection {
     /// `IP:port` to serve Prometheus `/metrics` on; absent: off.
     #[serde(default)]
     metrics: Option<Spanned<String>>,
+    /// Record latency histograms (counters are always kept).
+    #[serde(default = "yes")]
+    latency_histograms: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[control]`: where `ringctl` reaches this process, and where applied routes are kept.
@@ -316,6 +323,8 @@ pub struct Config {
     pub control: ControlFiles,
     /// `[admin] metrics`: where Prometheus `/metrics` is served (`None`: off).
     pub metrics: Option<SocketAddr>,
+    /// `[admin] latency_histograms`: workers record latencies (default on).
+    pub latency_histograms: bool,
     /// What is legal but probably a mistake, worded for the operator (`check` prints these,
     /// `run` logs them).
     pub warnings: Vec<String>,
@@ -433,6 +442,7 @@ impl Config {
             route_specs,
             control,
             metrics,
+            latency_histograms: raw.admin.as_ref().is_none_or(|a| a.latency_histograms),
             warnings,
         })
     }

@@ -411,6 +411,8 @@ struct Pending {
     version: u64,
     reply: Reply,
     started: Instant,
+    /// When the table was handed to the workers.
+    sent: Instant,
 }
 
 struct Plane {
@@ -813,6 +815,7 @@ impl Plane {
                 changes,
                 workers,
                 apply_us: 0,
+                propagate_us: 0,
                 dry_run,
             });
         }
@@ -825,6 +828,7 @@ impl Plane {
             }
         }
         let table = Arc::new(table);
+        let sent = Instant::now();
         for w in &self.workers {
             // A worker that has exited (shutdown) no longer receives: it serves nothing new.
             if w.tx.send(ToWorker::Routes(table.clone())).is_ok() {
@@ -848,9 +852,11 @@ impl Plane {
                 changes,
                 workers,
                 apply_us: 0,
+                propagate_us: 0,
                 dry_run: false,
             },
             started,
+            sent,
         });
         None
     }
@@ -886,6 +892,7 @@ impl Plane {
                         changes,
                         workers,
                         apply_us: now.duration_since(p.started).as_micros() as u64,
+                        propagate_us: now.duration_since(p.sent).as_micros() as u64,
                         dry_run,
                     },
                     r => r,

@@ -350,6 +350,7 @@ fn run(
             busy_poll: Duration::from_micros(config.engine.busy_poll_us),
             draining: draining[id].clone(),
             control: links[id].take(),
+            latency_histograms: config.latency_histograms,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::Builder::new()

@@ -45,11 +45,19 @@ struct RouteSlot {
 pub struct WorkerStats {
     index: HashMap<String, usize>,
     routes: Vec<RouteSlot>,
-    /// Off: histograms are not recorded (counters still are). For measuring their cost.
-    pub histograms_off: bool,
+    /// Off: histograms are not recorded (counters still are).
+    histograms_off: bool,
 }
 
 impl WorkerStats {
+    /// `histograms`: record latencies (`[admin] latency_histograms`).
+    pub fn new(histograms: bool) -> Self {
+        WorkerStats {
+            histograms_off: !histograms,
+            ..Default::default()
+        }
+    }
+
     /// The slot of route `name`, made on first use.
     pub fn slot(&mut self, name: &str) -> usize {
         if let Some(&i) = self.index.get(name) {

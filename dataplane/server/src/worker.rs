@@ -61,6 +61,8 @@ pub struct WorkerConfig {
     pub draining: Arc<AtomicUsize>,
     /// New route tables from the control thread (`None`: `ringway access`, no control plane).
     pub control: Option<WorkerLink>,
+    /// Record latency histograms (`[admin] latency_histograms`).
+    pub latency_histograms: bool,
 }
 
 /// A running worker's state. Field order matters for drop: the ring goes first (cancelling
@@ -143,7 +145,7 @@ impl Worker {
             busy_poll: cfg.busy_poll,
             accept_failures: AcceptFailures::default(),
             control: cfg.control,
-            stats: WorkerStats::default(),
+            stats: WorkerStats::new(cfg.latency_histograms),
         })
     }
 
