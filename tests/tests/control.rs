@@ -122,6 +122,10 @@ async fn routes_are_listed_added_removed_and_applied() {
         assert_eq!(greeting(&server.url("/b")).await, "origin-B");
     }
 
+    // A tunnel opened before the change keeps its origin (A greeted it) and keeps working.
+    let mut before = ws::connect(&server.url("/a")).await;
+    assert_eq!(read_bytes(&mut before, 8, STEP).await, b"origin-A");
+
     // apply: /a moves to B, /b goes, /c comes. A dry run changes nothing.
     let file = route_file(&[("/a", b.addr), ("/c", a.addr)]);
     let file_arg = file.to_str().expect("utf-8 path");
@@ -145,6 +149,12 @@ async fn routes_are_listed_added_removed_and_applied() {
     assert_eq!(greeting(&server.url("/a")).await, "origin-B");
     assert_eq!(greeting(&server.url("/c")).await, "origin-A");
     assert_eq!(ws::refusal_status(&server.url("/b")).await, 404);
+    before
+        .send(Message::binary(b"same origin".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(read_bytes(&mut before, 11, STEP).await, b"same origin");
+    drop(before);
     let out = ctl_ok(&server, &["routes", "apply", file_arg]);
     assert!(out.contains("no change (route table version 3)"), "{out}");
 
@@ -295,13 +305,30 @@ async fn changes_under_load_drop_no_tunnel_and_reach_every_worker() {
             // Every worker serves the change the reply reported: 16 new tunnels (spread over
             // both workers by the kernel) all reach the origin it named.
             let want = if to_b { "origin-B" } else { "origin-A" };
+            let mut fresh = Vec::new();
             for _ in 0..16 {
-                assert_eq!(
-                    greeting(&server.url("/who")).await,
-                    want,
-                    "after change {n}"
+                let mut c = ws::connect(&server.url("/who")).await;
+                let name = read_bytes(&mut c, 8, STEP).await;
+                assert_eq!(text(&name), want, "after change {n}");
+                fresh.push(c);
+            }
+            // They were taken by both workers (tunnel ids start with the worker's number).
+            let listed = tokio::task::block_in_place(|| {
+                client.call(&Request::Tunnels {
+                    route: Some("/who".into()),
+                })
+            })
+            .expect("tunnels");
+            let Reply::Tunnels { tunnels } = listed else {
+                panic!("{listed:?}")
+            };
+            for w in ["0-", "1-"] {
+                assert!(
+                    tunnels.iter().any(|t| t.id.starts_with(w)),
+                    "no new tunnel on worker {w}: {tunnels:?}"
                 );
             }
+            drop(fresh);
             checks += 1;
         }
         let next = start + Duration::from_micros(n * 1_000_000 / CHANGES_PER_SEC);

@@ -246,6 +246,13 @@ impl Worker {
             );
             self.routes = table;
             link.acknowledge(self.routes.version());
+            let names: Vec<&str> = self
+                .routes
+                .routes()
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            self.stats.retire_absent(&names);
         }
         for q in queries {
             let answer = self.answer(q, now);
