@@ -814,6 +814,36 @@ print(json.dumps(out))
         let _ = std::io::Read::read_to_string(&mut s, &mut reply);
         assert!(reply.starts_with(&format!("HTTP/1.1 {status} ")), "{reply}");
     }
+
+    // Connections that never send a request cannot keep the page away for long: past the
+    // 64 slots a scraper gets 503, and the idle ones are dropped after 10 s.
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let scrape = |addr: &str| -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(STEP)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut reply);
+        reply
+    };
+    let busy = tokio::task::block_in_place(|| scrape(&addr));
+    assert!(busy.starts_with("HTTP/1.1 503 "), "{busy}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = tokio::task::block_in_place(|| scrape(&addr));
+        if reply.starts_with("HTTP/1.1 200 ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "idle connections kept /metrics away: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(idle);
     drop(open);
 }
 

@@ -343,6 +343,11 @@ const MAX_HTTP_HEAD: usize = 8 * 1024;
 const FIRST_CLIENT: usize = 16;
 /// Control connections served at once; more are refused with an error line.
 const MAX_CLIENTS: usize = 64;
+/// A control connection with nothing in flight is dropped after this long without a byte
+/// (`ringctl top` asks every second or so).
+const CLIENT_IDLE: Duration = Duration::from_secs(60);
+/// A `/metrics` connection must send its request within this.
+const HTTP_IDLE: Duration = Duration::from_secs(10);
 /// How long a change waits for every worker to take it before the reply says which did not.
 const APPLY_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -394,6 +399,9 @@ struct Client {
     closing: bool,
     /// The client has closed its side: dropped once its replies are written.
     eof: bool,
+    /// Its last read or write; a client quiet for [`CLIENT_IDLE`] (an HTTP client for
+    /// [`HTTP_IDLE`]) is dropped, so idle connections cannot hold every slot.
+    active: Instant,
 }
 
 /// A question sent to `expected` workers, replied to when all answered.
@@ -453,7 +461,7 @@ impl Plane {
         let mut events = Events::with_capacity(64);
         while !self.stop.load(Ordering::Acquire) {
             let timeout = if self.pending.is_empty() && self.queries.is_empty() {
-                None
+                Some(Duration::from_secs(1)) // idle clients are looked at every second
             } else {
                 Some(Duration::from_millis(50))
             };
@@ -483,6 +491,7 @@ impl Plane {
             let now = Instant::now();
             self.settle(now);
             self.settle_queries(now);
+            self.drop_idle(now);
         }
     }
 
@@ -558,6 +567,7 @@ impl Plane {
                     waiting: false,
                     closing: false,
                     eof: false,
+                    active: Instant::now(),
                 },
             );
         }
@@ -618,6 +628,7 @@ impl Plane {
             return;
         };
         client.eof |= eof;
+        client.active = Instant::now();
         self.flush_or_drop(token);
     }
 
@@ -975,6 +986,22 @@ impl Plane {
                 self.answer(q.client);
                 self.flush_or_drop(q.client);
             }
+        }
+    }
+
+    /// Drops clients quiet for too long with nothing in flight for them.
+    fn drop_idle(&mut self, now: Instant) {
+        let idle: Vec<Token> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                let limit = if c.http { HTTP_IDLE } else { CLIENT_IDLE };
+                !c.waiting && now.duration_since(c.active) >= limit
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in idle {
+            self.drop_client(t);
         }
     }
 
