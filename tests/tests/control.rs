@@ -921,9 +921,10 @@ async fn hist_export_and_top() {
         "5 open tunnels: {row}"
     );
 
-    // In a terminal (a pty): runs until `q`, then restores the terminal and exits 0.
-    let script = format!(
-        r#"
+    // In a terminal (a pty): runs until `q` or Ctrl-C, then restores the terminal, exits 0.
+    for key in ["q", "\\x03"] {
+        let script = format!(
+            r#"
 import os, pty, select, sys, time
 pid, fd = pty.fork()
 if pid == 0:
@@ -935,7 +936,7 @@ while b"ringway top" not in seen and time.time() < deadline:
     if r:
         seen += os.read(fd, 65536)
 assert b"ringway top" in seen, seen
-os.write(fd, b"q")
+os.write(fd, b"{key}")
 deadline = time.time() + 5
 while time.time() < deadline:
     done, status = os.waitpid(pid, os.WNOHANG)
@@ -951,22 +952,24 @@ while time.time() < deadline:
 print("still running")
 os.kill(pid, 9)
 "#,
-        bin = ringway_e2e::server::ringctl_binary().to_str().unwrap(),
-        sock = server.control_socket().to_str().unwrap(),
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .expect("python3 runs")
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        text(&out.stdout).trim(),
-        "exit 0",
-        "top quits on q: {}",
-        text(&out.stderr)
-    );
+            bin = ringway_e2e::server::ringctl_binary().to_str().unwrap(),
+            sock = server.control_socket().to_str().unwrap(),
+            key = key,
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("python3")
+                .args(["-c", &script])
+                .output()
+                .expect("python3 runs")
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            text(&out.stdout).trim(),
+            "exit 0",
+            "top quits on {key}: {}",
+            text(&out.stderr)
+        );
+    }
     drop(open);
 }
