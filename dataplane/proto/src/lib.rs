@@ -19,5 +19,6 @@ pub mod access;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod route;
+pub mod tcp;
 pub mod tunnel;
 pub mod ws;

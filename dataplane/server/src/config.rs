@@ -92,6 +92,18 @@ pub struct Listener {
     /// certificates chosen by SNI.
     #[serde(default)]
     pub tls: Option<Spanned<TlsConfig>>,
+    /// `"websocket"` (default) or `"tcp"`: every connection carried to `origin` as is (L4).
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    /// A `tcp` listener's origin.
+    #[serde(default)]
+    pub origin: Option<Spanned<String>>,
+    /// A `tcp` listener's name in logs and figures (default `tcp ORIGIN`, as written).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A `tcp` listener's idle timeout (0: none).
+    #[serde(default)]
+    pub idle_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -119,6 +131,16 @@ pub struct ListenerConfig {
     pub tls: Option<TlsFiles>,
     /// The line of its `tls` key, for errors about the files.
     pub tls_line: usize,
+    /// `mode = "tcp"`: the L4 relay's settings.
+    pub tcp: Option<TcpListener>,
+}
+
+/// A `mode = "tcp"` listener: where its connections go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpListener {
+    pub origin: SocketAddr,
+    pub name: String,
+    pub idle_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -400,10 +422,20 @@ impl Config {
                 None => (None, 0),
                 Some(t) => (Some(tls_files(&src, t)?), src.line(t.span().start)),
             };
+            let tcp = tcp_listener(&src, l)?;
+            if tcp.is_some() && tls.is_some() {
+                return Err(src.at(
+                    l.addr.span(),
+                    "listener.tls",
+                    "TLS on a `mode = \"tcp\"` listener is not supported yet: terminate TLS \
+                     on a WebSocket listener, or let the origin speak TLS itself",
+                ));
+            }
             listeners.push(ListenerConfig {
                 addr,
                 tls,
                 tls_line,
+                tcp,
             });
         }
         let (routes, route_specs) = routes(&src, &raw.route, 1)?;
@@ -634,6 +666,48 @@ fn routes(
     let table =
         RouteTable::new(version, routes).map_err(|e| ConfigError(format!("{}: {e}", src.file)))?;
     Ok((table, specs))
+}
+
+/// A listener's L4 settings: `Some` for `mode = "tcp"` (which needs an `origin`), `None` for a
+/// WebSocket listener (which must not have one).
+fn tcp_listener(src: &Source<'_>, l: &Listener) -> Result<Option<TcpListener>, ConfigError> {
+    let tcp = match &l.mode {
+        None => false,
+        Some(m) => match m.get_ref().as_str() {
+            "websocket" => false,
+            "tcp" => true,
+            other => {
+                let msg = format!("{other:?} is not a mode: write \"websocket\" or \"tcp\"");
+                return Err(src.at(m.span(), "listener.mode", msg));
+            }
+        },
+    };
+    match (&l.origin, tcp) {
+        (Some(o), false) => Err(src.at(
+            o.span(),
+            "listener.origin",
+            "only a `mode = \"tcp\"` listener has an origin; WebSocket listeners use [[route]]s",
+        )),
+        (None, true) => Err(src.at(
+            l.addr.span(),
+            "listener.origin",
+            "a `mode = \"tcp\"` listener needs `origin = \"host:port\"`",
+        )),
+        (None, false) => Ok(None),
+        (Some(o), true) => {
+            let origin =
+                resolve(o.get_ref()).map_err(|msg| src.at(o.span(), "listener.origin", msg))?;
+            Ok(Some(TcpListener {
+                origin,
+                name: l
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("tcp {}", o.get_ref())),
+                idle_timeout: (l.idle_timeout_ms > 0)
+                    .then(|| Duration::from_millis(l.idle_timeout_ms)),
+            }))
+        }
+    }
 }
 
 /// The `[[route]]`s of `text` (a route file or a whole config file, named `file` in errors),

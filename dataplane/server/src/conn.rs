@@ -361,6 +361,10 @@ impl Conn {
                     self.notify_close(Side::Client, ring, now);
                     self.client.request_close(now);
                 }
+                Intent::ShutOriginWrite => {
+                    self.notify_close(Side::Origin, ring, now);
+                    self.origin.socket.shut_write();
+                }
                 Intent::ShutClientWrite => {
                     self.notify_close(Side::Client, ring, now);
                     self.client.shut_write();
@@ -605,6 +609,9 @@ impl Conn {
     }
 
     fn route_name(&self) -> &str {
+        if let Some(name) = self.session.l4_name() {
+            return name;
+        }
         self.session
             .route()
             .and_then(|i| self.routes.routes().get(i))

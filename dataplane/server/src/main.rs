@@ -312,6 +312,7 @@ fn run(
         }
         let scheme = match (&access, &l.tls) {
             (Some(_), _) => "tcp",
+            (None, _) if l.tcp.is_some() => "tcp",
             (None, Some(_)) => "wss",
             (None, None) => "ws",
         };
@@ -351,6 +352,21 @@ fn run(
             draining: draining[id].clone(),
             control: links[id].take(),
             latency_histograms: config.latency_histograms,
+            l4: config
+                .listeners
+                .iter()
+                .map(|l| {
+                    l.tcp.as_ref().map(|t| {
+                        let relay = ringway_proto::tcp::TcpConfig {
+                            origin: t.origin,
+                            connect_timeout: Duration::from_millis(config.timeouts.connect_ms),
+                            close_timeout: Duration::from_millis(config.timeouts.close_ms),
+                            idle_timeout: t.idle_timeout,
+                        };
+                        (relay, Arc::from(t.name.as_str()))
+                    })
+                })
+                .collect(),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::Builder::new()

@@ -8,11 +8,14 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ringway_proto::access::{AccessConfig, AccessTunnel};
 use ringway_proto::route::RouteTable;
-use ringway_proto::tunnel::{CloseRecord, Intent, Refusal, Tunnel, TunnelConfig, TunnelStats};
+use ringway_proto::tcp::{TcpConfig, TcpRelay};
+use ringway_proto::tunnel::{
+    CloseReason, CloseRecord, Intent, Refusal, Tunnel, TunnelConfig, TunnelStats,
+};
 
 pub enum Session {
     /// RFC 6455 tunnel: upgrade, route, origin connect, frames both ways.
@@ -20,6 +23,9 @@ pub enum Session {
     /// `ringway access`: a local TCP connection (the client side) carried to the edge over a
     /// WebSocket this side opens (the origin side).
     Access(AccessTunnel),
+    /// A `mode = "tcp"` listener's connection: bytes unchanged both ways to its origin; the
+    /// name is the listener's route name in logs and figures.
+    Tcp(TcpRelay, Arc<str>),
 }
 
 impl Session {
@@ -31,11 +37,24 @@ impl Session {
         Session::Access(AccessTunnel::new(config, nonce, seed, now))
     }
 
+    pub fn tcp(config: TcpConfig, name: Arc<str>, now: Instant) -> Session {
+        Session::Tcp(TcpRelay::new(config, now), name)
+    }
+
+    /// An L4 connection's route name (its listener's).
+    pub fn l4_name(&self) -> Option<&str> {
+        match self {
+            Session::Tcp(_, name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// The WebSocket is up (101 seen or sent, no Close yet).
     pub fn is_relaying(&self) -> bool {
         match self {
             Session::WebSocket(t) => t.is_relaying(),
             Session::Access(t) => t.is_relaying(),
+            Session::Tcp(t, _) => t.is_relaying(),
         }
     }
 
@@ -52,6 +71,9 @@ impl Session {
             }),
             // The access tunnel's own account already holds what the edge or TLS said.
             Session::Access(t) => t.close_account().map(|(by, why)| (by.to_string(), why)),
+            Session::Tcp(t, _) => t
+                .close_record()
+                .map(|r| (r.by.to_string(), r.reason.to_string())),
         }
     }
 
@@ -77,6 +99,14 @@ impl Session {
                 within(t.handle_origin_bytes(&mut slot[payload.clone()], now))
             }
             Session::Access(t) => t.handle_client_bytes(slot, payload, now),
+            Session::Tcp(t, _) if from_origin => {
+                t.handle_origin_bytes(payload.len(), now);
+                payload
+            }
+            Session::Tcp(t, _) => {
+                t.handle_client_bytes(payload.len(), now);
+                payload
+            }
         }
     }
 
@@ -84,6 +114,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.handle_origin_connected(now),
             Session::Access(t) => t.handle_origin_connected(now),
+            Session::Tcp(t, _) => t.handle_origin_connected(now),
         }
     }
 
@@ -91,6 +122,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.handle_origin_connect_failed(errno, now),
             Session::Access(t) => t.handle_origin_connect_failed(errno, now),
+            Session::Tcp(t, _) => t.handle_origin_connect_failed(errno, now),
         }
     }
 
@@ -100,6 +132,8 @@ impl Session {
             Session::WebSocket(t) => t.handle_client_eof(now),
             Session::Access(t) if from_origin => t.handle_origin_eof(now),
             Session::Access(t) => t.handle_client_eof(now),
+            Session::Tcp(t, _) if from_origin => t.handle_origin_eof(now),
+            Session::Tcp(t, _) => t.handle_client_eof(now),
         }
     }
 
@@ -109,6 +143,8 @@ impl Session {
             Session::WebSocket(t) => t.handle_client_error(errno, now),
             Session::Access(t) if from_origin => t.handle_origin_error(errno, now),
             Session::Access(t) => t.handle_client_error(errno, now),
+            Session::Tcp(t, _) if from_origin => t.handle_origin_error(errno, now),
+            Session::Tcp(t, _) => t.handle_client_error(errno, now),
         }
     }
 
@@ -119,6 +155,7 @@ impl Session {
             Session::WebSocket(t) => t.handle_client_stalled(now),
             Session::Access(t) if origin => t.handle_origin_error(libc::ETIMEDOUT, now),
             Session::Access(t) => t.handle_client_error(libc::ETIMEDOUT, now),
+            Session::Tcp(t, _) => t.handle_stalled(origin, now),
         }
     }
 
@@ -126,6 +163,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.handle_timeout(now),
             Session::Access(t) => t.handle_timeout(now),
+            Session::Tcp(t, _) => t.handle_timeout(now),
         }
     }
 
@@ -133,6 +171,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.handle_shutdown(now),
             Session::Access(t) => t.handle_shutdown(now),
+            Session::Tcp(t, _) => t.handle_shutdown(CloseReason::Shutdown, now),
         }
     }
 
@@ -141,6 +180,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.handle_operator_close(now),
             Session::Access(t) => t.handle_shutdown(now),
+            Session::Tcp(t, _) => t.handle_shutdown(CloseReason::Operator, now),
         }
     }
 
@@ -148,6 +188,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.poll_intent(),
             Session::Access(t) => t.poll_intent(),
+            Session::Tcp(t, _) => t.poll_intent(),
         }
     }
 
@@ -155,6 +196,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.poll_timeout(),
             Session::Access(t) => t.poll_timeout(),
+            Session::Tcp(t, _) => t.poll_timeout(),
         }
     }
 
@@ -163,6 +205,10 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.client_paused_until(),
             Session::Access(_) => None,
+            // Not read before the origin is up: nothing is buffered for an unconnected origin.
+            Session::Tcp(t, _) => t
+                .client_paused()
+                .then_some(Instant::now() + Duration::from_secs(3600)),
         }
     }
 
@@ -170,13 +216,14 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.is_closed(),
             Session::Access(t) => t.is_closed(),
+            Session::Tcp(t, _) => t.is_closed(),
         }
     }
 
     pub fn route(&self) -> Option<usize> {
         match self {
             Session::WebSocket(t) => t.route(),
-            Session::Access(_) => None,
+            Session::Access(_) | Session::Tcp(..) => None,
         }
     }
 
@@ -184,7 +231,7 @@ impl Session {
     pub fn set_server_name(&mut self, name: &str) {
         match self {
             Session::WebSocket(t) => t.set_server_name(name),
-            Session::Access(_) => {}
+            Session::Access(_) | Session::Tcp(..) => {}
         }
     }
 
@@ -197,6 +244,7 @@ impl Session {
                 t.handle_origin_tls_failed(format!("TLS with the edge failed: {why}"))
             }
             Session::Access(t) => t.handle_client_error(libc::EPROTO, now),
+            Session::Tcp(t, _) => t.handle_client_error(libc::EPROTO, now),
         }
     }
 
@@ -205,6 +253,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.handle_origin_socket_failed(errno, now),
             Session::Access(t) => t.handle_origin_connect_failed(errno, now),
+            Session::Tcp(t, _) => t.handle_origin_socket_failed(errno, now),
         }
     }
 
@@ -212,7 +261,7 @@ impl Session {
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {
             Session::WebSocket(t) => t.refusal(),
-            Session::Access(_) => None,
+            Session::Access(_) | Session::Tcp(..) => None,
         }
     }
 
@@ -220,6 +269,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.close_record(),
             Session::Access(t) => t.close_record(),
+            Session::Tcp(t, _) => t.close_record(),
         }
     }
 
@@ -227,6 +277,7 @@ impl Session {
         match self {
             Session::WebSocket(t) => t.stats(),
             Session::Access(t) => t.stats(),
+            Session::Tcp(t, _) => t.stats(),
         }
     }
 }

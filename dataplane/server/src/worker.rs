@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringway_proto::route::RouteTable;
+use ringway_proto::tcp::TcpConfig;
 use ringway_proto::tunnel::TunnelConfig;
 use ringway_uring::{Completion, OpId, Ring};
 use tracing::{debug, info, warn};
@@ -63,6 +64,8 @@ pub struct WorkerConfig {
     pub control: Option<WorkerLink>,
     /// Record latency histograms (`[admin] latency_histograms`).
     pub latency_histograms: bool,
+    /// Per listener: `mode = "tcp"` (its relay settings and route name), or `None`.
+    pub l4: Vec<Option<(TcpConfig, Arc<str>)>>,
 }
 
 /// A running worker's state. Field order matters for drop: the ring goes first (cancelling
@@ -101,6 +104,8 @@ pub struct Worker {
     busy_poll: Duration,
     accept_failures: AcceptFailures,
     control: Option<WorkerLink>,
+    /// Per listener: `mode = "tcp"` settings.
+    l4: Vec<Option<(TcpConfig, Arc<str>)>>,
     /// Counters and latency histograms per route.
     stats: WorkerStats,
 }
@@ -145,6 +150,7 @@ impl Worker {
             busy_poll: cfg.busy_poll,
             accept_failures: AcceptFailures::default(),
             control: cfg.control,
+            l4: cfg.l4,
             stats: WorkerStats::new(cfg.latency_histograms),
         })
     }
@@ -471,6 +477,11 @@ impl Worker {
                 return;
             }
         }
+        if let Some((config, name)) = self.l4.get(listener).cloned().flatten() {
+            let session = Session::tcp(config, name, now);
+            self.insert_conn(Some(fd), session, Transport::Plain, None, now);
+            return;
+        }
         let transport = match self.tls.get(listener).and_then(Option::as_ref) {
             None => Transport::Plain,
             Some(config) => match Transport::tls(config) {
@@ -487,7 +498,6 @@ impl Worker {
     /// A connection: a WebSocket tunnel for `fd`, or (access) a tunnel to the edge for the
     /// local connection `fd`, or a warm one with no local connection yet (`fd` None).
     fn new_conn(&mut self, fd: Option<OwnedFd>, transport: Transport, now: Instant) -> Option<Key> {
-        let (routes, limits) = (self.routes.clone(), self.limits);
         let (session, edge_tls) = match &self.access {
             None => (Session::websocket(self.tunnel.clone(), now), None),
             Some(a) => {
@@ -506,6 +516,18 @@ impl Worker {
                 (session, a.tls.clone())
             }
         };
+        Some(self.insert_conn(fd, session, transport, edge_tls, now))
+    }
+
+    fn insert_conn(
+        &mut self,
+        fd: Option<OwnedFd>,
+        session: Session,
+        transport: Transport,
+        edge_tls: Option<Arc<crate::conn::EdgeTls>>,
+        now: Instant,
+    ) -> Key {
+        let (routes, limits) = (self.routes.clone(), self.limits);
         let key = self.conns.insert_with(|key| {
             let mut conn = Conn::new(key, fd, session, transport, routes, limits, now);
             conn.edge_tls = edge_tls;
@@ -513,7 +535,7 @@ impl Worker {
         });
         self.unsettled += 1;
         self.pump(key, now);
-        Some(key)
+        key
     }
 
     /// The oldest warm tunnel that is up, dropping the ones that ended.

@@ -391,6 +391,9 @@ impl Driver {
                     assert!(self.close_sent.is_some(), "FIN before our Close");
                     self.client_write_shut = true;
                 }
+                Intent::ShutOriginWrite => {
+                    panic!("a WebSocket tunnel never half-closes the origin")
+                }
                 Intent::CloseClient => self.client_closed = true,
                 Intent::Finished => {
                     self.finished = true;

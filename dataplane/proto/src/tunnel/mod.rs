@@ -218,6 +218,9 @@ pub enum Intent {
     /// (SHUT_WR: the server closes TCP first, RFC 6455 §7.1.1) but keep reading its frames until
     /// its Close or EOF: the client sees data, Close and FIN in one go.
     ShutClientWrite,
+    /// Once the origin queue is empty: shut the origin's write side (SHUT_WR) and keep reading
+    /// it (an L4 relay passing on the client's half-close).
+    ShutOriginWrite,
     /// The tunnel reached `Closed`; [`Tunnel::close_record`] says why.
     Finished,
 }

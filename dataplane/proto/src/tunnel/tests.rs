@@ -88,6 +88,9 @@ impl Pair {
                 }
                 Intent::CloseOrigin => self.origin_closed = true,
                 Intent::ShutClientWrite => self.client_write_shut = true,
+                Intent::ShutOriginWrite => {
+                    panic!("a WebSocket tunnel never half-closes the origin")
+                }
                 Intent::AbortOrigin => self.origin_aborted = true,
                 Intent::CloseClient => self.client_closed = true,
                 Intent::Finished => self.finished = true,
