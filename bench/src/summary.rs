@@ -167,6 +167,30 @@ const WORKLOADS: &[Workload] = &[
         higher_is_better: true,
         target: "",
     },
+    Workload {
+        key: "l4-lat1",
+        title: "L4 (tcp mode): latency, 1 conn, 64 B: p50",
+        metric: "p50_us",
+        unit: "µs",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
+        key: "l4-lat64",
+        title: "L4 (tcp mode): latency, 64 conns, 64 B: messages/s",
+        metric: "messages_per_sec",
+        unit: "msg/s",
+        higher_is_better: true,
+        target: "",
+    },
+    Workload {
+        key: "l4-bulk8",
+        title: "L4 (tcp mode): bulk, 8 conns, 16 KiB writes: goodput",
+        metric: "goodput_mbps",
+        unit: "MB/s",
+        higher_is_better: true,
+        target: "≥ 1.2× HAProxy",
+    },
 ];
 
 /// Workloads with TLS and the same workload without, for the relay cost of TLS.
