@@ -25,4 +25,5 @@ pub mod timers;
 pub mod tls;
 pub mod token;
 pub mod transport;
+pub mod tune;
 pub mod worker;

@@ -75,6 +75,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Host tuning: `tune check` compares this host with tuning/RUNBOOK.md.
+    #[command(subcommand)]
+    Tune(Tune),
     /// Turn a local TCP port into tunnels: every connection accepted on --listen is carried to
     /// the edge at --url over a WebSocket (psql, pgbench and any TCP client work unchanged).
     Access(AccessArgs),
@@ -113,6 +116,54 @@ struct AccessArgs {
     warm_refresh_secs: u64,
 }
 
+#[derive(Subcommand)]
+enum Tune {
+    /// Read the host (/proc, /sys, limits) and the config; print every deviation from
+    /// tuning/RUNBOOK.md with the command that fixes it. Exit 0: nothing above info, 1:
+    /// warnings, 2: errors (tunnels will be refused under load), 3: the config is invalid.
+    Check {
+        /// The config ringway runs with (workers, steering, polling); default: one worker per CPU.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Read the host under this directory instead of / (for fixture trees).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// One JSON array of findings instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn tune_check(config: Option<PathBuf>, root: PathBuf, json: bool) -> i32 {
+    let plan = match config.as_ref().map(load).transpose() {
+        Ok(c) => {
+            let c = c.unwrap_or_else(|| {
+                Config::parse("[[listener]]\naddr = \"127.0.0.1:0\"\n", "<defaults>")
+                    .expect("the default config parses")
+            });
+            ringway::tune::Plan {
+                workers: c.cpus.clone(),
+                steer_by_cpu: c.engine.steer_by_cpu,
+                busy_poll_us: c.engine.busy_poll_us,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 3;
+        }
+    };
+    let findings = ringway::tune::check(&root, &plan);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&findings).unwrap_or_default()
+        );
+    } else {
+        print!("{}", ringway::tune::render(&findings));
+    }
+    ringway::tune::exit_code(&findings)
+}
+
 fn main() {
     let cli = Cli::parse();
     init_logs(cli.log_format);
@@ -146,6 +197,7 @@ fn main() {
             exit_code(loaded.and_then(|c| run(c, config.as_deref(), None)))
         }
         Command::Access(args) => exit_code(access(args)),
+        Command::Tune(Tune::Check { config, root, json }) => tune_check(config, root, json),
     };
     std::process::exit(code);
 }
