@@ -12,7 +12,11 @@
 //!   worker reads the kernel's CPU pressure (`/proc/pressure/cpu`, the time some runnable task
 //!   waited for a CPU); more than [`Polling::CONTENDED_ABOVE`] of the wall time counts as
 //!   contention too. Polling then stops for a backoff that doubles while contention keeps
-//!   coming back and shrinks after a long run of clean polls.
+//!   coming back and shrinks after a long run of clean polls;
+//! - and while polling finds completions: a poll that spends its whole budget with nothing
+//!   arriving ([`Wait::Missed`]) is CPU for nothing; when fewer than
+//!   [`Polling::MIN_HIT_RATE`] of recent polls found a completion, polling stops for the same
+//!   backoff.
 
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -113,6 +117,8 @@ pub struct Polling {
     off_until: Option<Instant>,
     backoff: Duration,
     clean: u32,
+    /// Exponentially weighted share of polls that found a completion.
+    hit_rate: f32,
 }
 
 impl Polling {
@@ -125,6 +131,8 @@ impl Polling {
     /// CPU pressure (share of wall time some task waited for a CPU) above which the box has
     /// no core to spare for polling.
     pub const CONTENDED_ABOVE: f32 = 0.50;
+    /// Below this share of polls finding a completion, polling costs more than it saves.
+    pub const MIN_HIT_RATE: f32 = 0.3;
 
     /// `spin`: the configured poll budget (`engine.busy_poll_us`); zero never polls.
     pub fn new(spin: Duration) -> Self {
@@ -139,6 +147,7 @@ impl Polling {
             off_until: None,
             backoff: Self::MIN_BACKOFF,
             clean: 0,
+            hit_rate: 1.0,
         }
     }
 
@@ -170,7 +179,15 @@ impl Polling {
         self.duty.record(busy, waited);
         match wait {
             Wait::Preempted => self.contended(now),
+            Wait::Missed => {
+                self.hit_rate -= self.hit_rate / 16.0;
+                if self.hit_rate < Self::MIN_HIT_RATE {
+                    self.contended(now);
+                    self.hit_rate = Self::MIN_HIT_RATE * 2.0; // try again after the backoff
+                }
+            }
             Wait::Polled => {
+                self.hit_rate += (1.0 - self.hit_rate) / 16.0;
                 self.clean += 1;
                 if self.clean >= Self::CLEAN_TO_SHRINK {
                     self.clean = 0;
@@ -320,6 +337,35 @@ mod tests {
         assert!(p.file.is_some(), "the file stays readable");
         let share = share.expect("a share after the interval");
         assert!((0.0..=2.0).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn polls_that_find_nothing_stop_polling() {
+        let t = Instant::now();
+        let mut p = polling(SPIN);
+        // Mostly hits: polling goes on.
+        for i in 0..200 {
+            let w = if i % 3 == 0 {
+                Wait::Missed
+            } else {
+                Wait::Polled
+            };
+            p.record(US(1), US(60), w, t);
+        }
+        assert_eq!(p.budget(t), SPIN);
+        // Then nothing comes while polling: it stops after a few wasted polls.
+        let mut n = 0;
+        while p.budget(t) == SPIN {
+            p.record(US(1), US(60), Wait::Missed, t);
+            n += 1;
+            assert!(n < 64, "still polling after {n} wasted polls");
+        }
+        assert_eq!(p.budget(t + Polling::MIN_BACKOFF - US(1)), Duration::ZERO);
+        assert_eq!(
+            p.budget(t + Polling::MIN_BACKOFF),
+            SPIN,
+            "tried again after the backoff"
+        );
     }
 
     #[test]

@@ -114,8 +114,10 @@ pub const PREEMPTED_GAP: Duration = Duration::from_micros(20);
 pub enum Wait {
     /// A completion arrived while polling.
     Polled,
-    /// Nothing arrived within the spin (or no spin was asked for): the thread slept.
+    /// No spin was asked for (or the ring cannot spin): the thread slept.
     Slept,
+    /// The whole spin passed with nothing arriving: the poll was wasted; the thread slept.
+    Missed,
     /// The thread was descheduled while polling, so the core is wanted by another task; it
     /// then slept.
     Preempted,
@@ -534,7 +536,7 @@ impl Ring {
             }
             if now - start >= spin {
                 self.submit_and_wait(1)?;
-                return Ok(Wait::Slept);
+                return Ok(Wait::Missed);
             }
             last = now;
             std::hint::spin_loop();
