@@ -164,3 +164,46 @@ fn the_config_refuses_what_cannot_work() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// An origin that never answers the connect (its accept queue is full, so the kernel drops
+/// further SYNs): the client is closed after `connect_ms`, and the close line says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_never_answers_times_out() {
+    let full = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
+    let addr = full.local_addr().expect("origin addr");
+    let mut held = Vec::new();
+    let mut saturated = false;
+    for _ in 0..5000 {
+        match timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => panic!("filling the origin's accept queue: {e}"),
+            Err(_) => {
+                saturated = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        saturated,
+        "could not fill the accept queue of a test listener"
+    );
+    let server = Ringway::start(&format!(
+        "{}[timeouts]\nconnect_ms = 1000\n",
+        tcp_config(addr, 1)
+    ));
+    let t = Instant::now();
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let r = timeout(STEP, s.read(&mut buf))
+        .await
+        .expect("closed within the bound");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    let took = t.elapsed();
+    assert!(
+        (Duration::from_millis(900)..=Duration::from_secs(5)).contains(&took),
+        "closed after {took:?}; expected ~connect_ms = 1 s"
+    );
+    let log = server.log();
+    assert!(log.contains("origin did not accept in time"), "{log}");
+    drop(held);
+}
