@@ -160,6 +160,10 @@ struct CommonArgs {
     /// Write the JSON report to FILE ("-" for stdout).
     #[arg(long)]
     json: Option<String>,
+    /// The proxy's process id: its CPU over the measured window is reported next to the
+    /// client's (`server_cpu_percent`, and per message for latency runs).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 }
 
 /// How a tls:// or wss:// target is trusted.
@@ -217,6 +221,7 @@ impl CommonArgs {
             warmup: secs("warmup", self.warmup)?,
             duration: secs("duration", self.duration)?,
             threads: self.threads.max(1),
+            server_pid: self.server_pid,
         })
     }
 }

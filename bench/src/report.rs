@@ -118,6 +118,12 @@ pub struct Report {
     /// CPU the client process used over the window, in percent of one core.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cpu_percent: Option<f64>,
+    /// CPU the proxy (`--server-pid`) used over the window, in percent of one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_percent: Option<f64>,
+    /// The proxy's CPU time per message (latency runs), µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_message: Option<f64>,
     pub errors: BTreeMap<String, u64>,
     pub error_total: u64,
     /// The first message seen for each error label.
@@ -166,6 +172,9 @@ impl Report {
     pub fn set_messages(&mut self, tally: &Tally, secs: f64) {
         self.messages = Some(tally.completed);
         self.messages_per_sec = Some(tally.completed as f64 / secs);
+        if let (Some(p), true) = (self.server_cpu_percent, tally.completed > 0) {
+            self.server_cpu_us_per_message = Some(p / 100.0 * secs * 1e6 / tally.completed as f64);
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -283,6 +292,13 @@ impl Report {
             );
         }
         opt_f(&mut t, "client cpu", self.client_cpu_percent, "% of a core");
+        opt_f(&mut t, "server cpu", self.server_cpu_percent, "% of a core");
+        opt_f(
+            &mut t,
+            "server cpu/msg",
+            self.server_cpu_us_per_message,
+            "µs",
+        );
         row(&mut t, "errors", self.error_total.to_string());
         for (label, n) in &self.errors {
             let detail = self.error_details.get(label).map_or("", String::as_str);

@@ -56,6 +56,22 @@ const WORKLOADS: &[Workload] = &[
         target: "≥ 0.65× direct",
     },
     Workload {
+        key: "lat1",
+        title: "latency, 1 conn, 64 B: proxy CPU per message",
+        metric: "server_cpu_us_per_message",
+        unit: "µs CPU",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
+        key: "lat64",
+        title: "latency, 64 conns, 64 B: proxy CPU per message",
+        metric: "server_cpu_us_per_message",
+        unit: "µs CPU",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
         key: "lat64",
         title: "latency, 64 conns, 64 B: p99",
         metric: "p99_us",

@@ -23,6 +23,7 @@ fn common(addr: SocketAddr, threads: usize) -> Common {
         warmup: Duration::from_millis(200),
         duration: Duration::from_millis(600),
         threads,
+        server_pid: Some(std::process::id()),
     }
 }
 
@@ -51,6 +52,11 @@ fn latency_and_rate_against_echo() {
         assert_eq!(r.connections_up, 4);
         assert!(r.messages.unwrap() > 100, "{}", r.to_table());
         assert!(r.p50_us.unwrap() > 0.0 && r.max_us.unwrap() >= r.p99_us.unwrap());
+        // The "server" here is this process (origin and client in one): its CPU is read from
+        // /proc/PID/stat over the window, and per message.
+        let cpu = r.server_cpu_percent.expect("server CPU reported");
+        assert!(cpu > 0.0 && cpu < 100.0 * 8.0, "{cpu}");
+        assert!(r.server_cpu_us_per_message.unwrap() > 0.0);
     }
     let big = latency::run(
         &common(origin.addr(), 1),

@@ -274,6 +274,7 @@ fn common(url: &str, opts: &TlsOptions) -> Common {
         warmup: Duration::from_millis(200),
         duration: Duration::from_millis(600),
         threads: 1,
+        server_pid: None,
     }
 }
 

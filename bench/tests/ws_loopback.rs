@@ -234,6 +234,7 @@ fn common(addr: SocketAddr) -> Common {
         warmup: Duration::from_millis(200),
         duration: Duration::from_millis(600),
         threads: 1,
+        server_pid: None,
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Common {
     pub warmup: Duration,
     pub duration: Duration,
     pub threads: usize,
+    /// The proxy under test, whose CPU over the window is reported.
+    pub server_pid: Option<u32>,
 }
 
 impl Common {
@@ -101,6 +103,7 @@ pub struct Measured {
     pub tally: Tally,
     pub window_secs: f64,
     pub client_cpu_percent: Option<f64>,
+    pub server_cpu_percent: Option<f64>,
 }
 
 /// Runs the load workload `workload`, whose `total` connections (or loops) are shared out over
@@ -135,6 +138,7 @@ pub fn run_load(
     let mut r = Report::new(workload, common.target.to_string(), params, &m.tally);
     r.elapsed_secs = m.window_secs;
     r.client_cpu_percent = m.client_cpu_percent;
+    r.server_cpu_percent = m.server_cpu_percent;
     (r, m)
 }
 
@@ -176,10 +180,12 @@ pub fn run_threads(
         let _ = gate.window.set(window);
         gate.barrier.wait();
         std::thread::sleep(common.warmup);
-        let cpu0 = process_cpu_secs();
+        let server_stat = common.server_pid.map(|p| format!("/proc/{p}/stat"));
+        let server = || server_stat.as_deref().and_then(cpu_secs_of);
+        let (cpu0, srv0) = (process_cpu_secs(), server());
         let t0 = Instant::now();
         std::thread::sleep(window.end.saturating_duration_since(Instant::now()));
-        let cpu1 = process_cpu_secs();
+        let (cpu1, srv1) = (process_cpu_secs(), server());
         let wall = t0.elapsed().as_secs_f64();
         let mut tally = Tally::default();
         for h in handles {
@@ -192,6 +198,10 @@ pub fn run_threads(
             tally,
             window_secs: common.duration.as_secs_f64(),
             client_cpu_percent: match (cpu0, cpu1) {
+                (Some(a), Some(b)) if wall > 0.0 => Some((b - a) / wall * 100.0),
+                _ => None,
+            },
+            server_cpu_percent: match (srv0, srv1) {
                 (Some(a), Some(b)) if wall > 0.0 => Some((b - a) / wall * 100.0),
                 _ => None,
             },
@@ -222,7 +232,12 @@ impl Share {
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
 pub fn process_cpu_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_secs_of("/proc/self/stat")
+}
+
+/// CPU seconds (user + system, all threads) of the process whose `stat` file is `path`.
+pub fn cpu_secs_of(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may hold spaces) start at field 3, "state".
     let rest = &stat[stat.rfind(')')? + 2..];
     let mut fields = rest.split_ascii_whitespace().skip(11);
