@@ -16,6 +16,38 @@ use tokio::time::timeout;
 /// How long an origin connection lives at most; tests are far shorter.
 const CONN_LIFETIME: Duration = Duration::from_secs(180);
 
+/// An origin that never answers a connect: a listener whose accept queue is full, so the
+/// kernel drops further SYNs and connects hang. Held until dropped.
+#[derive(Debug)]
+pub struct Unanswering {
+    pub addr: SocketAddr,
+    _listener: StdListener,
+    _held: Vec<TcpStream>,
+}
+
+impl Unanswering {
+    /// Fills a fresh listener's accept queue; panics if it cannot (then connects would not hang).
+    pub async fn start() -> Unanswering {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let mut held = Vec::new();
+        for _ in 0..5000 {
+            match timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => held.push(s),
+                Ok(Err(e)) => panic!("filling the origin's accept queue: {e}"),
+                Err(_) => {
+                    return Unanswering {
+                        addr,
+                        _listener: listener,
+                        _held: held,
+                    }
+                }
+            }
+        }
+        panic!("could not fill the accept queue of a test listener");
+    }
+}
+
 /// A running origin; its tasks stop when it is dropped.
 #[derive(Debug)]
 pub struct Origin {

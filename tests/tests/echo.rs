@@ -18,7 +18,6 @@ use ringway_e2e::server::Ringway;
 use ringway_e2e::ws::{self, read_bytes, read_close};
 use ringway_e2e::STEP;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -272,24 +271,8 @@ async fn origin_refusing_connections_gives_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_connect_timeout_gives_504() {
     // An origin whose accept queue is full: the kernel drops further SYNs, so connects hang.
-    let full = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
-    let addr = full.local_addr().expect("origin addr");
-    let mut held = Vec::new();
-    let mut saturated = false;
-    for _ in 0..5000 {
-        match timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => held.push(s),
-            Ok(Err(e)) => panic!("filling the origin's accept queue: {e}"),
-            Err(_) => {
-                saturated = true;
-                break;
-            }
-        }
-    }
-    assert!(
-        saturated,
-        "could not fill the accept queue of a test listener"
-    );
+    let origin = ringway_e2e::origin::Unanswering::start().await;
+    let addr = origin.addr;
     let server = Ringway::start(&ConfigToml::echo(addr).timeout("connect_ms", 1000).build());
     let started = Instant::now();
     assert_eq!(ws::refusal_status(&server.url("/echo")).await, 504);
@@ -298,7 +281,7 @@ async fn origin_connect_timeout_gives_504() {
         (Duration::from_millis(900)..=Duration::from_secs(5)).contains(&took),
         "504 came after {took:?}; expected ~connect_ms = 1 s"
     );
-    drop(held);
+    drop(origin);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -169,24 +169,8 @@ fn the_config_refuses_what_cannot_work() {
 /// further SYNs): the client is closed after `connect_ms`, and the close line says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_that_never_answers_times_out() {
-    let full = std::net::TcpListener::bind("127.0.0.1:0").expect("bind origin");
-    let addr = full.local_addr().expect("origin addr");
-    let mut held = Vec::new();
-    let mut saturated = false;
-    for _ in 0..5000 {
-        match timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => held.push(s),
-            Ok(Err(e)) => panic!("filling the origin's accept queue: {e}"),
-            Err(_) => {
-                saturated = true;
-                break;
-            }
-        }
-    }
-    assert!(
-        saturated,
-        "could not fill the accept queue of a test listener"
-    );
+    let origin = ringway_e2e::origin::Unanswering::start().await;
+    let addr = origin.addr;
     let server = Ringway::start(&format!(
         "{}[timeouts]\nconnect_ms = 1000\n",
         tcp_config(addr, 1)
@@ -205,5 +189,5 @@ async fn an_origin_that_never_answers_times_out() {
     );
     let log = server.log();
     assert!(log.contains("origin did not accept in time"), "{log}");
-    drop(held);
+    drop(origin);
 }

@@ -19,8 +19,6 @@ use crate::tunnel::{CloseReason, CloseRecord, Intent, Side, TunnelStats};
 pub struct TcpConfig {
     pub origin: SocketAddr,
     pub connect_timeout: Duration,
-    /// How long closing sockets may linger for their peer (the driver's close timeout).
-    pub close_timeout: Duration,
     /// Close after this long with no byte either way; `None`: never.
     pub idle_timeout: Option<Duration>,
 }
@@ -95,10 +93,6 @@ impl TcpRelay {
 
     pub fn stats(&self) -> TunnelStats {
         self.stats
-    }
-
-    pub fn origin(&self) -> SocketAddr {
-        self.config.origin
     }
 
     pub fn handle_origin_connected(&mut self, now: Instant) {
@@ -225,7 +219,6 @@ mod tests {
             TcpConfig {
                 origin: "127.0.0.1:5432".parse().unwrap(),
                 connect_timeout: Duration::from_secs(5),
-                close_timeout: Duration::from_secs(2),
                 idle_timeout: None,
             },
             now,

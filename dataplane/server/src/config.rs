@@ -218,30 +218,6 @@ pub struct ControlFiles {
     pub state: Option<PathBuf>,
 }
 
-/// A route file: a config file's `[[route]]` tables. The other sections of a config file may
-/// be present (so a whole config file can be applied) and are not used.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // the other sections are only allowed, not used
-struct RouteFile {
-    #[serde(default, deserialize_with = "route_tables")]
-    route: Vec<RouteConfig>,
-    #[serde(default)]
-    workers: Option<toml::Value>,
-    #[serde(default)]
-    limits: Option<toml::Value>,
-    #[serde(default)]
-    timeouts: Option<toml::Value>,
-    #[serde(default)]
-    engine: Option<toml::Value>,
-    #[serde(default)]
-    listener: Option<toml::Value>,
-    #[serde(default)]
-    control: Option<toml::Value>,
-    #[serde(default)]
-    admin: Option<toml::Value>,
-}
-
 fn listener_tables<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Listener>, D::Error> {
     d.deserialize_seq(ArrayOfTables("listener", PhantomData))
 }
@@ -379,6 +355,16 @@ impl Source<'_> {
             + 1
     }
 
+    /// `p` as written in the config: relative paths are relative to the config file's
+    /// directory (not for an embedded config, named `<...>`).
+    fn relative(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        match std::path::Path::new(self.file).parent() {
+            Some(d) if p.is_relative() && !self.file.starts_with('<') => d.join(p),
+            _ => p,
+        }
+    }
+
     /// A TOML syntax or shape error, with its line.
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
         let (file, msg) = (self.file, e.message().trim());
@@ -492,14 +478,7 @@ impl Config {
 }
 
 fn tls_files(src: &Source<'_>, t: &Spanned<TlsConfig>) -> Result<TlsFiles, ConfigError> {
-    let dir = std::path::Path::new(src.file).parent();
-    let path = |p: &str| -> PathBuf {
-        let p = PathBuf::from(p);
-        match dir {
-            Some(d) if p.is_relative() && !src.file.starts_with('<') => d.join(p),
-            _ => p,
-        }
-    };
+    let path = |p: &str| src.relative(p);
     let cfg = t.get_ref();
     let mut sni = Vec::new();
     for entry in &cfg.sni {
@@ -718,7 +697,9 @@ pub fn parse_routes(
     version: u64,
 ) -> Result<(RouteTable, Vec<RouteSpec>), ConfigError> {
     let src = Source { text, file };
-    let raw: RouteFile = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
+    // A route file is a config file of which only the `[[route]]` tables are used: its other
+    // sections may be present (so a whole config file can be applied) and are checked for shape.
+    let raw: RawConfig = toml::from_str(text).map_err(|e| src.toml_error(&e))?;
     routes(&src, &raw.route, version)
 }
 
@@ -740,14 +721,7 @@ pub fn build_routes(specs: &[RouteSpec], version: u64) -> Result<RouteTable, Con
 }
 
 fn control_files(src: &Source<'_>, c: ControlSection) -> ControlFiles {
-    let dir = std::path::Path::new(src.file).parent();
-    let path = |p: &str| -> PathBuf {
-        let p = PathBuf::from(p);
-        match dir {
-            Some(d) if p.is_relative() && !src.file.starts_with('<') => d.join(p),
-            _ => p,
-        }
-    };
+    let path = |p: &str| src.relative(p);
     let socket = match &c.socket {
         Some(p) => path(p),
         None => match std::env::var_os("RINGWAY_CONTROL").filter(|v| !v.is_empty()) {

@@ -24,7 +24,7 @@ use crate::relay::{forward, Pool};
 use crate::session::Session;
 use crate::slab::Key;
 use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
-use crate::stats::{Phase, WorkerStats, UNROUTED};
+use crate::stats::{End, Phase, WorkerStats, UNROUTED};
 use crate::token::{tag, Op, Side};
 use crate::transport::{Opened, Transport};
 
@@ -390,7 +390,7 @@ impl Conn {
         let client_paused = self.origin.socket.is_paused()
             || self.client.is_paused()
             || self.client.has_pending_pong()
-            || self.session.client_paused_until().is_some_and(|t| t > now);
+            || self.session.client_paused(now);
         submit(
             ring,
             &mut self.client,
@@ -438,8 +438,8 @@ impl Conn {
 
     /// The session chose its route: its figures' slot, and the setup phases so far.
     fn routed(&mut self, stats: &mut WorkerStats, now: Instant) {
-        let name = self.route_name().to_string();
-        self.stats_slot = Some(stats.slot(&name));
+        let slot = stats.slot(self.route_name());
+        self.stats_slot = Some(slot);
         if let Some(t) = self.tls_done {
             self.sample(stats, Phase::Tls, t - self.started);
         }
@@ -465,11 +465,8 @@ impl Conn {
         }
         let Some(slot) = self.stats_slot else { return };
         let t = self.session.stats();
-        let how = self
-            .session
-            .close_record()
-            .map_or_else(|| "-".to_string(), |r| close_class(&r));
-        stats.closed(slot, t.to_origin, t.to_client, how);
+        let end = self.session.close_record().map(|r| End::of(&r));
+        stats.closed(slot, t.to_origin, t.to_client, end);
     }
 
     /// What `ringctl tunnels` shows of this connection (`None`: a warm tunnel of `ringway
@@ -707,29 +704,4 @@ fn submit(
             SocketOp::Discard(tx) => ring.recycle_tx(tx),
         }
     }
-}
-
-/// How a tunnel ended, for the figures: who, and the kind of end without its details (an
-/// errno's text would make a key per error).
-fn close_class(r: &ringway_proto::tunnel::CloseRecord) -> String {
-    use ringway_proto::tunnel::CloseReason as R;
-    let what = match r.reason {
-        R::ClientClose(Some(code)) => format!("Close {code}"),
-        R::ClientClose(None) => "Close".into(),
-        R::ClientEof | R::OriginEof => "EOF".into(),
-        R::ClientError(_) | R::OriginError(_) => "socket error".into(),
-        R::ClientTls => "TLS failure".into(),
-        R::Protocol(code) => format!("protocol error {code}"),
-        R::Refused(status) => format!("refused {status}"),
-        R::HandshakeTimeout => "handshake timeout".into(),
-        R::ConnectFailed(_) => "connect failed".into(),
-        R::ConnectTimeout => "connect timeout".into(),
-        R::OriginSocket(_) => "no origin socket".into(),
-        R::IdleTimeout => "idle timeout".into(),
-        R::Shutdown => "shutdown".into(),
-        R::Operator => "operator".into(),
-        R::ClientStalled => "stopped reading".into(),
-        R::OriginStalled => "stopped reading".into(),
-    };
-    format!("{}: {what}", r.by)
 }

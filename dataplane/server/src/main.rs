@@ -412,7 +412,6 @@ fn run(
                         let relay = ringway_proto::tcp::TcpConfig {
                             origin: t.origin,
                             connect_timeout: Duration::from_millis(config.timeouts.connect_ms),
-                            close_timeout: Duration::from_millis(config.timeouts.close_ms),
                             idle_timeout: t.idle_timeout,
                         };
                         (relay, Arc::from(t.name.as_str()))

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ringway_proto::access::{AccessConfig, AccessTunnel};
 use ringway_proto::route::RouteTable;
@@ -200,15 +200,14 @@ impl Session {
         }
     }
 
-    /// The client must not be read before this (it sent more frame overhead than allowed).
-    pub fn client_paused_until(&self) -> Option<Instant> {
+    /// Whether the client must not be read at `now`: a WebSocket client that sent more frame
+    /// overhead than allowed (until its pause ends), an L4 client before its origin is up
+    /// (nothing is buffered for an unconnected origin).
+    pub fn client_paused(&self, now: Instant) -> bool {
         match self {
-            Session::WebSocket(t) => t.client_paused_until(),
-            Session::Access(_) => None,
-            // Not read before the origin is up: nothing is buffered for an unconnected origin.
-            Session::Tcp(t, _) => t
-                .client_paused()
-                .then_some(Instant::now() + Duration::from_secs(3600)),
+            Session::WebSocket(t) => t.client_paused_until().is_some_and(|t| t > now),
+            Session::Access(_) => false,
+            Session::Tcp(t, _) => t.client_paused(),
         }
     }
 

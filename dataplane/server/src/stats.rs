@@ -8,10 +8,12 @@
 //! Refusals before routing (404, 400, 408...) go to the route named `-`.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use ringctl::{RouteCounters, RouteReport, PHASES};
+use ringway_proto::tunnel::{CloseReason, CloseRecord, Side};
 
 /// A latency phase, an index into [`ringctl::PHASES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +27,53 @@ pub enum Phase {
     RelayToClient,
 }
 
+/// How a tunnel ended, as its figures count it: who ended it and the kind of end, without
+/// details that would make a key per error (an errno). A plain value: counting an end
+/// allocates nothing; it is worded only when the figures are reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct End {
+    by: &'static str,
+    what: &'static str,
+    code: Option<u16>,
+}
+
+impl End {
+    pub fn of(r: &CloseRecord) -> End {
+        let by = match r.by {
+            Side::Client => "client",
+            Side::Origin => "origin",
+            Side::Server => "ringway",
+        };
+        let (what, code) = match r.reason {
+            CloseReason::ClientClose(code) => ("Close", code),
+            CloseReason::ClientEof | CloseReason::OriginEof => ("EOF", None),
+            CloseReason::ClientError(_) | CloseReason::OriginError(_) => ("socket error", None),
+            CloseReason::ClientTls => ("TLS failure", None),
+            CloseReason::Protocol(code) => ("protocol error", Some(code)),
+            CloseReason::Refused(status) => ("refused", Some(status)),
+            CloseReason::HandshakeTimeout => ("handshake timeout", None),
+            CloseReason::ConnectFailed(_) => ("connect failed", None),
+            CloseReason::ConnectTimeout => ("connect timeout", None),
+            CloseReason::OriginSocket(_) => ("no origin socket", None),
+            CloseReason::IdleTimeout => ("idle timeout", None),
+            CloseReason::Shutdown => ("shutdown", None),
+            CloseReason::Operator => ("operator", None),
+            CloseReason::ClientStalled | CloseReason::OriginStalled => ("stopped reading", None),
+        };
+        End { by, what, code }
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.by, self.what)?;
+        match self.code {
+            Some(c) => write!(f, " {c}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The name of refusals no route was chosen for.
 pub const UNROUTED: &str = "-";
 
@@ -36,7 +85,12 @@ fn histogram() -> Histogram<u64> {
 
 struct RouteSlot {
     name: String,
+    /// Tunnels and bytes (its `closes` and `refusals` are filled at report time, from the two
+    /// maps below).
     counters: RouteCounters,
+    /// Ends (`None`: no record) and refusals by status.
+    ends: HashMap<Option<End>, u64>,
+    refusals: HashMap<u16, u64>,
     /// Created on first sample.
     hist: [Option<Box<Histogram<u64>>>; PHASES.len()],
 }
@@ -66,6 +120,8 @@ impl WorkerStats {
         self.routes.push(RouteSlot {
             name: name.to_string(),
             counters: RouteCounters::default(),
+            ends: HashMap::new(),
+            refusals: HashMap::new(),
             hist: Default::default(),
         });
         self.index.insert(name.to_string(), self.routes.len() - 1);
@@ -99,21 +155,18 @@ impl WorkerStats {
     }
 
     /// A tunnel that was upgraded ended: its bytes and how it ended.
-    pub fn closed(&mut self, slot: usize, to_origin: u64, to_client: u64, how: String) {
-        let c = &mut self.routes[slot].counters;
+    pub fn closed(&mut self, slot: usize, to_origin: u64, to_client: u64, end: Option<End>) {
+        let r = &mut self.routes[slot];
+        let c = &mut r.counters;
         c.open = c.open.saturating_sub(1);
         c.to_origin += to_origin;
         c.to_client += to_client;
-        *c.closes.entry(how).or_default() += 1;
+        *r.ends.entry(end).or_default() += 1;
     }
 
     /// An upgrade was refused with `status`.
     pub fn refused(&mut self, slot: usize, status: u16) {
-        *self.routes[slot]
-            .counters
-            .refusals
-            .entry(status.to_string())
-            .or_default() += 1;
+        *self.routes[slot].refusals.entry(status).or_default() += 1;
     }
 
     /// The figures for the control thread (only `route`, when given); `live` adds the bytes
@@ -129,6 +182,13 @@ impl WorkerStats {
             .filter(|(_, r)| route.is_none_or(|n| n == r.name))
             .map(|(i, r)| {
                 let mut counters = r.counters.clone();
+                for (end, n) in &r.ends {
+                    let key = end.map_or_else(|| "-".to_string(), |e| e.to_string());
+                    *counters.closes.entry(key).or_default() += n;
+                }
+                for (status, n) in &r.refusals {
+                    counters.refusals.insert(status.to_string(), *n);
+                }
                 if let Some((o, c)) = live.get(&i) {
                     counters.to_origin += o;
                     counters.to_client += c;
@@ -175,7 +235,7 @@ mod tests {
             w.routes[u].hist[0].is_some(),
             "refusals before routing are never retired"
         );
-        assert_eq!(w.routes[u].counters.refusals["404"], 1, "counters stay");
+        assert_eq!(w.routes[u].refusals[&404], 1, "counters stay");
     }
 
     #[test]
@@ -192,7 +252,11 @@ mod tests {
         w0.opened(a0);
         w1.opened(a1);
         w1.opened(a1);
-        w1.closed(a1, 10, 20, "client: Close 1000".into());
+        let normal = CloseRecord {
+            by: Side::Client,
+            reason: CloseReason::ClientClose(Some(1000)),
+        };
+        w1.closed(a1, 10, 20, Some(End::of(&normal)));
         w1.refused(b1, 502);
         let live = HashMap::from([(a0, (5, 6))]);
         let merged =
