@@ -43,7 +43,7 @@ pub enum ToWorker {
 /// A question for a worker, answered with an [`Answer`] carrying the same `id`.
 #[derive(Clone, Debug)]
 pub enum Query {
-    Stats { id: u64, route: Option<String> },
+    Stats { id: u64 },
     Tunnels { id: u64, route: Option<String> },
     Close { id: u64, slot: u32, gen: u32 },
 }
@@ -263,6 +263,7 @@ pub fn start(
         specs,
         state: files.state.clone(),
         pending: Vec::new(),
+        stats_cache: None,
         answers,
         queries: Vec::new(),
         next_query: 1,
@@ -348,6 +349,8 @@ const MAX_CLIENTS: usize = 64;
 const CLIENT_IDLE: Duration = Duration::from_secs(60);
 /// A `/metrics` connection must send its request within this.
 const HTTP_IDLE: Duration = Duration::from_secs(10);
+/// How long the workers' figures are served again instead of asked for anew.
+const STATS_FRESH: Duration = Duration::from_millis(250);
 /// How long a change waits for every worker to take it before the reply says which did not.
 const APPLY_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -408,6 +411,8 @@ struct Client {
 struct PendingQuery {
     id: u64,
     client: Token,
+    /// Stats: the route asked for (workers always report every route).
+    route: Option<String>,
     expected: usize,
     answers: Vec<Answer>,
     started: Instant,
@@ -438,6 +443,8 @@ struct Plane {
     specs: Vec<RouteSpec>,
     state: Option<PathBuf>,
     pending: Vec<Pending>,
+    /// The last figures every worker gave, and when (see [`Plane::cached_stats`]).
+    stats_cache: Option<(Instant, Vec<Vec<RouteReport>>)>,
     answers: mpsc::Receiver<Answer>,
     /// Questions sent to workers, waiting for their answers.
     queries: Vec<PendingQuery>,
@@ -697,6 +704,7 @@ impl Plane {
     /// A `/metrics` client: once its request head is in, the figures are asked of every worker
     /// (replied to by `settle_queries`), or the error is answered.
     fn answer_http(&mut self, token: Token) {
+        let cached = self.cached_stats(None, Instant::now());
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
@@ -707,12 +715,16 @@ impl Plane {
             Some(_) => match crate::metrics::check_request(&client.input) {
                 Ok(()) => {
                     client.input.clear();
+                    if let Some(cached) = cached {
+                        client.output = http_reply(cached);
+                        client.closing = true;
+                        return;
+                    }
                     client.waiting = true;
                     let q = Query::Stats {
                         id: self.next_query,
-                        route: None,
                     };
-                    self.ask(token, None, q);
+                    self.ask(token, None, None, q);
                     return;
                 }
                 Err(status) => status,
@@ -728,20 +740,21 @@ impl Plane {
     /// One request; `None`: a change now waits for the workers (replied to by `settle`).
     fn handle(&mut self, client: Option<Token>, req: Request) -> Option<Reply> {
         let started = Instant::now();
-        let query = |id| match &req {
-            Request::Stats { route } => Some(Query::Stats {
-                id,
+        if let Request::Stats { route } = &req {
+            if let Some(reply) = self.cached_stats(route.as_deref(), started) {
+                return Some(reply);
+            }
+            let q = Query::Stats {
+                id: self.next_query,
+            };
+            return self.ask(client?, None, route.clone(), q);
+        }
+        if let Request::Tunnels { route } = &req {
+            let q = Query::Tunnels {
+                id: self.next_query,
                 route: route.clone(),
-            }),
-            Request::Tunnels { route } => Some(Query::Tunnels {
-                id,
-                route: route.clone(),
-            }),
-            _ => None,
-        };
-        if let Some(q) = query(self.next_query) {
-            let client = client?;
-            return self.ask(client, None, q);
+            };
+            return self.ask(client?, None, None, q);
         }
         if let Request::TunnelsClose { id } = &req {
             let client = client?;
@@ -760,7 +773,7 @@ impl Plane {
                 slot,
                 gen,
             };
-            return self.ask(client, Some(worker), q);
+            return self.ask(client, Some(worker), None, q);
         }
         let (specs, dry_run) = match req {
             Request::Stats { .. } | Request::Tunnels { .. } | Request::TunnelsClose { .. } => {
@@ -929,7 +942,13 @@ impl Plane {
     }
 
     /// Sends `q` to one worker or all; the reply waits for the answers.
-    fn ask(&mut self, client: Token, only: Option<usize>, q: Query) -> Option<Reply> {
+    fn ask(
+        &mut self,
+        client: Token,
+        only: Option<usize>,
+        route: Option<String>,
+        q: Query,
+    ) -> Option<Reply> {
         let id = self.next_query;
         self.next_query += 1;
         let mut expected = 0;
@@ -948,8 +967,17 @@ impl Plane {
             expected,
             answers: Vec::new(),
             started: Instant::now(),
+            route,
         });
         None
+    }
+
+    /// The workers' figures when a fresh enough copy is at hand: every stats request and
+    /// scrape within [`STATS_FRESH`] of the last answer is served from it, so a flood of them
+    /// costs the workers one walk of their tunnels per interval, not one per request.
+    fn cached_stats(&self, route: Option<&str>, now: Instant) -> Option<Reply> {
+        let (at, workers) = self.stats_cache.as_ref()?;
+        (now.duration_since(*at) < STATS_FRESH).then(|| stats_reply(workers, route))
     }
 
     /// Replies to the questions every asked worker has answered (or that waited too long).
@@ -971,7 +999,14 @@ impl Plane {
                     APPLY_DEADLINE.as_secs()
                 ))
             } else {
-                combine(q.answers)
+                match combine(q.answers) {
+                    Reply::Stats { workers } => {
+                        let reply = stats_reply(&workers, q.route.as_deref());
+                        self.stats_cache = Some((now, workers));
+                        reply
+                    }
+                    other => other,
+                }
             };
             if let Some(client) = self.clients.get_mut(&q.client) {
                 if client.http {
@@ -1035,6 +1070,20 @@ fn http_reply(reply: Reply) -> Vec<u8> {
         }
         Err(e) => crate::metrics::response(503, "text/plain", &format!("{e}\n")),
     }
+}
+
+/// `workers`' figures, only `route` when given.
+fn stats_reply(workers: &[Vec<RouteReport>], route: Option<&str>) -> Reply {
+    let workers = workers
+        .iter()
+        .map(|w| {
+            w.iter()
+                .filter(|r| route.is_none_or(|n| n == r.route))
+                .cloned()
+                .collect()
+        })
+        .collect();
+    Reply::Stats { workers }
 }
 
 /// `W-SLOT-GEN`.

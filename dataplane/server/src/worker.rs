@@ -271,7 +271,7 @@ impl Worker {
     /// Answers the control thread: figures, the open tunnels, or an operator's close.
     fn answer(&mut self, q: Query, now: Instant) -> Answer {
         match q {
-            Query::Stats { id, route } => {
+            Query::Stats { id } => {
                 let mut live: HashMap<usize, (u64, u64)> = HashMap::new();
                 for key in self.conns.keys() {
                     if let Some((slot, o, c)) = self.conns.get(key).and_then(Conn::live_bytes) {
@@ -280,7 +280,7 @@ impl Worker {
                         e.1 += c;
                     }
                 }
-                let reports = self.stats.report(route.as_deref(), &live);
+                let reports = self.stats.report(None, &live);
                 Answer::Stats { id, reports }
             }
             Query::Tunnels { id, route } => {
