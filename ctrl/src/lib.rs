@@ -137,6 +137,9 @@ pub struct RouteCounters {
     /// Payload bytes each way, ended and open tunnels.
     pub to_origin: u64,
     pub to_client: u64,
+    /// Of those, bytes an L4 relay moved with splice(2) (never copied through user space).
+    #[serde(default)]
+    pub spliced: u64,
     /// Ended tunnels by who ended them and how (`client: Close 1000`, `origin: EOF`, ...).
     pub closes: BTreeMap<String, u64>,
     /// Refused upgrades by HTTP status (`"404"`: JSON object keys are strings).
@@ -149,6 +152,7 @@ impl RouteCounters {
         self.total += o.total;
         self.to_origin += o.to_origin;
         self.to_client += o.to_client;
+        self.spliced += o.spliced;
         for (k, v) in &o.closes {
             *self.closes.entry(k.clone()).or_default() += v;
         }

@@ -335,9 +335,13 @@ fn render_stats(merged: &[ringctl::Merged]) -> String {
     for m in merged {
         let c = &m.counters;
         s.push_str(&format!(
-            "route {}: {} open, {} total, {} B to origin, {} B to client\n",
+            "route {}: {} open, {} total, {} B to origin, {} B to client",
             m.route, c.open, c.total, c.to_origin, c.to_client
         ));
+        if c.spliced > 0 {
+            s.push_str(&format!(" ({} B spliced)", c.spliced));
+        }
+        s.push('\n');
         if !c.closes.is_empty() {
             let list: Vec<String> = c.closes.iter().map(|(k, v)| format!("{k} {v}")).collect();
             s.push_str(&format!("  ended: {}\n", list.join(", ")));

@@ -2,6 +2,10 @@
 //! both ways (2 MiB of random bytes each way, 200 connections at once), a half-close is passed
 //! on (the origin answers after the client's FIN), a dead origin closes the client at once, a
 //! shutdown delivers what was queued, and the config refuses what cannot work.
+//!
+//! Bulk directions splice (the figures count the spliced bytes); with splicing off nothing is
+//! spliced; with fewer pipes than connections the rest copy, byte-exact; and clients that never
+//! read hold at most the worker's pipes, which the send stall gives back.
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +60,11 @@ async fn bytes_pass_unchanged_both_ways() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let spliced = spliced_bytes(&text);
+    assert!(
+        spliced > 0 && spliced <= 2 * 2097152,
+        "a 2 MiB transfer moves to splicing: {text}"
+    );
     let mut open = TcpStream::connect(server.addr()).await.unwrap();
     open.write_all(b"ping").await.unwrap();
     let mut four = [0u8; 4];
@@ -68,10 +77,21 @@ async fn bytes_pass_unchanged_both_ways() {
     assert!(text.contains(&name) && text.contains("relaying"), "{text}");
 }
 
+/// The `(N B spliced)` of a `ringctl stats` line (0 when absent).
+fn spliced_bytes(stats: &str) -> u64 {
+    stats
+        .split_once(" B spliced)")
+        .and_then(|(before, _)| before.rsplit_once('(')?.1.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 200 connections on 2 workers with 8 pipes each: the first bulk directions splice, the rest
+/// find no pipe and copy; every byte comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_connections_at_once() {
     let echo = Origin::echo().await;
-    let server = Ringway::start(&tcp_config(echo.addr, 2));
+    let config = format!("{}[engine]\nmax_pipes = 8\n", tcp_config(echo.addr, 2));
+    let server = Ringway::start(&config);
     let mut tasks = Vec::new();
     for i in 0..200u32 {
         let addr = server.addr();
@@ -85,6 +105,99 @@ async fn two_hundred_connections_at_once() {
     for t in tasks {
         t.await.expect("a connection failed");
     }
+    let out = server.ringctl(&["stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(spliced_bytes(&text) > 0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splicing_off_copies_everything() {
+    let echo = Origin::echo().await;
+    let config = format!(
+        "{}[engine]\nsplice_min_bytes = 0\n",
+        tcp_config(echo.addr, 1)
+    );
+    let server = Ringway::start(&config);
+    let mut data = vec![0u8; 1 << 20];
+    rand::thread_rng().fill_bytes(&mut data);
+    let s = TcpStream::connect(server.addr()).await.unwrap();
+    assert!(round_trip(s, data.clone()).await == data);
+    let out = server.ringctl(&["stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1048576 B to client") && spliced_bytes(&text) == 0,
+        "{text}"
+    );
+}
+
+/// Pipes the ringway process has open (from /proc).
+fn pipes_open(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|t| t.to_string_lossy().starts_with("pipe:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// 40 clients send 2 MiB each and never read: their directions fill pipes until none is left
+/// (4 per worker), a normal connection still moves 1 MiB both ways meanwhile (copying), and
+/// the send stall ends the stuck ones; the pipes that held their unread bytes are closed, not
+/// pooled, so the process never holds more than the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_hold_at_most_the_pipe_cap() {
+    let echo = Origin::echo().await;
+    let config = format!(
+        "{}[engine]\nmax_pipes = 4\n[timeouts]\nsend_stall_ms = 1500\n",
+        tcp_config(echo.addr, 1)
+    );
+    let server = Ringway::start(&config);
+    let before = pipes_open(server.pid());
+    let mut stuck = Vec::new();
+    for _ in 0..40 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(server.addr()).await.unwrap();
+        let chunk = vec![5u8; 256 * 1024];
+        // Writes until the path is full (the client never reads, so it fills up).
+        for _ in 0..8 {
+            if timeout(Duration::from_millis(200), s.write_all(&chunk))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        stuck.push(s);
+    }
+    let held = pipes_open(server.pid()) - before;
+    eprintln!("pipe ends held by stuck clients: {held}");
+    assert!(
+        held > 0 && held <= 2 * 4,
+        "{held} pipe ends open: the stuck clients hold pipes, at most the cap of 4"
+    );
+    let mut data = vec![0u8; 1 << 20];
+    rand::thread_rng().fill_bytes(&mut data);
+    let s = TcpStream::connect(server.addr()).await.unwrap();
+    assert!(
+        round_trip(s, data.clone()).await == data,
+        "a normal connection still works"
+    );
+    let closed = server
+        .await_log_line(&["stopped reading"], Duration::from_secs(10))
+        .await;
+    assert!(
+        closed.is_some(),
+        "the stall ends stuck clients: {}",
+        server.log_tail()
+    );
+    drop(stuck);
+    let held = pipes_open(server.pid()) - before;
+    assert!(held <= 2 * 4, "{held} pipe ends open after the stall");
 }
 
 /// The client's FIN reaches the origin (the echo origin ends its answer on it) and the answer

@@ -82,6 +82,17 @@ pub struct Engine {
     /// Microseconds a worker polls for completions before it sleeps (0: never poll).
     #[serde(default = "d_busy_poll")]
     pub busy_poll_us: u64,
+    /// An L4 (`mode = "tcp"`) direction whose reads reach this many bytes moves to splice(2)
+    /// through a pipe, with no copy through user space (0: never splice).
+    #[serde(default = "d_splice_min")]
+    pub splice_min_bytes: usize,
+    /// Capacity asked of each splice pipe (F_SETPIPE_SZ), at most `/proc/sys/fs/pipe-max-size`.
+    #[serde(default = "d_pipe_size")]
+    pub pipe_size: usize,
+    /// Pipes one worker may hold at once (each lent only while it holds bytes); past it,
+    /// connections copy.
+    #[serde(default = "d_max_pipes")]
+    pub max_pipes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -289,6 +300,15 @@ fn d_busy_poll() -> u64 {
 fn d_buffer_size() -> usize {
     64 * 1024
 }
+fn d_splice_min() -> usize {
+    16 * 1024
+}
+fn d_pipe_size() -> usize {
+    256 * 1024
+}
+fn d_max_pipes() -> usize {
+    256
+}
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -448,6 +468,11 @@ impl Config {
         if engine.buffer_size < 1024 || engine.buffer_size > 1 << 20 {
             return Err(ConfigError(format!(
                 "{file}: `engine.buffer_size` must be between 1024 and 1048576"
+            )));
+        }
+        if engine.pipe_size < 4096 || engine.pipe_size > 1 << 20 {
+            return Err(ConfigError(format!(
+                "{file}: `engine.pipe_size` must be between 4096 and 1048576"
             )));
         }
         Ok(Config {

@@ -24,6 +24,7 @@ use crate::relay::{forward, Pool};
 use crate::session::Session;
 use crate::slab::Key;
 use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
+use crate::splice::{Filled, Pipes, Splicing};
 use crate::stats::{End, Phase, WorkerStats, UNROUTED};
 use crate::token::{tag, Op, Side};
 use crate::transport::{Opened, Transport};
@@ -79,6 +80,23 @@ pub struct Conn {
     opened: bool,
     /// A byte from the origin was received.
     origin_spoke: bool,
+    /// An L4 connection's splice state, once a large read moved a direction to splicing.
+    splicing: Option<Box<Splicing>>,
+}
+
+/// Index of a direction by its source socket (see [`Splicing`]).
+fn dir(from: Side) -> usize {
+    match from {
+        Side::Client => 0,
+        Side::Origin => 1,
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Client => Side::Origin,
+        Side::Origin => Side::Client,
+    }
 }
 
 impl Conn {
@@ -122,7 +140,23 @@ impl Conn {
             connect_started: None,
             opened: false,
             origin_spoke: false,
+            splicing: None,
         }
+    }
+
+    /// The connection ends: its pipes go back to the worker's pool.
+    pub fn release_pipes(&mut self, pipes: &mut Pipes) {
+        if let Some(s) = self.splicing.as_mut() {
+            s.release_all(pipes);
+        }
+    }
+
+    fn splicing_on(&self, from: Side) -> bool {
+        self.splicing.as_ref().is_some_and(|s| s.is_on(dir(from)))
+    }
+
+    fn pipe_full(&self, from: Side) -> bool {
+        self.splicing.as_ref().is_some_and(|s| s.is_full(dir(from)))
     }
 
     pub fn socket(&mut self, side: Side) -> &mut Socket {
@@ -143,6 +177,7 @@ impl Conn {
         c: Completion,
         ring: &mut Ring,
         pool: &Pool,
+        pipes: &mut Pipes,
         stats: &mut WorkerStats,
         now: Instant,
     ) {
@@ -155,6 +190,7 @@ impl Conn {
                             self.origin_spoke = true;
                             self.sample(stats, Phase::FirstByte, now - self.started);
                         }
+                        self.consider_splicing(side, buf.len(), pipes);
                         self.on_bytes(side, buf, ring, pool, now);
                     } else {
                         ring.recycle(buf);
@@ -178,20 +214,49 @@ impl Conn {
             }
             Op::Send => {
                 let Some(tx) = c.tx else { return };
-                let sent = self.socket(side).on_send_completion(tx, c.result, now);
-                if let (Some(waited), true) = (sent.waited, self.session.is_relaying()) {
-                    let phase = match side {
-                        Side::Client => Phase::RelayToClient,
-                        Side::Origin => Phase::RelayToOrigin,
+                self.on_sent(side, tx, c.result, ring, stats, now);
+            }
+            Op::Readable => {
+                self.socket(side).on_recv_completion(true);
+                match c.result {
+                    r if r > 0 => self.on_readable(side, pipes, stats, now),
+                    r if r == -libc::ECANCELED => {}
+                    r if r < 0 && self.socket(side).on_recv_error() => {
+                        self.session.handle_error(side == Side::Origin, r, now);
+                    }
+                    _ => {}
+                }
+            }
+            Op::Writable => {
+                let Some(tx) = c.tx else { return };
+                let mut result = c.result;
+                if result > 0 {
+                    let fd = match side {
+                        Side::Client => self.client.fd(),
+                        Side::Origin => self.origin.socket.fd(),
                     };
-                    self.sample(stats, phase, waited);
+                    let (Some(splicing), Some(fd)) = (self.splicing.as_mut(), fd) else {
+                        // Cannot happen: piped bytes exist only with their pipe, and the fd is
+                        // closed only after this poll's completion.
+                        self.on_sent(side, tx, -libc::EPIPE, ring, stats, now);
+                        return;
+                    };
+                    match splicing.drain(dir(other(side)), fd, tx.len(), pipes) {
+                        Some(r) => {
+                            result = r;
+                            if let (Some(slot), true) = (self.stats_slot, r > 0) {
+                                stats.spliced(slot, r as u64);
+                            }
+                        }
+                        None => {
+                            // Took nothing after all: wait for room again (still one send).
+                            let raw = self.socket(side).raw();
+                            ring.poll_writable(raw, tx, tag(Op::Writable, side, self.key));
+                            return;
+                        }
+                    }
                 }
-                if let Some(done) = sent.done {
-                    ring.recycle_tx(done);
-                }
-                if let Some(err) = sent.failed {
-                    self.session.handle_error(side == Side::Origin, err, now);
-                }
+                self.on_sent(side, tx, result, ring, stats, now);
             }
             Op::Connect => {
                 if c.result == 0 {
@@ -225,6 +290,93 @@ impl Conn {
             }
             Op::Close => self.socket(side).on_close_completion(),
             Op::Cancel | Op::Tick | Op::Accept | Op::Control => {}
+        }
+    }
+
+    /// A send (or a splice on from a pipe) on `side` completed with `result`.
+    fn on_sent(
+        &mut self,
+        side: Side,
+        tx: TxBuf,
+        result: i32,
+        ring: &mut Ring,
+        stats: &mut WorkerStats,
+        now: Instant,
+    ) {
+        let sent = self.socket(side).on_send_completion(tx, result, now);
+        if let (Some(waited), true) = (sent.waited, self.session.is_relaying()) {
+            let phase = match side {
+                Side::Client => Phase::RelayToClient,
+                Side::Origin => Phase::RelayToOrigin,
+            };
+            self.sample(stats, phase, waited);
+        }
+        if let Some(done) = sent.done {
+            ring.recycle_tx(done);
+        }
+        if let Some(err) = sent.failed {
+            self.session.handle_error(side == Side::Origin, err, now);
+        }
+    }
+
+    /// A read of `n` bytes on `from`'s copying path: an L4 direction that reads large chunks
+    /// moves to splicing, from its next read on.
+    fn consider_splicing(&mut self, from: Side, n: usize, pipes: &Pipes) {
+        let config = pipes.config();
+        if config.min_bytes == 0 || n < config.min_bytes || !self.session.passes_bytes_unchanged() {
+            return;
+        }
+        let splicing = self.splicing.get_or_insert_with(Box::default);
+        if splicing.on_copied(dir(from), n, &config) {
+            // The armed multishot recv ends; the next read is armed as a readability poll.
+            self.socket(from).restart_recv();
+        }
+    }
+
+    /// A splicing socket is readable: its bytes go into the direction's pipe and, counted as
+    /// piped bytes, into the other socket's queue. A socket no longer open is read (and its
+    /// bytes discarded) by an ordinary recv, armed by the next pump.
+    fn on_readable(
+        &mut self,
+        side: Side,
+        pipes: &mut Pipes,
+        stats: &mut WorkerStats,
+        now: Instant,
+    ) {
+        if !self.socket(side).is_open() {
+            return;
+        }
+        let fd = match side {
+            Side::Client => self.client.fd(),
+            Side::Origin => self.origin.socket.fd(),
+        };
+        let filled = match (self.splicing.as_mut(), fd) {
+            (Some(s), Some(fd)) => s.fill(dir(side), fd, pipes),
+            _ => return,
+        };
+        let from_origin = side == Side::Origin;
+        match filled {
+            Filled::Bytes(n) => {
+                if from_origin && !self.origin_spoke {
+                    self.origin_spoke = true;
+                    self.sample(stats, Phase::FirstByte, now - self.started);
+                }
+                self.session.handle_spliced(from_origin, n as usize, now);
+                // A destination that takes no more bytes leaves them in the pipe, which is
+                // closed (not reused) when the connection ends.
+                let _ = self.socket(other(side)).queue(TxBuf::piped(n), now);
+            }
+            Filled::Eof => {
+                if self.socket(side).on_eof() {
+                    self.session.handle_eof(from_origin, now);
+                }
+            }
+            Filled::Failed(errno) => {
+                if self.socket(side).on_recv_error() {
+                    self.session.handle_error(from_origin, errno, now);
+                }
+            }
+            Filled::Nothing | Filled::Fallback => {}
         }
     }
 
@@ -390,26 +542,34 @@ impl Conn {
         let client_paused = self.origin.socket.is_paused()
             || self.client.is_paused()
             || self.client.has_pending_pong()
-            || self.session.client_paused(now);
+            || self.session.client_paused(now)
+            || self.pipe_full(Side::Client);
+        let splice = self.splicing_on(Side::Client);
         submit(
             ring,
             &mut self.client,
             Side::Client,
             key,
             now,
-            client_paused,
-            buffers_ok,
+            Reads {
+                paused: client_paused,
+                buffers_ok,
+                splice,
+            },
         );
-        let origin_paused = self.client.is_paused();
-        let origin = &mut self.origin.socket;
+        let origin_paused = self.client.is_paused() || self.pipe_full(Side::Origin);
+        let splice = self.splicing_on(Side::Origin);
         submit(
             ring,
-            origin,
+            &mut self.origin.socket,
             Side::Origin,
             key,
             now,
-            origin_paused,
-            buffers_ok,
+            Reads {
+                paused: origin_paused,
+                buffers_ok,
+                splice,
+            },
         );
     }
 
@@ -671,23 +831,33 @@ impl std::fmt::Display for Addr {
     }
 }
 
-/// Submits every operation `sock` asks for.
-fn submit(
-    ring: &mut Ring,
-    sock: &mut Socket,
-    side: Side,
-    key: Key,
-    now: Instant,
-    read_paused: bool,
+/// How a socket may be read this turn.
+struct Reads {
+    /// Its bytes must not be read now (see `Socket::poll_op`).
+    paused: bool,
+    /// The pool has buffers to re-arm a recv.
     buffers_ok: bool,
-) {
-    while let Some(op) = sock.poll_op(now, read_paused, buffers_ok) {
+    /// Its direction splices: a read is a readability poll, not a recv (while open).
+    splice: bool,
+}
+
+/// Submits every operation `sock` asks for.
+fn submit(ring: &mut Ring, sock: &mut Socket, side: Side, key: Key, now: Instant, reads: Reads) {
+    while let Some(op) = sock.poll_op(now, reads.paused, reads.buffers_ok) {
         match op {
+            SocketOp::Recv if reads.splice && sock.is_open() => {
+                let id = ring.poll_readable_once(sock.raw(), tag(Op::Readable, side, key));
+                sock.recv_submitted(id);
+            }
             SocketOp::Recv => {
                 let id = ring.recv(sock.raw(), tag(Op::Recv, side, key));
                 sock.recv_submitted(id);
             }
             SocketOp::CancelRecv(id) => ring.cancel(id, tag(Op::Cancel, side, key)),
+            // Bytes in a pipe are spliced on once the socket is writable.
+            SocketOp::Send(tx, _) if tx.is_piped() => {
+                ring.poll_writable(sock.raw(), tx, tag(Op::Writable, side, key))
+            }
             SocketOp::Send(tx, false) => ring.send(sock.raw(), tx, tag(Op::Send, side, key)),
             // The FIN follows this send's completion at once, and joins its last segment.
             SocketOp::Send(tx, true) => ring.send_last(sock.raw(), tx, tag(Op::Send, side, key)),

@@ -20,6 +20,7 @@ pub mod relay;
 pub mod session;
 pub mod slab;
 pub mod socket;
+pub mod splice;
 pub mod stats;
 pub mod timers;
 pub mod tls;

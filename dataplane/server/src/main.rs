@@ -418,6 +418,11 @@ fn run(
                     })
                 })
                 .collect(),
+            splice: ringway::splice::SpliceConfig {
+                min_bytes: config.engine.splice_min_bytes,
+                pipe_size: config.engine.pipe_size,
+                max_pipes: config.engine.max_pipes,
+            },
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::Builder::new()

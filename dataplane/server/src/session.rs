@@ -110,6 +110,21 @@ impl Session {
         }
     }
 
+    /// `n` bytes from the origin (`from_origin`) or the client went into a pipe unchanged, to be
+    /// spliced on (only an L4 relay's bytes, which need no transformation, are spliced).
+    pub fn handle_spliced(&mut self, from_origin: bool, n: usize, now: Instant) {
+        match self {
+            Session::Tcp(t, _) if from_origin => t.handle_origin_bytes(n, now),
+            Session::Tcp(t, _) => t.handle_client_bytes(n, now),
+            Session::WebSocket(_) | Session::Access(_) => {}
+        }
+    }
+
+    /// Bytes pass unchanged both ways (an L4 relay): they may be spliced.
+    pub fn passes_bytes_unchanged(&self) -> bool {
+        matches!(self, Session::Tcp(..))
+    }
+
     pub fn handle_origin_connected(&mut self, now: Instant) {
         match self {
             Session::WebSocket(t) => t.handle_origin_connected(now),

@@ -124,6 +124,8 @@ pub struct Socket<I = OpId> {
     recv: Recv<I>,
     /// The recv ended for lack of pool buffers; re-arm when some come back.
     starved: bool,
+    /// The armed recv is to end and be armed again (its kind changed: recv or splice).
+    restart: bool,
     cancelled: bool,
     sending: bool,
     /// Pool buffers held by the queue and the send in flight.
@@ -162,6 +164,7 @@ impl<I: Copy + Eq> Socket<I> {
             ops: 0,
             recv: Recv::Idle,
             starved: false,
+            restart: false,
             cancelled: false,
             sending: false,
             slots: 0,
@@ -354,6 +357,14 @@ impl<I: Copy + Eq> Socket<I> {
         if last {
             self.ops -= 1;
             self.recv = Recv::Idle;
+        }
+    }
+
+    /// Ends the armed recv so that the next one is armed afresh (the worker reads this socket
+    /// another way from now on: splicing instead of receiving, say).
+    pub fn restart_recv(&mut self) {
+        if matches!(self.recv, Recv::Armed(_) | Recv::Submitting) {
+            self.restart = true;
         }
     }
 
@@ -589,11 +600,13 @@ impl<I: Copy + Eq> Socket<I> {
             }
             Recv::Idle if want => {
                 self.starved = false;
+                self.restart = false;
                 self.recv = Recv::Submitting;
                 self.ops += 1;
                 Some(SocketOp::Recv)
             }
-            Recv::Armed(id) if !want => {
+            Recv::Armed(id) if !want || self.restart => {
+                self.restart = false;
                 self.recv = Recv::Cancelling;
                 Some(SocketOp::CancelRecv(id))
             }

@@ -164,6 +164,11 @@ impl WorkerStats {
         *r.ends.entry(end).or_default() += 1;
     }
 
+    /// An L4 relay on `slot` spliced `n` bytes on.
+    pub fn spliced(&mut self, slot: usize, n: u64) {
+        self.routes[slot].counters.spliced += n;
+    }
+
     /// An upgrade was refused with `status`.
     pub fn refused(&mut self, slot: usize, status: u16) {
         *self.routes[slot].refusals.entry(status).or_default() += 1;

@@ -16,6 +16,10 @@ pub enum Op {
     Cancel,
     /// The control plane's wake-up (an eventfd readable: news for this worker).
     Control,
+    /// A splicing socket is readable (its one-shot poll; the worker splices what is there).
+    Readable,
+    /// A socket is writable for bytes waiting in a pipe (the poll holds their piped TxBuf).
+    Writable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +44,8 @@ pub fn untag(t: u64) -> (Op, Side, Key) {
         5 => Op::Connect,
         6 => Op::Close,
         8 => Op::Control,
+        9 => Op::Readable,
+        10 => Op::Writable,
         _ => Op::Cancel,
     };
     let side = if (t >> 59) & 1 == 1 {
@@ -69,6 +75,8 @@ mod tests {
             Op::Close,
             Op::Cancel,
             Op::Control,
+            Op::Readable,
+            Op::Writable,
         ] {
             for side in [Side::Client, Side::Origin] {
                 let key = Key {

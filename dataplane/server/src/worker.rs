@@ -26,6 +26,7 @@ use crate::relay::Pool;
 use crate::session::Session;
 use crate::slab::{Key, Slab};
 use crate::socket::SocketLimits;
+use crate::splice::{Pipes, SpliceConfig};
 use crate::stats::WorkerStats;
 use crate::timers::Deadlines;
 use crate::tls::SharedTls;
@@ -66,6 +67,8 @@ pub struct WorkerConfig {
     pub latency_histograms: bool,
     /// Per listener: `mode = "tcp"` (its relay settings and route name), or `None`.
     pub l4: Vec<Option<(TcpConfig, Arc<str>)>>,
+    /// When and how L4 connections splice.
+    pub splice: SpliceConfig,
 }
 
 /// A running worker's state. Field order matters for drop: the ring goes first (cancelling
@@ -108,6 +111,8 @@ pub struct Worker {
     l4: Vec<Option<(TcpConfig, Arc<str>)>>,
     /// Counters and latency histograms per route.
     stats: WorkerStats,
+    /// Pipes for splicing L4 connections, lent while they hold bytes.
+    pipes: Pipes,
 }
 
 impl Worker {
@@ -152,6 +157,7 @@ impl Worker {
             control: cfg.control,
             l4: cfg.l4,
             stats: WorkerStats::new(cfg.latency_histograms),
+            pipes: Pipes::new(cfg.splice),
         })
     }
 
@@ -344,6 +350,7 @@ impl Worker {
                     c,
                     &mut self.ring,
                     &self.pool,
+                    &mut self.pipes,
                     &mut self.stats,
                     now,
                 );
@@ -366,6 +373,7 @@ impl Worker {
             self.unsettled -= 1;
         }
         if conn.is_done() {
+            conn.release_pipes(&mut self.pipes);
             self.conns.remove(key);
             return;
         }

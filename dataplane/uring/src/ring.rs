@@ -258,6 +258,7 @@ impl Ring {
         match tx.parts() {
             Parts::Pool(buf, start, len) => self.pool.bytes(buf, start, len),
             Parts::Owned(bytes) => bytes,
+            Parts::Piped => &[],
         }
     }
 
@@ -398,6 +399,28 @@ impl Ring {
         OpId(ud)
     }
 
+    /// One-shot poll for readability on `fd`: one completion (the poll mask, or a negated errno)
+    /// as soon as it is readable, at once if it already is. The caller then reads it itself
+    /// (splice(2)) and arms the poll again when it wants more.
+    pub fn poll_readable_once(&mut self, fd: RawFd, tag: u64) -> OpId {
+        let ud = self.insert(tag, Owned::None);
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build();
+        // SAFETY: no pointers; the caller keeps `fd` open (I2).
+        unsafe { self.push(sqe.user_data(ud)) };
+        OpId(ud)
+    }
+
+    /// One-shot poll for writability on `fd`, holding `tx` (bytes in the caller's pipe, say)
+    /// until it completes: the completion carries `tx` back with the poll mask (or a negated
+    /// errno), and the caller moves the bytes itself.
+    pub fn poll_writable(&mut self, fd: RawFd, tx: TxBuf, tag: u64) {
+        let ud = self.insert(tag, Owned::Tx(tx));
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build();
+        // SAFETY: no pointers (the TxBuf is only held, never read by the kernel); the caller
+        // keeps `fd` open (I2).
+        unsafe { self.push(sqe.user_data(ud)) };
+    }
+
     /// Cancels one operation (by the id its push returned; the caller must not have reaped its
     /// last completion yet). The operation completes, usually with -ECANCELED.
     pub fn cancel(&mut self, op: OpId, tag: u64) {
@@ -425,6 +448,14 @@ impl Ring {
         let (ptr, len) = match tx.parts() {
             Parts::Pool(buf, start, len) => (self.pool.send_ptr(buf, start, len), len),
             Parts::Owned(bytes) => (bytes.as_ptr(), bytes.len()),
+            Parts::Piped => {
+                // Piped bytes have no memory to send from (a caller bug): complete with 0
+                // bytes sent, which the caller reads as a failed send, and send nothing.
+                let ud = self.insert(tag, Owned::Tx(tx));
+                // SAFETY: no pointers, no descriptor.
+                unsafe { self.push(opcode::Nop::new().build().user_data(ud)) };
+                return;
+            }
         };
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         let ud = self.insert(tag, Owned::Tx(tx));

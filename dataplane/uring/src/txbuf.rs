@@ -1,4 +1,5 @@
-//! Bytes handed to a send: a checked range of a lent pool buffer, or an owned vector.
+//! Bytes handed to a send: a checked range of a lent pool buffer, an owned vector, or a count of
+//! bytes waiting in the caller's pipe (spliced on by the caller, never sent by the ring).
 //!
 //! Invariant: a [`TxBuf`] can only name bytes its buffer holds. A pool range is checked when the
 //! `TxBuf` is built to lie inside the buffer's headroom plus the bytes the kernel received into it
@@ -39,6 +40,8 @@ enum Bytes {
     Pool { buf: PoolBuf, start: u32, end: u32 },
     /// `vec[start..]`.
     Owned { vec: Vec<u8>, start: u32 },
+    /// `len` bytes the caller spliced into a pipe and will splice on to the socket.
+    Piped { len: u32 },
 }
 
 /// Bytes waiting to be sent (see the module doc for what a pool range may name).
@@ -68,11 +71,23 @@ impl TxBuf {
         TxBuf(Bytes::Owned { vec, start: 0 })
     }
 
+    /// `len` bytes waiting in a pipe of the caller's (moved on with splice(2), not by a send:
+    /// [`Ring::poll_writable`](crate::Ring::poll_writable) says when the socket takes them).
+    pub fn piped(len: u32) -> TxBuf {
+        TxBuf(Bytes::Piped { len })
+    }
+
+    /// True for bytes waiting in a pipe ([`TxBuf::piped`]).
+    pub fn is_piped(&self) -> bool {
+        matches!(self.0, Bytes::Piped { .. })
+    }
+
     /// Bytes still to send.
     pub fn len(&self) -> usize {
         match &self.0 {
             Bytes::Pool { start, end, .. } => (end - start) as usize,
             Bytes::Owned { vec, start } => vec.len() - *start as usize,
+            Bytes::Piped { len } => *len as usize,
         }
     }
 
@@ -93,6 +108,7 @@ impl TxBuf {
                 *start = (*start as usize + n).min(*end as usize) as u32;
             }
             Bytes::Owned { vec, start } => *start = (*start as usize + n).min(vec.len()) as u32,
+            Bytes::Piped { len } => *len = len.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX)),
         }
     }
 
@@ -113,7 +129,7 @@ impl TxBuf {
     pub fn owned_capacity(&self) -> usize {
         match &self.0 {
             Bytes::Owned { vec, .. } => vec.capacity(),
-            Bytes::Pool { .. } => 0,
+            Bytes::Pool { .. } | Bytes::Piped { .. } => 0,
         }
     }
 
@@ -121,7 +137,7 @@ impl TxBuf {
     pub fn into_pool_buf(self) -> Option<PoolBuf> {
         match self.0 {
             Bytes::Pool { buf, .. } => Some(buf),
-            Bytes::Owned { .. } => None,
+            Bytes::Owned { .. } | Bytes::Piped { .. } => None,
         }
     }
 
@@ -129,7 +145,7 @@ impl TxBuf {
     pub fn owned_bytes(&self) -> Option<&[u8]> {
         match &self.0 {
             Bytes::Owned { vec, start } => Some(&vec[*start as usize..]),
-            Bytes::Pool { .. } => None,
+            Bytes::Pool { .. } | Bytes::Piped { .. } => None,
         }
     }
 
@@ -140,6 +156,7 @@ impl TxBuf {
                 Parts::Pool(buf, *start as usize, (end - start) as usize)
             }
             Bytes::Owned { vec, start } => Parts::Owned(&vec[*start as usize..]),
+            Bytes::Piped { .. } => Parts::Piped,
         }
     }
 }
@@ -148,6 +165,8 @@ pub(crate) enum Parts<'a> {
     /// Buffer, offset into its slot, length.
     Pool(&'a PoolBuf, usize, usize),
     Owned(&'a [u8]),
+    /// No memory to send from: the bytes are in the caller's pipe.
+    Piped,
 }
 
 #[cfg(test)]
@@ -170,5 +189,17 @@ mod tests {
         t.advance(100);
         assert!(t.is_empty());
         assert!(t.into_pool_buf().is_none());
+    }
+
+    #[test]
+    fn piped_counts_down() {
+        let mut t = TxBuf::piped(100);
+        assert!(t.is_piped() && !t.is_pool());
+        assert_eq!(t.owned_bytes(), None);
+        t.advance(60);
+        assert_eq!(t.len(), 40);
+        assert!(!t.try_append(b"x"), "nothing is appended to a pipe's count");
+        t.advance(1000);
+        assert!(t.is_empty());
     }
 }
