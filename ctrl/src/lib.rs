@@ -137,7 +137,8 @@ pub struct RouteCounters {
     /// Payload bytes each way, ended and open tunnels.
     pub to_origin: u64,
     pub to_client: u64,
-    /// Of those, bytes an L4 relay moved with splice(2) (never copied through user space).
+    /// Bytes moved with splice(2), never copied through user space (WebSocket frame headers
+    /// included).
     #[serde(default)]
     pub spliced: u64,
     /// Ended tunnels by who ended them and how (`client: Close 1000`, `origin: EOF`, ...).

@@ -319,15 +319,23 @@ impl Conn {
         }
     }
 
-    /// A read of `n` bytes on `from`'s copying path: an L4 direction that reads large chunks
-    /// moves to splicing, from its next read on.
+    /// A read of `n` bytes on `from`'s copying path: a direction that reads large chunks and
+    /// whose bytes need no transformation (an L4 relay's, a WebSocket tunnel's origin bytes
+    /// toward a plain ws:// client, which only need a frame header) moves to splicing, from its
+    /// next read on.
     fn consider_splicing(&mut self, from: Side, n: usize, pipes: &Pipes) {
         let config = pipes.config();
-        if config.min_bytes == 0 || n < config.min_bytes || !self.session.passes_bytes_unchanged() {
+        if config.min_bytes == 0 || n < config.min_bytes {
             return;
         }
+        let Some(framed) = self.session.splices(from == Side::Origin) else {
+            return;
+        };
+        if framed && !self.transport.passes_bytes_through() {
+            return; // TLS seals every byte: nothing to splice
+        }
         let splicing = self.splicing.get_or_insert_with(Box::default);
-        if splicing.on_copied(dir(from), n, &config) {
+        if splicing.on_copied(dir(from), n, framed, &config) {
             // The armed multishot recv ends; the next read is armed as a readability poll.
             self.socket(from).restart_recv();
         }
@@ -350,7 +358,11 @@ impl Conn {
             Side::Client => self.client.fd(),
             Side::Origin => self.origin.socket.fd(),
         };
+        let session = &mut self.session;
         let filled = match (self.splicing.as_mut(), fd) {
+            (Some(s), Some(fd)) if s.is_framed(dir(side)) => {
+                s.fill_framed(dir(side), fd, pipes, |n| session.frame_spliced(n, now))
+            }
             (Some(s), Some(fd)) => s.fill(dir(side), fd, pipes),
             _ => return,
         };

@@ -2,8 +2,8 @@
 //! by the Prometheus project's Rust client (`prometheus-client`).
 //!
 //! Per route: `ringway_tunnels_total`, `ringway_tunnels_open`, `ringway_tunnel_bytes_total`
-//! (`direction` = `to_origin` / `to_client`), `ringway_spliced_bytes_total` (of those, what L4
-//! relays moved with splice(2)), `ringway_tunnel_ends_total` (`end` = who and how,
+//! (`direction` = `to_origin` / `to_client`), `ringway_spliced_bytes_total` (what went by
+//! splice(2)), `ringway_tunnel_ends_total` (`end` = who and how,
 //! as `ringctl stats` words it), `ringway_refusals_total` (`status`), and the latencies as
 //! Prometheus histograms `ringway_latency_seconds` (`phase` as in `ringctl stats`), their
 //! buckets counted from the merged HdrHistograms.
@@ -61,7 +61,7 @@ impl Collector for Figures {
             }
         }
         {
-            let help = "Of the payload bytes, those an L4 relay moved with splice(2)";
+            let help = "Bytes moved with splice(2), frame headers included";
             let mut m = enc.encode_descriptor("ringway_spliced_bytes", help, None, counter)?;
             for r in &self.0 {
                 let g = ConstCounter::new(r.counters.spliced);

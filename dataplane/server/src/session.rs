@@ -120,9 +120,24 @@ impl Session {
         }
     }
 
-    /// Bytes pass unchanged both ways (an L4 relay): they may be spliced.
-    pub fn passes_bytes_unchanged(&self) -> bool {
-        matches!(self, Session::Tcp(..))
+    /// Whether bytes from `from_origin`'s side may be spliced on: `Some(false)` as they are (an
+    /// L4 relay), `Some(true)` behind a frame header ([`Session::frame_spliced`]: a relaying
+    /// WebSocket tunnel's origin bytes), `None` not at all (they are transformed here).
+    pub fn splices(&self, from_origin: bool) -> Option<bool> {
+        match self {
+            Session::Tcp(..) => Some(false),
+            Session::WebSocket(t) if from_origin && t.is_relaying() => Some(true),
+            Session::WebSocket(_) | Session::Access(_) => None,
+        }
+    }
+
+    /// `n` origin bytes spliced toward a WebSocket client: counted, and the header of the frame
+    /// that carries them (`None`: drop them, the tunnel no longer relays).
+    pub fn frame_spliced(&mut self, n: usize, now: Instant) -> Option<([u8; 10], usize)> {
+        match self {
+            Session::WebSocket(t) => t.frame_origin_bytes(n, now),
+            Session::Access(_) | Session::Tcp(..) => None,
+        }
     }
 
     pub fn handle_origin_connected(&mut self, now: Instant) {

@@ -85,8 +85,10 @@ impl Pipe {
 pub struct Pipes {
     config: SpliceConfig,
     free: Vec<Pipe>,
-    /// Pipes in existence (free and lent).
+    /// Pipes in existence (free and lent; the scratch pipe not counted).
     made: usize,
+    /// Where framed fills land first (half a pipe's size), empty between two fills.
+    scratch: Option<Pipe>,
 }
 
 impl Pipes {
@@ -95,6 +97,7 @@ impl Pipes {
             config,
             free: Vec::new(),
             made: 0,
+            scratch: None,
         }
     }
 
@@ -130,11 +133,13 @@ impl Pipes {
     }
 }
 
-/// One direction of an L4 connection, named by its source socket.
+/// One direction of a connection, named by its source socket.
 #[derive(Debug, Default)]
 struct Direction {
     /// Reads go through a pipe (else the copying path).
     on: bool,
+    /// Each read goes on as one WebSocket frame: header, then the bytes ([`Splicing::fill_framed`]).
+    framed: bool,
     /// Splicing is refused for this direction (the kernel said so, or no pipe was to be had).
     refused: bool,
     /// Short reads in a row while splicing.
@@ -158,7 +163,25 @@ pub enum Filled {
     Fallback,
 }
 
-/// Both directions of one L4 connection (indexed by source: 0 client, 1 origin).
+/// Drops whatever is left in the scratch pipe (read out and discarded; a scratch pipe that
+/// cannot be emptied is closed and made again next time).
+fn empty_scratch(pipes: &mut Pipes) {
+    let Some(scratch) = pipes.scratch.as_mut() else {
+        return;
+    };
+    let mut sink = [0u8; 4096];
+    while scratch.held > 0 {
+        match rustix::io::read(&scratch.read, &mut sink) {
+            Ok(k) if k > 0 => scratch.held = scratch.held.saturating_sub(k as u32),
+            _ => {
+                pipes.scratch = None;
+                return;
+            }
+        }
+    }
+}
+
+/// Both directions of one connection (indexed by source: 0 client, 1 origin).
 #[derive(Debug, Default)]
 pub struct Splicing {
     dirs: [Direction; 2],
@@ -170,21 +193,130 @@ impl Splicing {
         self.dirs[from].on
     }
 
-    /// Source `from`'s pipe is full: do not read it until some bytes have gone on.
+    /// Source `from` must not be read until some bytes have gone on: its pipe is full (or, framed,
+    /// not yet empty).
     pub fn is_full(&self, from: usize) -> bool {
-        self.dirs[from].pipe.as_ref().is_some_and(|p| p.room() == 0)
+        let d = &self.dirs[from];
+        d.pipe
+            .as_ref()
+            .is_some_and(|p| p.room() == 0 || (d.framed && p.held > 0))
     }
 
-    /// A read of `n` bytes on the copying path: a large one moves the direction to splicing.
-    /// True when it just moved (the caller re-arms the source's read).
-    pub fn on_copied(&mut self, from: usize, n: usize, config: &SpliceConfig) -> bool {
+    /// Source `from`'s reads are framed ([`Splicing::fill_framed`]).
+    pub fn is_framed(&self, from: usize) -> bool {
+        self.dirs[from].framed
+    }
+
+    /// A read of `n` bytes on the copying path: a large one moves the direction to splicing
+    /// (`framed`: each read then goes on as one WebSocket frame). True when it just moved (the
+    /// caller re-arms the source's read).
+    pub fn on_copied(
+        &mut self,
+        from: usize,
+        n: usize,
+        framed: bool,
+        config: &SpliceConfig,
+    ) -> bool {
         let d = &mut self.dirs[from];
         if d.on || d.refused || config.min_bytes == 0 || n < config.min_bytes {
             return false;
         }
         d.on = true;
+        d.framed = framed;
         d.small = 0;
         true
+    }
+
+    /// Source `from` is readable and its bytes go on as WebSocket frames: what is there (at most
+    /// half the pipe) is spliced into the worker's scratch pipe, `frame(n)` gives the header for
+    /// those `n` bytes, and header then bytes go into the direction's (empty) pipe, the bytes
+    /// moved pipe to pipe without a copy. A frame is therefore always whole in the pipe, so a
+    /// pong or a Close queued behind it never lands inside it. `Bytes` counts header and
+    /// payload. `frame` returning `None` drops the bytes (the tunnel stopped relaying).
+    pub fn fill_framed(
+        &mut self,
+        from: usize,
+        src: impl AsFd,
+        pipes: &mut Pipes,
+        frame: impl FnOnce(usize) -> Option<([u8; 10], usize)>,
+    ) -> Filled {
+        let config = pipes.config();
+        if pipes.scratch.is_none() {
+            pipes.scratch = Pipe::new(config.pipe_size / 2).ok();
+        }
+        let d = &mut self.dirs[from];
+        if d.pipe.is_none() {
+            d.pipe = pipes.take();
+        }
+        let (Some(pipe), Some(scratch)) = (d.pipe.as_mut(), pipes.scratch.as_mut()) else {
+            d.on = false;
+            self.release(from, pipes);
+            return Filled::Fallback;
+        };
+        // The header takes a pipe slot of its own: the pipe must have more slots than the
+        // scratch pipe can fill (a pipe holds cap / 4096 buffers however few bytes each holds).
+        if pipe.cap < 2 * scratch.cap {
+            d.on = false;
+            d.refused = true;
+            self.release(from, pipes);
+            return Filled::Fallback;
+        }
+        if pipe.held > 0 {
+            return Filled::Nothing;
+        }
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        let n = match splice(src, None, &scratch.write, None, scratch.cap as usize, flags) {
+            Ok(0) => {
+                self.release(from, pipes);
+                return Filled::Eof;
+            }
+            Ok(n) => n,
+            Err(Errno::AGAIN) => {
+                self.release(from, pipes);
+                return Filled::Nothing;
+            }
+            Err(e @ (Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)) => {
+                tracing::debug!("splice refused ({e}): the connection copies");
+                d.on = false;
+                d.refused = true;
+                self.release(from, pipes);
+                return Filled::Fallback;
+            }
+            Err(e) => {
+                self.release(from, pipes);
+                return Filled::Failed(-e.raw_os_error());
+            }
+        };
+        scratch.held = n as u32;
+        let Some((header, len)) = frame(n) else {
+            empty_scratch(pipes);
+            self.release(from, pipes);
+            return Filled::Nothing;
+        };
+        // An empty pipe takes a 10-byte write whole, and then every buffer of the scratch pipe.
+        let moved = rustix::io::write(&pipe.write, &header[..len])
+            .ok()
+            .filter(|&w| w == len)
+            .and_then(|_| splice(&scratch.read, None, &pipe.write, None, n, flags).ok());
+        if moved != Some(n) {
+            // Cannot happen (see above); the frame would be cut short, so the bytes go nowhere
+            // and the connection ends.
+            tracing::error!("a spliced frame did not fit its pipe");
+            pipe.held = u32::MAX; // closed at the end, never pooled
+            empty_scratch(pipes);
+            return Filled::Failed(-libc::EIO);
+        }
+        scratch.held = 0;
+        pipe.held = (len + n) as u32;
+        if n < config.min_bytes {
+            d.small += 1;
+            if d.small >= SMALL_RUN {
+                d.on = false;
+            }
+        } else {
+            d.small = 0;
+        }
+        Filled::Bytes(pipe.held)
     }
 
     /// Source `src` is readable: splices what is there into the direction's pipe.
@@ -321,8 +453,11 @@ mod tests {
         src.set_nonblocking(true).unwrap();
         let mut pipes = Pipes::new(config(4));
         let mut s = Splicing::default();
-        assert!(!s.on_copied(0, 10, &pipes.config()), "small reads copy");
-        assert!(s.on_copied(0, 5000, &pipes.config()));
+        assert!(
+            !s.on_copied(0, 10, false, &pipes.config()),
+            "small reads copy"
+        );
+        assert!(s.on_copied(0, 5000, false, &pipes.config()));
         assert!(s.is_on(0));
         let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         client.write_all(&data).unwrap();
@@ -366,8 +501,8 @@ mod tests {
         let mut pipes = Pipes::new(config(1));
         let mut a = Splicing::default();
         let mut b = Splicing::default();
-        assert!(a.on_copied(0, 5000, &pipes.config()));
-        assert!(b.on_copied(0, 5000, &pipes.config()));
+        assert!(a.on_copied(0, 5000, false, &pipes.config()));
+        assert!(b.on_copied(0, 5000, false, &pipes.config()));
         client.write_all(&[7; 3000]).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(a.fill(0, &src, &mut pipes), Filled::Bytes(3000));
@@ -392,7 +527,7 @@ mod tests {
         let (dst, _reader) = pair();
         let mut pipes = Pipes::new(config(4));
         let mut s = Splicing::default();
-        s.on_copied(1, 5000, &pipes.config());
+        s.on_copied(1, 5000, false, &pipes.config());
         for i in 0..SMALL_RUN {
             assert!(s.is_on(1), "still splicing after {i} short reads");
             client.write_all(&[1; 10]).unwrap();
@@ -401,5 +536,65 @@ mod tests {
             assert_eq!(s.drain(1, &dst, 10, &mut pipes), Some(10));
         }
         assert!(!s.is_on(1));
+    }
+
+    #[test]
+    fn framed_fills_carry_whole_frames_and_dropped_bytes_leave_the_scratch_pipe_empty() {
+        let (mut origin, src) = pair();
+        let (dst, mut client) = pair();
+        src.set_nonblocking(true).unwrap();
+        let mut pipes = Pipes::new(SpliceConfig {
+            min_bytes: 1000,
+            pipe_size: 256 * 1024,
+            max_pipes: 4,
+        });
+        let mut s = Splicing::default();
+        assert!(s.on_copied(1, 5000, true, &pipes.config()));
+        let frame = |n: usize| {
+            let mut h = [0u8; 10];
+            h[0] = 0x82;
+            h[1] = 127;
+            h[2..].copy_from_slice(&(n as u64).to_be_bytes());
+            Some((h, 10))
+        };
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        origin.write_all(&data).unwrap();
+        let mut payload = Vec::new();
+        let mut tries = 0;
+        while payload.len() < data.len() && tries < 1000 {
+            tries += 1;
+            match s.fill_framed(1, &src, &mut pipes, frame) {
+                Filled::Bytes(total) => {
+                    assert!(
+                        s.is_full(1),
+                        "a framed pipe is not filled again until empty"
+                    );
+                    let mut left = total as usize;
+                    while left > 0 {
+                        if let Some(k) = s.drain(1, &dst, left, &mut pipes) {
+                            left -= k as usize;
+                        }
+                    }
+                    let mut h = [0u8; 10];
+                    client.read_exact(&mut h).unwrap();
+                    let n = u64::from_be_bytes(h[2..].try_into().unwrap()) as usize;
+                    assert_eq!(n + 10, total as usize, "the header says what follows");
+                    assert!(n <= 128 * 1024, "at most the scratch pipe per frame");
+                    let mut buf = vec![0; n];
+                    client.read_exact(&mut buf).unwrap();
+                    payload.extend_from_slice(&buf);
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(payload, data);
+        origin.write_all(&[1; 5000]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(
+            s.fill_framed(1, &src, &mut pipes, |_| None),
+            Filled::Nothing
+        );
+        assert_eq!(pipes.scratch.as_ref().map(|p| p.held), Some(0));
+        assert_eq!(pipes.lent(), 0);
     }
 }

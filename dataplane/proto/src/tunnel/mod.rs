@@ -623,6 +623,22 @@ impl Tunnel {
         start..payload.end
     }
 
+    /// `n` origin bytes that reach the client without passing through here (spliced from the
+    /// origin's socket): counted like [`Tunnel::handle_origin_bytes`]; returns the header of the
+    /// Binary frame that carries them (`header[..len]`), or `None` when they are to be dropped
+    /// (the tunnel is no longer relaying).
+    pub fn frame_origin_bytes(&mut self, n: usize, now: Instant) -> Option<([u8; 10], usize)> {
+        if !matches!(self.phase, Phase::Relaying(_)) || n == 0 {
+            return None;
+        }
+        self.last_activity = now;
+        self.stats.to_client += n as u64;
+        let mut header = [0u8; 10];
+        let len = encoder::server_header_len(n);
+        encoder::write_header_before(&mut header, len, Opcode::Binary, n);
+        Some((header, len))
+    }
+
     /// The origin ended its stream: Close 1000 after the bytes already queued.
     pub fn handle_origin_eof(&mut self, now: Instant) {
         self.origin_ended(
