@@ -7,7 +7,11 @@
 //! - `splice`: splice(2) socket → pipe → socket from the relay thread (what ringway's L4
 //!   relay does on a readiness poll);
 //! - `uring-splice`: `IORING_OP_SPLICE` linked behind a poll, both legs through the ring. The
-//!   kernel always runs a ring splice on an io-wq thread, so each leg costs a thread hop.
+//!   kernel always runs a ring splice on an io-wq thread, so each leg costs a thread hop;
+//! - `send-zc`: read(2) into a 64 KiB buffer, then `IORING_OP_SEND_ZC` from it (the buffer is
+//!   reused only after the kernel's notification that it let go of it). Over loopback the
+//!   receiving socket copies the pages anyway, so this measures what zero-copy send costs
+//!   where it cannot save a copy (a relay's both sockets are often local on an edge node).
 //!
 //! `cargo run --release -p ringway-uring --example splice_paths [PIPE_BYTES] [ROUNDS]`
 
@@ -77,6 +81,44 @@ fn relay(mode: &str, src: &TcpStream, dst: &TcpStream, psz: usize) {
                     break;
                 }
                 dst.write_all(&buf[..n]).unwrap();
+            }
+        }
+        "send-zc" => {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut src = src;
+            let mut ring = IoUring::new(8).unwrap();
+            loop {
+                let n = src.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                let mut off = 0;
+                while off < n {
+                    let sqe = opcode::SendZc::new(types::Fd(d), buf[off..].as_ptr(), (n - off) as u32)
+                        .build()
+                        .user_data(1);
+                    // SAFETY: `buf` is neither moved, freed nor written until both completions
+                    // (the send's and the notification that the kernel let go of the pages)
+                    // have been reaped below.
+                    unsafe { ring.submission().push(&sqe).unwrap() };
+                    let (mut sent, mut notified) = (None, false);
+                    while sent.is_none() || !notified {
+                        ring.submit_and_wait(1).unwrap();
+                        for c in ring.completion() {
+                            if io_uring::cqueue::notif(c.flags()) {
+                                notified = true;
+                            } else {
+                                sent = Some(c.result());
+                                if !io_uring::cqueue::more(c.flags()) {
+                                    notified = true; // no notification follows
+                                }
+                            }
+                        }
+                    }
+                    let k = sent.unwrap_or(-1);
+                    assert!(k > 0, "send_zc: {k}");
+                    off += k as usize;
+                }
             }
         }
         "splice" => {
@@ -197,7 +239,7 @@ fn main() {
         .map_or(256 * 1024, |s| s.parse().expect("PIPE_BYTES"));
     let rounds = args.next().map_or(3, |s| s.parse().expect("ROUNDS"));
     for _ in 0..rounds {
-        for mode in ["copy", "splice", "uring-splice"] {
+        for mode in ["copy", "splice", "uring-splice", "send-zc"] {
             run(mode, psz);
         }
     }
