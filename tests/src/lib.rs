@@ -25,3 +25,19 @@ use std::time::Duration;
 
 /// Bound for one network step (connect, one handshake, reading one reply) in the tests.
 pub const STEP: Duration = Duration::from_secs(10);
+
+/// Raises this process's open-files soft limit to `want`; panics naming the hard limit when it
+/// is lower (a test that needs many sockets fails loudly rather than skipping).
+pub fn raise_fd_limit(want: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    let max = lim.maximum.unwrap_or(u64::MAX);
+    assert!(
+        max >= want,
+        "this test needs {want} open files; the hard limit is {max}"
+    );
+    if lim.current.is_some_and(|c| c < want) {
+        lim.current = Some(want);
+        setrlimit(Resource::Nofile, lim).expect("raise the open-files soft limit");
+    }
+}

@@ -369,7 +369,7 @@ async fn check_names_a_missing_or_mismatched_certificate_file() {
 async fn stalled_handshakes_neither_block_clients_nor_outlive_the_handshake_timeout() {
     const STALLED: usize = 2000;
     const HANDSHAKE_MS: u64 = 3000;
-    raise_fd_limit(4 * STALLED as u64);
+    ringway_e2e::raise_fd_limit(4 * STALLED as u64);
     let pki = TestPki::new();
     let leaf = pki.leaf("edge", "edge", &["localhost"]);
     let origin = Origin::echo().await;
@@ -424,19 +424,5 @@ async fn stalled_handshakes_neither_block_clients_nor_outlive_the_handshake_time
             "stalled connection {i} still open {:?} after the start",
             started.elapsed()
         );
-    }
-}
-
-fn raise_fd_limit(want: u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut lim = getrlimit(Resource::Nofile);
-    let max = lim.maximum.unwrap_or(u64::MAX);
-    assert!(
-        max >= want,
-        "this test needs {want} open files; the hard limit is {max}"
-    );
-    if lim.current.is_some_and(|c| c < want) {
-        lim.current = Some(want);
-        setrlimit(Resource::Nofile, lim).expect("raise the open-files soft limit");
     }
 }

@@ -79,6 +79,10 @@ pub struct Engine {
     /// (SO_ATTACH_REUSEPORT_CBPF); pair with NIC queue IRQ affinity.
     #[serde(default)]
     pub steer_by_cpu: bool,
+    /// A worker that holds clearly more tunnels than the least-loaded one hands each fresh
+    /// connection to it (IORING_OP_MSG_RING); the alternative to `steer_by_cpu`.
+    #[serde(default)]
+    pub balance: bool,
     /// Microseconds a worker polls for completions before it sleeps (0: never poll).
     #[serde(default = "d_busy_poll")]
     pub busy_poll_us: u64,
@@ -468,6 +472,12 @@ impl Config {
         if engine.buffer_size < 1024 || engine.buffer_size > 1 << 20 {
             return Err(ConfigError(format!(
                 "{file}: `engine.buffer_size` must be between 1024 and 1048576"
+            )));
+        }
+        if engine.balance && engine.steer_by_cpu {
+            return Err(ConfigError(format!(
+                "{file}: `engine.balance` and `engine.steer_by_cpu` are alternatives: balancing \
+                 moves connections away from the worker their NIC queue chose; pick one"
             )));
         }
         if engine.pipe_size < 4096 || engine.pipe_size > 1 << 20 {

@@ -289,7 +289,7 @@ impl Conn {
                 }
             }
             Op::Close => self.socket(side).on_close_completion(),
-            Op::Cancel | Op::Tick | Op::Accept | Op::Control => {}
+            Op::Cancel | Op::Tick | Op::Accept | Op::Control | Op::Handoff => {}
         }
     }
 

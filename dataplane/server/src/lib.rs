@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod balance;
 pub mod config;
 pub mod conn;
 pub mod control;

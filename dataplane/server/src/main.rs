@@ -383,6 +383,8 @@ fn run(
         }
     }
     let draining: Vec<Arc<AtomicUsize>> = config.cpus.iter().map(|_| Arc::default()).collect();
+    let balance = (config.engine.balance && config.cpus.len() > 1 && access.is_none())
+        .then(|| Arc::new(ringway::balance::Balance::new(config.cpus.len())));
     let mut handles = Vec::new();
     for (id, (cpu, listeners)) in config.cpus.iter().zip(per_worker).enumerate() {
         let wc = WorkerConfig {
@@ -423,6 +425,7 @@ fn run(
                 pipe_size: config.engine.pipe_size,
                 max_pipes: config.engine.max_pipes,
             },
+            balance: balance.clone(),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::Builder::new()

@@ -7,6 +7,10 @@ use crate::slab::{Key, GEN_MASK};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// A fresh connection handed between workers (`[engine] balance`): `Side::Client` on the
+    /// receiving worker, `Side::Origin` for the sender's outcome; the key's `idx` is the
+    /// listener, its `gen` the target worker.
+    Handoff = 0,
     Tick = 1,
     Accept,
     Recv,
@@ -37,6 +41,7 @@ pub fn tag(op: Op, side: Side, key: Key) -> u64 {
 
 pub fn untag(t: u64) -> (Op, Side, Key) {
     let op = match t >> 60 {
+        0 => Op::Handoff,
         1 => Op::Tick,
         2 => Op::Accept,
         3 => Op::Recv,
@@ -67,6 +72,7 @@ mod tests {
     #[test]
     fn tags_round_trip() {
         for op in [
+            Op::Handoff,
             Op::Tick,
             Op::Accept,
             Op::Recv,

@@ -19,6 +19,7 @@ use ringway_proto::tunnel::TunnelConfig;
 use ringway_uring::{Completion, OpId, Ring};
 use tracing::{debug, info, warn};
 
+use crate::balance::Balance;
 use crate::conn::Conn;
 use crate::control::{Answer, Query, WorkerLink};
 use crate::polling::Polling;
@@ -69,6 +70,8 @@ pub struct WorkerConfig {
     pub l4: Vec<Option<(TcpConfig, Arc<str>)>>,
     /// When and how L4 connections splice.
     pub splice: SpliceConfig,
+    /// `[engine] balance`: the workers' loads and rings, shared by all of them.
+    pub balance: Option<Arc<Balance>>,
 }
 
 /// A running worker's state. Field order matters for drop: the ring goes first (cancelling
@@ -113,6 +116,7 @@ pub struct Worker {
     stats: WorkerStats,
     /// Pipes for splicing L4 connections, lent while they hold bytes.
     pipes: Pipes,
+    balance: Option<Arc<Balance>>,
 }
 
 impl Worker {
@@ -158,6 +162,7 @@ impl Worker {
             l4: cfg.l4,
             stats: WorkerStats::new(cfg.latency_histograms),
             pipes: Pipes::new(cfg.splice),
+            balance: cfg.balance,
         })
     }
 
@@ -165,6 +170,9 @@ impl Worker {
     pub fn run(mut self) -> std::io::Result<()> {
         let f = self.ring.features();
         debug!(worker = self.id, ?f, "worker started");
+        if let Some(b) = &self.balance {
+            b.publish(self.id, self.ring.ring_fd());
+        }
         for i in 0..self.listeners.len() {
             self.arm_accept(i);
         }
@@ -329,6 +337,7 @@ impl Worker {
                 self.on_tick(now);
             }
             Op::Accept => self.on_accept(key.idx as usize, c, now),
+            Op::Handoff => self.on_handoff(side, key, c, now),
             Op::Cancel => {}
             _ => {
                 let Some(conn) = self.conns.get_mut(key) else {
@@ -375,6 +384,9 @@ impl Worker {
         if conn.is_done() {
             conn.release_pipes(&mut self.pipes);
             self.conns.remove(key);
+            if let Some(b) = &self.balance {
+                b.closed(self.id);
+            }
             return;
         }
         if !conn.waiting && conn.waits_for_buffers() {
@@ -428,6 +440,9 @@ impl Worker {
 
     fn begin_shutdown(&mut self, now: Instant) {
         info!(worker = self.id, open = self.conns.len(), "shutting down");
+        if let Some(b) = &self.balance {
+            b.withdraw(self.id);
+        }
         self.stop_by = Some(now + self.shutdown_timeout);
         // Stop accepting: cancel each accept; its listener is closed when the accept's last
         // completion arrives (I2), and new connections are refused from then on.
@@ -453,7 +468,7 @@ impl Worker {
             }
         }
         match c.fd {
-            Some(fd) if self.stop_by.is_none() => self.open_conn(i, fd, now),
+            Some(fd) if self.stop_by.is_none() => self.open_conn(i, fd, false, now),
             Some(_) => {}
             None => {
                 if self.stop_by.is_none() && c.result != -libc::ECANCELED {
@@ -467,7 +482,54 @@ impl Worker {
         }
     }
 
-    fn open_conn(&mut self, listener: usize, fd: OwnedFd, now: Instant) {
+    /// A connection handed between workers: arrived here (`Side::Client`), or the outcome of
+    /// one this worker sent (`Side::Origin`: on failure the descriptor comes back and the
+    /// connection is served here).
+    fn on_handoff(&mut self, side: Side, key: Key, c: Completion, now: Instant) {
+        let Some(b) = self.balance.clone() else {
+            return; // dropping the descriptor, if any, closes it
+        };
+        let listener = key.idx as usize;
+        match (side, c.fd) {
+            (Side::Client, fd) => {
+                b.closed(self.id); // counted here by the sender; counted again when served
+                match fd {
+                    Some(fd) if self.stop_by.is_none() => self.open_conn(listener, fd, true, now),
+                    _ => {}
+                }
+            }
+            (Side::Origin, Some(fd)) => {
+                b.closed(key.gen as usize);
+                debug!(
+                    worker = self.id,
+                    target = key.gen,
+                    error = %std::io::Error::from_raw_os_error(-c.result),
+                    "handoff failed; served here"
+                );
+                if self.stop_by.is_none() {
+                    self.open_conn(listener, fd, true, now);
+                }
+            }
+            (Side::Origin, None) => {}
+        }
+    }
+
+    /// A fresh connection on `listener`: handed to a less-loaded worker (`[engine] balance`,
+    /// unless it was `handed` here already), or served here.
+    fn open_conn(&mut self, listener: usize, fd: OwnedFd, handed: bool, now: Instant) {
+        if let (Some(b), false, None) = (&self.balance, handed, self.stop_by) {
+            if let Some((target, ring)) = b.pick(self.id) {
+                let l = u32::try_from(listener).unwrap_or(u32::MAX);
+                let deliver = tag(Op::Handoff, Side::Client, Key { idx: l, gen: 0 });
+                let outcome = Key {
+                    idx: l,
+                    gen: target as u32,
+                };
+                self.ring
+                    .send_fd(ring, fd, deliver, tag(Op::Handoff, Side::Origin, outcome));
+                return;
+            }
+        }
         // TCP_NODELAY is inherited from the listener (set in `main::listen`): no syscall here.
         // Debug builds (the end-to-end tests) check the inheritance.
         debug_assert!(
@@ -536,6 +598,9 @@ impl Worker {
         now: Instant,
     ) -> Key {
         let (routes, limits) = (self.routes.clone(), self.limits);
+        if let Some(b) = &self.balance {
+            b.opened(self.id);
+        }
         let key = self.conns.insert_with(|key| {
             let mut conn = Conn::new(key, fd, session, transport, routes, limits, now);
             conn.edge_tls = edge_tls;

@@ -94,9 +94,10 @@ fn relay(mode: &str, src: &TcpStream, dst: &TcpStream, psz: usize) {
                 }
                 let mut off = 0;
                 while off < n {
-                    let sqe = opcode::SendZc::new(types::Fd(d), buf[off..].as_ptr(), (n - off) as u32)
-                        .build()
-                        .user_data(1);
+                    let sqe =
+                        opcode::SendZc::new(types::Fd(d), buf[off..].as_ptr(), (n - off) as u32)
+                            .build()
+                            .user_data(1);
                     // SAFETY: `buf` is neither moved, freed nor written until both completions
                     // (the send's and the notification that the kernel let go of the pages)
                     // have been reaped below.

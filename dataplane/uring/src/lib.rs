@@ -15,7 +15,10 @@
 //! Soundness of the safe API: operation ids carry a generation, so a stale id never names a
 //! newer operation; pool memory is zeroed and lent only up to the bytes received; send ranges
 //! are checked when a [`TxBuf`] is built; a [`PoolBuf`] is checked against the ring that lent
-//! it; and dropping a ring never frees memory an operation in flight may still touch.
+//! it; dropping a ring never frees memory an operation in flight may still touch; and a
+//! descriptor handed to another ring ([`Ring::send_fd`]) is owned by exactly one side at a time:
+//! the target's completion on delivery, the sender's again on failure, nobody (leaked, never
+//! closed twice) if the sender's ring closes before it learns which.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` line naming the invariant it relies on, and
 //! `Ring::push` is the one place that writes to the submission queue.

@@ -88,6 +88,9 @@ enum Owned {
     Addr(Box<SockAddr>),
     /// Read by the kernel through the SQE's pointer, never by us.
     Time(#[allow(dead_code)] Box<types::Timespec>),
+    /// A descriptor handed to another ring ([`Ring::send_fd`]): given back on failure, gone (the
+    /// other ring owns it) on success, leaked if the ring closes first.
+    Handoff(RawFd),
 }
 
 struct InFlight {
@@ -104,6 +107,11 @@ struct Entry {
 fn user_data(index: u32, gen: u32) -> u64 {
     ((gen as u64) << 32) | index as u64
 }
+
+/// Set in the user_data of a completion another ring posted here ([`Ring::send_fd`]); never in
+/// this ring's own (generations are 31 bits).
+const MESSAGE: u64 = 1 << 63;
+const GEN_MASK: u32 = 0x7FFF_FFFF;
 
 /// A gap between two polls of [`Ring::wait_spinning`] longer than this means the thread was
 /// descheduled while polling (one poll takes well under a microsecond; a timer interrupt a few).
@@ -296,7 +304,7 @@ impl Ring {
     fn remove(&mut self, ud: u64) -> Option<InFlight> {
         let e = self.entry(ud)?;
         let op = e.op.take();
-        e.gen = e.gen.wrapping_add(1);
+        e.gen = e.gen.wrapping_add(1) & GEN_MASK;
         self.free.push((ud & 0xFFFF_FFFF) as u32);
         self.live -= 1;
         op
@@ -418,6 +426,29 @@ impl Ring {
         let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build();
         // SAFETY: no pointers (the TxBuf is only held, never read by the kernel); the caller
         // keeps `fd` open (I2).
+        unsafe { self.push(sqe.user_data(ud)) };
+    }
+
+    /// This ring's descriptor, for other workers' [`Ring::send_fd`].
+    pub fn ring_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// Hands `fd` to another ring of this process (`target`, its [`Ring::ring_fd`]) through
+    /// `IORING_OP_MSG_RING`: the target reaps a completion whose tag is `payload` (below 2^63)
+    /// and whose `fd` is this descriptor, now its own. This ring then reaps a completion tagged
+    /// `tag`: result 0 when it was delivered, or a negated errno with the descriptor handed back
+    /// in its `fd` (the target ring is gone or its completion queue is full). Descriptors are
+    /// process-wide, so only the number travels; no lock, no shared queue.
+    pub fn send_fd(&mut self, target: RawFd, fd: OwnedFd, payload: u64, tag: u64) {
+        debug_assert!(payload & MESSAGE == 0, "a payload is below 2^63");
+        let raw = fd.into_raw_fd();
+        let ud = self.insert(tag, Owned::Handoff(raw));
+        let sqe =
+            opcode::MsgRingData::new(types::Fd(target), raw, payload & !MESSAGE | MESSAGE, None)
+                .build();
+        // SAFETY: no pointers; `target` is only looked up by the kernel (a stale number fails
+        // the operation, which then hands the descriptor back).
         unsafe { self.push(sqe.user_data(ud)) };
     }
 
@@ -591,6 +622,22 @@ impl Ring {
     fn complete(&mut self, cqe: cqueue::Entry) -> Option<Completion> {
         let ud = cqe.user_data();
         let (result, flags) = (cqe.result(), cqe.flags());
+        if ud & MESSAGE != 0 {
+            // Posted by another ring's `send_fd`: its result is a descriptor it gave up.
+            // SAFETY: only `send_fd` of this process's rings posts user_data with MESSAGE set
+            // (no other process holds our ring's descriptor), and it gave up ownership of the
+            // descriptor number it sends (into_raw_fd), keeping it only to hand back on failure,
+            // when no completion is posted here.
+            let fd = (result >= 0).then(|| unsafe { OwnedFd::from_raw_fd(result) });
+            return Some(Completion {
+                tag: ud & !MESSAGE,
+                result,
+                more: false,
+                buf: None,
+                tx: None,
+                fd,
+            });
+        }
         let more = cqueue::more(flags);
         // A buffer the kernel selected is lent whatever happens to the entry.
         let buf = cqueue::buffer_select(flags).map(|bid| {
@@ -617,6 +664,11 @@ impl Ring {
             match self.remove(ud).map(|op| op.owned) {
                 Some(Owned::Tx(t)) => tx = Some(t),
                 Some(Owned::Addr(a)) => self.addr_cache.push(a),
+                Some(Owned::Handoff(raw)) if result < 0 => {
+                    // SAFETY: the handoff failed, so no other ring received `raw`: it is still
+                    // ours alone, as it was when `send_fd` took it.
+                    fd = Some(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
                 _ => {}
             }
         }

@@ -191,3 +191,38 @@ fn drop_without_waiting_leaks_instead_of_freeing() {
     while b.read(&mut sink).is_ok_and(|n| n > 0) {}
     let _ = a.write(b"late bytes");
 }
+
+/// A descriptor handed to another ring arrives there as that ring's own (tagged with the
+/// payload), the sender learns it was delivered and no longer holds it; a handoff that cannot be
+/// delivered (the target is not a ring) gives the descriptor back to the sender.
+#[test]
+fn a_descriptor_handed_to_another_ring_arrives_there_or_comes_back() {
+    let mut a = ring();
+    let mut b = ring();
+    let (x, mut y) = UnixStream::pair().unwrap();
+    let raw = x.as_raw_fd();
+    a.send_fd(b.ring_fd(), x.into(), 42, 7);
+    let sent = wait_for(&mut a, |c| c.tag == 7);
+    let outcome = sent.iter().find(|c| c.tag == 7).unwrap();
+    assert_eq!(outcome.result, 0, "delivered");
+    assert!(outcome.fd.is_none(), "the sender no longer holds it");
+    let mut got = wait_for(&mut b, |c| c.tag == 42);
+    let arrived = got.iter_mut().find(|c| c.tag == 42).unwrap();
+    assert_eq!(arrived.result, raw, "the same descriptor, now the target's");
+    let fd = arrived.fd.take().expect("owned by the target");
+    let mut x = UnixStream::from(fd);
+    x.write_all(b"moved").unwrap();
+    let mut buf = [0u8; 5];
+    y.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"moved");
+
+    let (not_a_ring, _peer) = UnixStream::pair().unwrap();
+    let (z, _z_peer) = UnixStream::pair().unwrap();
+    let z_raw = z.as_raw_fd();
+    a.send_fd(not_a_ring.as_raw_fd(), z.into(), 43, 8);
+    let mut back = wait_for(&mut a, |c| c.tag == 8);
+    let outcome = back.iter_mut().find(|c| c.tag == 8).unwrap();
+    assert!(outcome.result < 0, "not delivered: {}", outcome.result);
+    let fd = outcome.fd.take().expect("handed back");
+    assert_eq!(fd.as_raw_fd(), z_raw);
+}
