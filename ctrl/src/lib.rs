@@ -108,6 +108,16 @@ pub struct TunnelInfo {
     pub to_client: u64,
     /// `upgrading`, `connecting`, `relaying` or `closing`.
     pub state: String,
+    /// The CPU its worker is pinned to, if pinned.
+    #[serde(default)]
+    pub worker_cpu: Option<u32>,
+    /// The CPU that last processed the client socket's incoming packets (SO_INCOMING_CPU).
+    #[serde(default)]
+    pub incoming_cpu: Option<u32>,
+    /// The NIC receive queue (NAPI id) that last delivered to it (SO_INCOMING_NAPI_ID; 0: none,
+    /// as on loopback).
+    #[serde(default)]
+    pub napi_id: Option<u32>,
 }
 
 /// The latency phases, in the order `ringctl stats` prints them, with what each measures.

@@ -290,12 +290,27 @@ fn render(reply: &Reply, json: bool) -> String {
         }
         Reply::Tunnels { tunnels } => {
             let mut s = format!(
-                "{:<14} {:<20} {:<22} {:<22} {:>9} {:>12} {:>12} state\n",
-                "id", "route", "client", "origin", "age", "to origin", "to client"
+                "{:<14} {:<20} {:<22} {:<22} {:>9} {:>12} {:>12} {:<10} {:>5} {:>5} {:>6}\n",
+                "id",
+                "route",
+                "client",
+                "origin",
+                "age",
+                "to origin",
+                "to client",
+                "state",
+                "cpu",
+                "rxcpu",
+                "napi"
             );
+            let opt = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            let mut local = 0;
             for t in tunnels {
+                if t.worker_cpu.is_some() && t.worker_cpu == t.incoming_cpu {
+                    local += 1;
+                }
                 s.push_str(&format!(
-                    "{:<14} {:<20} {:<22} {:<22} {:>9} {:>12} {:>12} {}\n",
+                    "{:<14} {:<20} {:<22} {:<22} {:>9} {:>12} {:>12} {:<10} {:>5} {:>5} {:>6}\n",
                     t.id,
                     t.route,
                     t.client,
@@ -303,10 +318,17 @@ fn render(reply: &Reply, json: bool) -> String {
                     age(t.age_ms),
                     t.to_origin,
                     t.to_client,
-                    t.state
+                    t.state,
+                    opt(t.worker_cpu),
+                    opt(t.incoming_cpu),
+                    opt(t.napi_id)
                 ));
             }
-            s.push_str(&format!("{} open tunnel(s)\n", tunnels.len()));
+            s.push_str(&format!(
+                "{} open tunnel(s); {local} receive on their worker's CPU (cpu: the worker's, rxcpu: \
+                 where the client's packets were last processed, napi: their NIC queue)\n",
+                tunnels.len()
+            ));
             s
         }
         Reply::TunnelClosed { .. } => "closing: Close 1001 sent after its queued bytes\n".into(),

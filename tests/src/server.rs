@@ -182,15 +182,16 @@ impl Ringway {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    let rest = line
-                        .strip_prefix("listening on ws://127.0.0.1:")
-                        .or_else(|| line.strip_prefix("listening on wss://127.0.0.1:"))
-                        .or_else(|| line.strip_prefix("listening on tcp://127.0.0.1:"));
-                    if let Some(rest) = rest {
-                        match rest.trim_end().parse::<u16>() {
-                            Ok(port) if port != 0 => {
+                    // `listening on SCHEME://ADDR` (any address: most tests bind 127.0.0.1).
+                    let addr = line
+                        .strip_prefix("listening on ")
+                        .and_then(|rest| rest.split_once("://"))
+                        .map(|(_, addr)| addr.trim_end());
+                    if let Some(addr) = addr {
+                        match addr.parse::<SocketAddr>() {
+                            Ok(a) if a.port() != 0 => {
                                 self.stdout_before = seen;
-                                return port;
+                                return a.port();
                             }
                             _ => panic!("bad listening line {line:?}"),
                         }

@@ -79,6 +79,10 @@ pub struct Engine {
     /// (SO_ATTACH_REUSEPORT_CBPF); pair with NIC queue IRQ affinity.
     #[serde(default)]
     pub steer_by_cpu: bool,
+    /// NAPI busy polling on the NIC queues (IORING_REGISTER_NAPI, Linux 6.9+): microseconds a
+    /// waiting worker polls the receive queues of its sockets before sleeping (0: off).
+    #[serde(default)]
+    pub napi_busy_poll_us: u32,
     /// A worker that holds clearly more tunnels than the least-loaded one hands each fresh
     /// connection to it (IORING_OP_MSG_RING); the alternative to `steer_by_cpu`.
     #[serde(default)]

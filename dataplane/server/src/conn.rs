@@ -10,6 +10,7 @@
 //! outlive its slot.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -643,7 +644,12 @@ impl Conn {
 
     /// What `ringctl tunnels` shows of this connection (`None`: a warm tunnel of `ringway
     /// access` with no local connection yet).
-    pub fn info(&self, worker: usize, now: Instant) -> Option<ringctl::TunnelInfo> {
+    pub fn info(
+        &self,
+        worker: usize,
+        worker_cpu: Option<usize>,
+        now: Instant,
+    ) -> Option<ringctl::TunnelInfo> {
         if self.is_warm_and_ready() {
             return None;
         }
@@ -672,6 +678,15 @@ impl Conn {
             to_origin: t.to_origin,
             to_client: t.to_client,
             state: state.into(),
+            worker_cpu: worker_cpu.and_then(|c| u32::try_from(c).ok()),
+            incoming_cpu: self
+                .client
+                .fd()
+                .and_then(|fd| rustix::net::sockopt::socket_incoming_cpu(fd).ok()),
+            napi_id: self
+                .client
+                .fd()
+                .and_then(|fd| ringway_uring::incoming_napi_id(fd.as_fd()).ok()),
         })
     }
 

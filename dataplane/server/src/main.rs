@@ -426,6 +426,7 @@ fn run(
                 max_pipes: config.engine.max_pipes,
             },
             balance: balance.clone(),
+            napi_busy_poll_us: config.engine.napi_busy_poll_us,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::Builder::new()

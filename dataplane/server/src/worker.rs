@@ -72,6 +72,8 @@ pub struct WorkerConfig {
     pub splice: SpliceConfig,
     /// `[engine] balance`: the workers' loads and rings, shared by all of them.
     pub balance: Option<Arc<Balance>>,
+    /// `[engine] napi_busy_poll_us` (0: off).
+    pub napi_busy_poll_us: u32,
 }
 
 /// A running worker's state. Field order matters for drop: the ring goes first (cancelling
@@ -79,6 +81,8 @@ pub struct WorkerConfig {
 pub struct Worker {
     ring: Ring,
     id: usize,
+    /// The CPU this worker is pinned to, if any.
+    cpu: Option<usize>,
     conns: Slab<Conn>,
     deadlines: Deadlines,
     listeners: Vec<Option<OwnedFd>>,
@@ -122,6 +126,18 @@ pub struct Worker {
 impl Worker {
     pub fn new(cfg: WorkerConfig) -> std::io::Result<Worker> {
         let mut ring = Ring::new(cfg.ring_entries, cfg.buffers, cfg.buffer_size)?;
+        if cfg.napi_busy_poll_us > 0 {
+            ring.enable_napi_busy_poll(cfg.napi_busy_poll_us)
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "`engine.napi_busy_poll_us`: the kernel refused IORING_REGISTER_NAPI \
+                             (needs Linux 6.9+): {e}"
+                        ),
+                    )
+                })?;
+        }
         // Fairness between sockets: between two loop turns a socket's recv delivers at most
         // this much (then ends and is re-armed for the next turn), so a peer that sends as fast
         // as it can adds a bounded amount to every other tunnel's wait.
@@ -130,6 +146,7 @@ impl Worker {
         Ok(Worker {
             ring,
             id: cfg.id,
+            cpu: cfg.cpu,
             conns: Slab::default(),
             deadlines: Deadlines::default(),
             listeners: cfg.listeners.into_iter().map(Some).collect(),
@@ -298,12 +315,12 @@ impl Worker {
                 Answer::Stats { id, reports }
             }
             Query::Tunnels { id, route } => {
-                let worker = self.id;
+                let (worker, cpu) = (self.id, self.cpu);
                 let tunnels = self
                     .conns
                     .keys()
                     .into_iter()
-                    .filter_map(|key| self.conns.get(key)?.info(worker, now))
+                    .filter_map(|key| self.conns.get(key)?.info(worker, cpu, now))
                     .filter(|t| route.as_ref().is_none_or(|r| *r == t.route))
                     .collect();
                 Answer::Tunnels { id, tunnels }

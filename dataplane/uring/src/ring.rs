@@ -429,6 +429,16 @@ impl Ring {
         unsafe { self.push(sqe.user_data(ud)) };
     }
 
+    /// NAPI busy polling (`IORING_REGISTER_NAPI`, Linux 6.9+): while this ring waits for
+    /// completions, the kernel polls the NIC receive queues of the sockets it serves (tracked as
+    /// they are used) for up to `micros` µs before sleeping, preferring that to interrupts.
+    pub fn enable_napi_busy_poll(&mut self, micros: u32) -> io::Result<()> {
+        let mut napi = types::Napi::new()
+            .set_busy_poll_timeout(micros)
+            .set_prefer_busy_poll(true);
+        self.ring.submitter().register_napi(&mut napi)
+    }
+
     /// This ring's descriptor, for other workers' [`Ring::send_fd`].
     pub fn ring_fd(&self) -> RawFd {
         self.ring.as_raw_fd()

@@ -2,6 +2,7 @@
 //! socket whose index equals the CPU the packet was received on (SO_ATTACH_REUSEPORT_CBPF).
 //! With worker `i` pinned to CPU `i` and its socket the `i`-th to join the group, a connection is
 //! accepted on the core whose NIC queue (RSS/RPS) delivered it, so its cache lines stay there.
+//! [`incoming_napi_id`] tells which queue a connection's packets come from.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -44,6 +45,29 @@ pub fn steer_to_cpu(listener: BorrowedFd<'_>) -> io::Result<()> {
     };
     if rc == 0 {
         Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The NAPI instance (NIC receive queue) that last delivered a packet to `sock`
+/// (SO_INCOMING_NAPI_ID); 0 when none has (loopback, or a driver without NAPI ids).
+pub fn incoming_napi_id(sock: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut id: libc::c_uint = 0;
+    let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+    // SAFETY: `id` and `len` live on this stack frame for the call and `len` is their size; the
+    // kernel writes at most `len` bytes into `id`. The fd is borrowed, so it is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_NAPI_ID,
+            (&mut id as *mut libc::c_uint).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(id)
     } else {
         Err(io::Error::last_os_error())
     }
