@@ -133,6 +133,7 @@ fn route_lookup(c: &mut Criterion) {
             path: format!("/t{}/db{}", i % 500, i),
             origin: SocketAddr::from(([127, 0, 0, 1], 5432)),
             idle_timeout: None,
+            pool: None,
         })
         .collect();
     let table = RouteTable::new(1, routes).expect("valid table");

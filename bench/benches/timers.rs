@@ -33,6 +33,7 @@ fn routes(idle: Option<Duration>) -> RouteTable {
         path: "/db".into(),
         origin: SocketAddr::from(([127, 0, 0, 1], 5432)),
         idle_timeout: idle,
+        pool: None,
     };
     RouteTable::new(1, vec![route]).expect("one route")
 }

@@ -245,7 +245,7 @@ pub fn merge(workers: &[Vec<RouteReport>]) -> Result<Vec<Merged>, String> {
 }
 
 /// One `[[route]]` as written in a config file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,9 +255,31 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
     pub path: String,
+    /// The one origin (empty when `origins` lists a pool).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub origin: String,
+    /// A pool of origins, in order of preference for `failover`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<PoolOrigin>,
+    /// How a pool's origin is chosen: `failover` (default), `least-connections`,
+    /// `power-of-two-choices`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Percent of a pool that may be ejected at once (default 50); past it, health is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejected_percent: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
+}
+
+/// One origin of a pool, as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolOrigin {
+    pub addr: String,
+    /// Used only when no other origin of the pool is eligible.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backup: bool,
 }
 
 impl RouteSpec {
@@ -290,6 +312,20 @@ impl RouteSpec {
 impl fmt::Display for RouteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} -> {}", self.display_name(), self.origin)?;
+        let list: Vec<String> = self
+            .origins
+            .iter()
+            .map(|o| match o.backup {
+                true => format!("{} (backup)", o.addr),
+                false => o.addr.clone(),
+            })
+            .collect();
+        if !list.is_empty() {
+            write!(f, "[{}]", list.join(", "))?;
+        }
+        if let Some(p) = &self.policy {
+            write!(f, " ({p})")?;
+        }
         if let Some(ms) = self.idle_timeout_ms {
             write!(f, " (idle timeout {ms} ms)")?;
         }
@@ -515,6 +551,7 @@ mod tests {
             path: path.into(),
             origin: origin.into(),
             idle_timeout_ms: None,
+            ..Default::default()
         }
     }
 

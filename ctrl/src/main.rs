@@ -232,6 +232,7 @@ fn request(command: &Command) -> anyhow::Result<Request> {
                 path: path.clone(),
                 origin: origin.clone(),
                 idle_timeout_ms: *idle_timeout_ms,
+                ..Default::default()
             },
         },
         Command::Routes(Routes::Remove { name }) => Request::RoutesRemove { name: name.clone() },
@@ -412,6 +413,7 @@ mod tests {
             path: "/pg".into(),
             origin: "127.0.0.1:5432".into(),
             idle_timeout_ms: None,
+            ..Default::default()
         };
         let text = render(
             &Reply::Applied {

@@ -85,6 +85,7 @@ fn spec(path: &str, origin: std::net::SocketAddr) -> RouteSpec {
         path: path.into(),
         origin: origin.to_string(),
         idle_timeout_ms: None,
+        ..Default::default()
     }
 }
 

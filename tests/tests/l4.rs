@@ -110,6 +110,29 @@ async fn two_hundred_connections_at_once() {
     assert!(spliced_bytes(&text) > 0, "{text}");
 }
 
+/// An urgent (MSG_OOB) byte in a splicing direction: splice(2) stops at the urgent mark and
+/// never steps over it, so the direction goes back to copying, which does. Every ordinary byte
+/// arrives, then EOF, within the bound (a relay that kept polling would spin and never finish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_urgent_byte_does_not_wedge_a_splicing_direction() {
+    let echo = Origin::echo().await;
+    let server = Ringway::start(&tcp_config(echo.addr, 1));
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    let (a, b) = (vec![1u8; 64 * 1024], vec![2u8; 256 * 1024]);
+    s.write_all(&a).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // the direction splices by now
+    socket2::SockRef::from(&s).send_out_of_band(b"!").unwrap();
+    s.write_all(&b).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    timeout(STEP, s.read_to_end(&mut back))
+        .await
+        .expect("every byte and EOF within the bound")
+        .unwrap();
+    assert_eq!(back.len(), a.len() + b.len(), "all but the urgent byte");
+    assert!(back[..a.len()] == a[..] && back[a.len()..] == b[..]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn splicing_off_copies_everything() {
     let echo = Origin::echo().await;
@@ -274,6 +297,22 @@ fn the_config_refuses_what_cannot_work() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{extra}: {err}");
         assert!(err.contains(want), "{extra}: {err}");
+        let _ = std::fs::remove_file(path);
+    }
+    for (engine, want) in [
+        (
+            "pipe_size = 100\n",
+            "`engine.pipe_size` must be between 4096 and 1048576",
+        ),
+        ("balance = true\nsteer_by_cpu = true\n", "are alternatives"),
+    ] {
+        let path = write_config(&format!(
+            "[engine]\n{engine}[[listener]]\naddr = \"127.0.0.1:0\"\nmode = \"tcp\"\norigin = \"127.0.0.1:1\"\n"
+        ));
+        let out = run_to_exit(&["check", "--config", path.to_str().unwrap()], STEP);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{engine}: {err}");
+        assert!(err.contains(want), "{engine}: {err}");
         let _ = std::fs::remove_file(path);
     }
 }

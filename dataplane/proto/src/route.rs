@@ -27,10 +27,53 @@ pub struct Route {
     pub sni: Option<String>,
     /// Path prefix, starting with `/`.
     pub path: String,
-    /// The TCP origin.
+    /// The TCP origin (a pool's first origin).
     pub origin: SocketAddr,
     /// Close a tunnel after this long without bytes in either direction; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Several origins to choose from, when the route has a pool.
+    pub pool: Option<OriginPool>,
+}
+
+/// A route's origins and how one is chosen for each tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginPool {
+    /// In the order written; the route's `origin` is the first.
+    pub origins: Vec<PoolOrigin>,
+    pub policy: Policy,
+    /// Percent of the pool that may be out (ejected) at once; past it every origin is used again
+    /// (so ejections never add up to a total outage).
+    pub max_ejected_percent: u8,
+}
+
+/// One origin of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolOrigin {
+    pub addr: SocketAddr,
+    /// Chosen only when no other origin of the pool is eligible.
+    pub backup: bool,
+}
+
+/// How a pool picks the origin of a new tunnel (the others follow in order if it fails).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// The first healthy origin in the order written (a primary and its standby).
+    Failover,
+    /// The healthy origin with the fewest open tunnels (read replicas).
+    LeastConnections,
+    /// The less loaded of two healthy origins drawn at random (read replicas, many edges).
+    PowerOfTwoChoices,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "failover" => Some(Policy::Failover),
+            "least-connections" => Some(Policy::LeastConnections),
+            "power-of-two-choices" => Some(Policy::PowerOfTwoChoices),
+            _ => None,
+        }
+    }
 }
 
 /// Why a table could not be built.
@@ -170,6 +213,7 @@ mod tests {
             path: path.to_string(),
             origin: SocketAddr::from(([127, 0, 0, 1], port)),
             idle_timeout: None,
+            pool: None,
         }
     }
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ringctl::RouteSpec;
-use ringway_proto::route::{Route, RouteTable};
+use ringway_proto::route::{OriginPool, Policy, PoolOrigin, Route, RouteTable};
 use ringway_proto::tunnel::TunnelConfig;
 use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -171,7 +171,18 @@ pub struct RouteConfig {
     /// Match only connections whose TLS server name is this (wss:// listeners).
     #[serde(default)]
     pub sni: Option<Spanned<String>>,
-    pub origin: Spanned<String>,
+    /// The one origin; or `origins`, a pool.
+    #[serde(default)]
+    pub origin: Option<Spanned<String>>,
+    /// `origins = [{ addr = "db1:5432" }, { addr = "db2:5432", backup = true }]`.
+    #[serde(default)]
+    pub origins: Option<Spanned<Vec<ringctl::PoolOrigin>>>,
+    /// A pool's policy: `failover` (default), `least-connections`, `power-of-two-choices`.
+    #[serde(default)]
+    pub policy: Option<Spanned<String>>,
+    /// Percent of a pool that may be ejected at once (default 50).
+    #[serde(default)]
+    pub max_ejected_percent: Option<Spanned<u8>>,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -652,8 +663,7 @@ fn routes(
                 format!("route {this} is the same route as {that} at line {line}{why}; remove one");
             return Err(src.at(r.path.span(), "route.path", msg));
         }
-        let origin = resolve(r.origin.get_ref())
-            .map_err(|msg| src.at(r.origin.span(), "route.origin", msg))?;
+        let (origin, pool) = route_origins(src, r)?;
         let name = r.name.clone().unwrap_or_else(|| {
             let base = match &host {
                 Some(h) => format!("{h}{path}"),
@@ -669,7 +679,18 @@ fn routes(
             host: r.host.as_ref().map(|h| h.get_ref().clone()),
             sni: r.sni.as_ref().map(|n| n.get_ref().clone()),
             path: path.clone(),
-            origin: r.origin.get_ref().clone(),
+            origin: r
+                .origin
+                .as_ref()
+                .map(|o| o.get_ref().clone())
+                .unwrap_or_default(),
+            origins: r
+                .origins
+                .as_ref()
+                .map(|o| o.get_ref().clone())
+                .unwrap_or_default(),
+            policy: r.policy.as_ref().map(|p| p.get_ref().clone()),
+            max_ejected_percent: r.max_ejected_percent.as_ref().map(|m| *m.get_ref()),
             idle_timeout_ms: (r.idle_timeout_ms > 0).then_some(r.idle_timeout_ms),
         });
         routes.push(Route {
@@ -679,11 +700,91 @@ fn routes(
             path: path.clone(),
             origin,
             idle_timeout: (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms)),
+            pool,
         });
     }
     let table =
         RouteTable::new(version, routes).map_err(|e| ConfigError(format!("{}: {e}", src.file)))?;
     Ok((table, specs))
+}
+
+/// A route's origin, and its pool when it lists `origins`: exactly one of `origin` and
+/// `origins`, every address resolvable, the policy and ejection share valid.
+fn route_origins(
+    src: &Source<'_>,
+    r: &RouteConfig,
+) -> Result<(SocketAddr, Option<OriginPool>), ConfigError> {
+    let pool_keys = [
+        r.policy.as_ref().map(|p| (p.span(), "route.policy")),
+        r.max_ejected_percent
+            .as_ref()
+            .map(|m| (m.span(), "route.max_ejected_percent")),
+    ];
+    let list = match (&r.origin, &r.origins) {
+        (Some(o), None) => {
+            if let Some((span, key)) = pool_keys.into_iter().flatten().next() {
+                return Err(src.at(span, key, "only a route with `origins` (a pool) has one"));
+            }
+            let addr = resolve(o.get_ref()).map_err(|msg| src.at(o.span(), "route.origin", msg))?;
+            return Ok((addr, None));
+        }
+        (Some(o), Some(_)) => {
+            let msg = "write `origin` (one) or `origins` (a pool), not both";
+            return Err(src.at(o.span(), "route.origin", msg));
+        }
+        (None, None) => {
+            let msg = "a route needs `origin = \"host:port\"` or `origins = [{ addr = ... }]`";
+            return Err(src.at(r.path.span(), "route.origin", msg));
+        }
+        (None, Some(list)) => list,
+    };
+    let span = list.span();
+    if list.get_ref().is_empty() {
+        return Err(src.at(span, "route.origins", "a pool needs at least one origin"));
+    }
+    let mut origins = Vec::new();
+    for o in list.get_ref() {
+        let addr = resolve(&o.addr).map_err(|msg| src.at(span.clone(), "route.origins", msg))?;
+        if origins.iter().any(|p: &PoolOrigin| p.addr == addr) {
+            let msg = format!("{} is listed twice", o.addr);
+            return Err(src.at(span, "route.origins", msg));
+        }
+        origins.push(PoolOrigin {
+            addr,
+            backup: o.backup,
+        });
+    }
+    if origins.iter().all(|o| o.backup) {
+        let msg = "every origin is a backup: at least one must not be";
+        return Err(src.at(span, "route.origins", msg));
+    }
+    let policy = match &r.policy {
+        None => Policy::Failover,
+        Some(p) => Policy::parse(p.get_ref()).ok_or_else(|| {
+            let msg = format!(
+                "{:?} is not a policy: write \"failover\", \"least-connections\" or \
+                 \"power-of-two-choices\"",
+                p.get_ref()
+            );
+            src.at(p.span(), "route.policy", msg)
+        })?,
+    };
+    let max_ejected_percent = match &r.max_ejected_percent {
+        None => 50,
+        Some(m) if *m.get_ref() <= 100 => *m.get_ref(),
+        Some(m) => {
+            return Err(src.at(m.span(), "route.max_ejected_percent", "at most 100"));
+        }
+    };
+    let first = origins[0].addr;
+    Ok((
+        first,
+        Some(OriginPool {
+            origins,
+            policy,
+            max_ejected_percent,
+        }),
+    ))
 }
 
 /// A listener's L4 settings: `Some` for `mode = "tcp"` (which needs an `origin`), `None` for a

@@ -15,17 +15,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringway_proto::route::RouteTable;
-use ringway_proto::tunnel::Intent;
+use ringway_proto::tunnel::{CloseReason, Intent};
 use ringway_proto::ws::handshake::reason_phrase;
 use ringway_uring::{Completion, Ring, TxBuf, HEADROOM};
 use tracing::{debug, info};
 
 use crate::origin::Origin;
+use crate::pools::Pools;
 use crate::relay::{forward, Pool};
 use crate::session::Session;
 use crate::slab::Key;
 use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
 use crate::splice::{Filled, Pipes, Splicing};
+
+/// What a worker's connections share: splice pipes and the origin pools' health.
+pub struct Resources {
+    pub pipes: Pipes,
+    pub pools: Pools,
+}
 use crate::stats::{End, Phase, WorkerStats, UNROUTED};
 use crate::token::{tag, Op, Side};
 use crate::transport::{Opened, Transport};
@@ -83,6 +90,17 @@ pub struct Conn {
     origin_spoke: bool,
     /// An L4 connection's splice state, once a large read moved a direction to splicing.
     splicing: Option<Box<Splicing>>,
+    /// A pooled route's origins to try, in order, and the one connected.
+    failover: Option<Box<Failover>>,
+}
+
+/// The origins a tunnel on a pooled route tries ([`Pools::order`]).
+struct Failover {
+    order: Vec<SocketAddr>,
+    /// The next to try when the current connect fails.
+    next: usize,
+    /// The origin connected, counted open in the pool until the tunnel ends.
+    connected: Option<SocketAddr>,
 }
 
 /// Index of a direction by its source socket (see [`Splicing`]).
@@ -142,14 +160,72 @@ impl Conn {
             opened: false,
             origin_spoke: false,
             splicing: None,
+            failover: None,
         }
     }
 
-    /// The connection ends: its pipes go back to the worker's pool.
-    pub fn release_pipes(&mut self, pipes: &mut Pipes) {
+    /// The connection ends: its pipes go back to the worker's pool, its origin's open count
+    /// down.
+    pub fn release(&mut self, res: &mut Resources) {
         if let Some(s) = self.splicing.as_mut() {
-            s.release_all(pipes);
+            s.release_all(&mut res.pipes);
         }
+        if let Some(addr) = self.failover.as_mut().and_then(|f| f.connected.take()) {
+            res.pools.released(addr);
+        }
+    }
+
+    /// The origin for a new tunnel: the route's, or on a pooled route the first of the order
+    /// the pool gives (the rest are tried if it fails).
+    fn pick_origin(&mut self, addr: SocketAddr, pools: &mut Pools, now: Instant) -> SocketAddr {
+        let routes = self.routes.clone();
+        let Some(pool) = self
+            .session
+            .route()
+            .and_then(|i| routes.routes().get(i))
+            .and_then(|r| r.pool.as_ref())
+        else {
+            return addr;
+        };
+        let order = pools.order(pool, now);
+        let first = order.first().copied().unwrap_or(addr);
+        self.failover = Some(Box::new(Failover {
+            order,
+            next: 1,
+            connected: None,
+        }));
+        first
+    }
+
+    /// A connect failed: on a pooled route, the next origin is tried (true) unless none is
+    /// left; the failure counts against the origin's health either way.
+    fn fail_over(&mut self, errno: i32, ring: &mut Ring, pools: &mut Pools, now: Instant) -> bool {
+        let Some(f) = self.failover.as_mut() else {
+            return false;
+        };
+        if let Some(addr) = self.origin.addr() {
+            let why = std::io::Error::from_raw_os_error(errno.abs()).to_string();
+            pools.connect_failed(addr, &why, now);
+        }
+        let Some(&next) = f.order.get(f.next) else {
+            return false;
+        };
+        f.next += 1;
+        if self.session.is_closed() {
+            return false;
+        }
+        let limits = self.client.limits();
+        // No operation names the failed socket any more: closed here, at once.
+        drop(self.origin.retire(limits, now));
+        debug!(
+            target: LOG_TARGET,
+            route = self.route_name(),
+            failed = %Addr(self.origin.addr()),
+            next = %next,
+            "origin connect failed; trying the next origin of the pool"
+        );
+        self.connect(ring, next, now);
+        true
     }
 
     fn splicing_on(&self, from: Side) -> bool {
@@ -178,10 +254,11 @@ impl Conn {
         c: Completion,
         ring: &mut Ring,
         pool: &Pool,
-        pipes: &mut Pipes,
+        res: &mut Resources,
         stats: &mut WorkerStats,
         now: Instant,
     ) {
+        let pipes = &mut res.pipes;
         match op {
             Op::Recv => {
                 self.socket(side).on_recv_completion(!c.more);
@@ -264,6 +341,10 @@ impl Conn {
                     if let Some(t) = self.connect_started {
                         self.sample(stats, Phase::Connect, now - t);
                     }
+                    if let (Some(f), Some(addr)) = (self.failover.as_mut(), self.origin.addr()) {
+                        res.pools.connected(addr);
+                        f.connected = Some(addr);
+                    }
                     self.origin.on_connected();
                     if let Some(edge) = self.edge_tls.clone() {
                         self.start_edge_tls(&edge, ring, now);
@@ -286,7 +367,9 @@ impl Conn {
                     );
                 } else {
                     self.origin.on_connect_failed();
-                    self.session.handle_origin_connect_failed(c.result, now);
+                    if !self.fail_over(c.result, ring, &mut res.pools, now) {
+                        self.session.handle_origin_connect_failed(c.result, now);
+                    }
                 }
             }
             Op::Close => self.socket(side).on_close_completion(),
@@ -492,6 +575,7 @@ impl Conn {
         &mut self,
         ring: &mut Ring,
         pool: &Pool,
+        res: &mut Resources,
         stats: &mut WorkerStats,
         worker: usize,
         now: Instant,
@@ -501,6 +585,7 @@ impl Conn {
             match intent {
                 Intent::ConnectOrigin(addr) => {
                     self.routed(stats, now);
+                    let addr = self.pick_origin(addr, &mut res.pools, now);
                     self.connect(ring, addr, now);
                 }
                 Intent::SendClient(v) => self.queue_client_frame(ring, v, now),
@@ -537,6 +622,15 @@ impl Conn {
                 Intent::AbortOrigin => {
                     if let Some(op) = self.origin.pending_connect() {
                         ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
+                        let timed_out = self
+                            .session
+                            .close_record()
+                            .is_some_and(|r| r.reason == CloseReason::ConnectTimeout);
+                        if let (true, Some(_), Some(addr)) =
+                            (timed_out, &self.failover, self.origin.addr())
+                        {
+                            res.pools.connect_failed(addr, "connect timed out", now);
+                        }
                     }
                     self.origin.socket.abort();
                 }
@@ -897,7 +991,13 @@ fn submit(ring: &mut Ring, sock: &mut Socket, side: Side, key: Key, now: Instant
                 }
             }
             SocketOp::CancelAll => ring.cancel_fd(sock.raw(), tag(Op::Cancel, side, key)),
-            SocketOp::Close(fd) => ring.close(fd, tag(Op::Close, side, key)),
+            SocketOp::Close(fd) => {
+                if sock.resets_on_close() {
+                    // SO_LINGER 0: close(2) sends RST and drops what the kernel still holds.
+                    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+                }
+                ring.close(fd, tag(Op::Close, side, key))
+            }
             SocketOp::Discard(tx) => ring.recycle_tx(tx),
         }
     }

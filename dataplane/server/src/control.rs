@@ -1187,6 +1187,7 @@ mod tests {
             path: path.into(),
             origin: origin.into(),
             idle_timeout_ms: None,
+            ..Default::default()
         }
     }
 

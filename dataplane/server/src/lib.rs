@@ -17,6 +17,7 @@ pub mod echo;
 pub mod metrics;
 pub mod origin;
 pub mod polling;
+pub mod pools;
 pub mod relay;
 pub mod session;
 pub mod slab;

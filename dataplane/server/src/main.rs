@@ -421,7 +421,12 @@ fn run(
                 })
                 .collect(),
             splice: ringway::splice::SpliceConfig {
-                min_bytes: config.engine.splice_min_bytes,
+                // A read never brings more than a buffer less its headroom: a larger minimum
+                // would never be met, so it means "full reads".
+                min_bytes: config
+                    .engine
+                    .splice_min_bytes
+                    .min(config.engine.buffer_size - ringway_uring::HEADROOM),
                 pipe_size: config.engine.pipe_size,
                 max_pipes: config.engine.max_pipes,
             },

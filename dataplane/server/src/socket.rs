@@ -126,6 +126,9 @@ pub struct Socket<I = OpId> {
     starved: bool,
     /// The armed recv is to end and be armed again (its kind changed: recv or splice).
     restart: bool,
+    /// Aborted with bytes still unsent: closed with a reset (SO_LINGER 0), so the peer sees its
+    /// stream cut, not a clean end that lacks bytes.
+    reset: bool,
     cancelled: bool,
     sending: bool,
     /// Pool buffers held by the queue and the send in flight.
@@ -165,6 +168,7 @@ impl<I: Copy + Eq> Socket<I> {
             recv: Recv::Idle,
             starved: false,
             restart: false,
+            reset: false,
             cancelled: false,
             sending: false,
             slots: 0,
@@ -201,6 +205,15 @@ impl<I: Copy + Eq> Socket<I> {
             && self.pong.is_none()
             && !self.sending
             && matches!(self.stage, Stage::ShutSent | Stage::Closing | Stage::Closed)
+    }
+
+    /// The settings it was made with.
+    pub fn limits(&self) -> SocketLimits {
+        SocketLimits {
+            backpressure: self.flow.cap(),
+            linger: self.linger(),
+            send_stall: self.stall(),
+        }
     }
 
     /// Over its backpressure cap: its source must not be read.
@@ -464,11 +477,19 @@ impl<I: Copy + Eq> Socket<I> {
         }
     }
 
-    /// Closes at once: queued bytes are discarded, operations cancelled.
+    /// Closes at once: queued bytes are discarded, operations cancelled; if any were left, the
+    /// close is a reset ([`Socket::resets_on_close`]).
     pub fn abort(&mut self) {
         if self.stage != Stage::Closed {
+            self.reset |= self.has_unsent();
             self.stage = Stage::Closing;
         }
+    }
+
+    /// The close must be a reset: the peer would otherwise take a stream that lost bytes for a
+    /// complete one.
+    pub fn resets_on_close(&self) -> bool {
+        self.reset
     }
 
     /// The instant [`Socket::handle_timeout`] must next be called, if any.

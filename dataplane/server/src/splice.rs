@@ -36,6 +36,8 @@ use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags
 
 /// Short reads in a row after which a splicing direction goes back to copying.
 const SMALL_RUN: u8 = 4;
+/// Idle pipes a worker keeps for reuse (two descriptors each); more are closed.
+const FREE_MAX: usize = 8;
 
 /// Splice settings of a worker.
 #[derive(Clone, Copy, Debug)]
@@ -118,9 +120,10 @@ impl Pipes {
         Some(p)
     }
 
-    /// Takes a pipe back: pooled when empty, closed when it still holds bytes nobody will read.
+    /// Takes a pipe back: pooled when empty (up to `FREE_MAX` idle ones), closed when it still
+    /// holds bytes nobody will read or the pool has enough idle pipes.
     fn give(&mut self, p: Pipe) {
-        if p.held == 0 {
+        if p.held == 0 && self.free.len() < FREE_MAX {
             self.free.push(p);
         } else {
             self.made -= 1;
@@ -154,12 +157,12 @@ pub enum Filled {
     Bytes(u32),
     /// The source's end of stream.
     Eof,
-    /// Nothing to read after all (a spurious wake-up), or the pipe is full.
+    /// Nothing moved: the pipe is full, or the bytes were dropped (framed, not relaying).
     Nothing,
     /// The source failed (negated errno).
     Failed(i32),
-    /// No pipe, or the kernel will not splice this socket: the direction now copies; arm an
-    /// ordinary recv.
+    /// No pipe, the kernel will not splice this socket, or it will not splice what is there
+    /// now (an urgent mark, a pipe out of slots): the direction now copies; arm an ordinary recv.
     Fallback,
 }
 
@@ -272,8 +275,10 @@ impl Splicing {
             }
             Ok(n) => n,
             Err(Errno::AGAIN) => {
+                // Readable yet nothing to splice (an urgent mark): copy, as in `fill`.
+                d.on = false;
                 self.release(from, pipes);
-                return Filled::Nothing;
+                return Filled::Fallback;
             }
             Err(e @ (Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)) => {
                 tracing::debug!("splice refused ({e}): the connection copies");
@@ -359,8 +364,13 @@ impl Splicing {
                 Filled::Bytes(n)
             }
             Err(Errno::AGAIN) => {
+                // The socket was reported readable, yet splice takes nothing: it stops at an
+                // urgent (MSG_OOB) mark, which only a recv steps over, or the pipe ran out of
+                // slots before bytes (every small segment takes one). Polling again would fire
+                // at once, forever: the direction copies until its next large read.
+                d.on = false;
                 self.release(from, pipes);
-                Filled::Nothing
+                Filled::Fallback
             }
             Err(e @ (Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)) => {
                 tracing::debug!("splice refused ({e}): the connection copies");
@@ -486,12 +496,41 @@ mod tests {
         let mut eof = Filled::Nothing;
         for _ in 0..100 {
             eof = s.fill(0, &src, &mut pipes);
-            if eof != Filled::Nothing {
+            if eof == Filled::Eof {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert_eq!(eof, Filled::Eof);
+    }
+
+    /// splice(2) stops at an urgent mark and never steps over it: the direction must go back to
+    /// copying (a recv steps over it) rather than poll and splice nothing forever.
+    #[test]
+    fn an_urgent_byte_sends_the_direction_back_to_copying() {
+        let (mut client, src) = pair();
+        src.set_nonblocking(true).unwrap();
+        let mut pipes = Pipes::new(config(4));
+        let mut s = Splicing::default();
+        assert!(s.on_copied(0, 5000, false, &pipes.config()));
+        client.write_all(&[1; 10_000]).unwrap();
+        socket2::SockRef::from(&client)
+            .send_out_of_band(b"!")
+            .unwrap();
+        client.write_all(&[2; 10_000]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut got = 0;
+        let mut last = Filled::Nothing;
+        for _ in 0..10 {
+            last = s.fill(0, &src, &mut pipes);
+            match last {
+                Filled::Bytes(n) => got += n,
+                _ => break,
+            }
+        }
+        assert_eq!(got, 10_000, "up to the mark");
+        assert_eq!(last, Filled::Fallback);
+        assert!(!s.is_on(0), "the next read is a recv");
     }
 
     #[test]

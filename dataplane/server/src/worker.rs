@@ -20,9 +20,10 @@ use ringway_uring::{Completion, OpId, Ring};
 use tracing::{debug, info, warn};
 
 use crate::balance::Balance;
-use crate::conn::Conn;
+use crate::conn::{Conn, Resources};
 use crate::control::{Answer, Query, WorkerLink};
 use crate::polling::Polling;
+use crate::pools::Pools;
 use crate::relay::Pool;
 use crate::session::Session;
 use crate::slab::{Key, Slab};
@@ -118,8 +119,8 @@ pub struct Worker {
     l4: Vec<Option<(TcpConfig, Arc<str>)>>,
     /// Counters and latency histograms per route.
     stats: WorkerStats,
-    /// Pipes for splicing L4 connections, lent while they hold bytes.
-    pipes: Pipes,
+    /// Splice pipes and origin pool health, shared by the connections.
+    res: Resources,
     balance: Option<Arc<Balance>>,
 }
 
@@ -178,7 +179,10 @@ impl Worker {
             control: cfg.control,
             l4: cfg.l4,
             stats: WorkerStats::new(cfg.latency_histograms),
-            pipes: Pipes::new(cfg.splice),
+            res: Resources {
+                pipes: Pipes::new(cfg.splice),
+                pools: Pools::new(cfg.id),
+            },
             balance: cfg.balance,
         })
     }
@@ -376,7 +380,7 @@ impl Worker {
                     c,
                     &mut self.ring,
                     &self.pool,
-                    &mut self.pipes,
+                    &mut self.res,
                     &mut self.stats,
                     now,
                 );
@@ -393,13 +397,20 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.pump(&mut self.ring, &self.pool, &mut self.stats, self.id, now);
+        conn.pump(
+            &mut self.ring,
+            &self.pool,
+            &mut self.res,
+            &mut self.stats,
+            self.id,
+            now,
+        );
         if !conn.settled && conn.is_settled() {
             conn.settled = true;
             self.unsettled -= 1;
         }
         if conn.is_done() {
-            conn.release_pipes(&mut self.pipes);
+            conn.release(&mut self.res);
             self.conns.remove(key);
             if let Some(b) = &self.balance {
                 b.closed(self.id);

@@ -107,6 +107,7 @@ impl Driver {
             path: path.into(),
             origin,
             idle_timeout,
+            pool: None,
         };
         let routes = vec![
             route("db", None, "/db", DB, idle),

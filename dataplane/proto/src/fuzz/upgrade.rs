@@ -190,6 +190,7 @@ fn check_route(req: &UpgradeRequest) {
         path: path.into(),
         origin,
         idle_timeout: None,
+        pool: None,
     };
     let table = RouteTable::new(
         1,

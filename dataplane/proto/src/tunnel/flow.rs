@@ -25,6 +25,11 @@ impl Flow {
         }
     }
 
+    /// The cap it was made with.
+    pub fn cap(&self) -> usize {
+        self.cap as usize
+    }
+
     /// `n` more bytes were queued. Returns true if the source must now be paused.
     pub fn queue(&mut self, n: usize) -> bool {
         self.queued = self

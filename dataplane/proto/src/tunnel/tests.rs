@@ -40,6 +40,7 @@ impl Pair {
             path: "/db".into(),
             origin: SocketAddr::from(ORIGIN),
             idle_timeout: idle,
+            pool: None,
         };
         let now = Instant::now();
         Pair {

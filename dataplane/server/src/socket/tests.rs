@@ -214,8 +214,18 @@ fn a_peer_that_never_reads_stalls_after_send_stall() {
     assert_eq!(s.next_deadline(), Some(t1 + LIMITS.send_stall));
     assert_eq!(s.handle_timeout(start + LIMITS.send_stall), None);
     let late = t1 + LIMITS.send_stall;
+    assert!(!s.resets_on_close());
     assert_eq!(s.handle_timeout(late), Some(Expired::Stalled));
     assert_eq!(s.stage(), Stage::Closing);
+    assert!(
+        s.resets_on_close(),
+        "bytes were lost: the peer gets a reset, not a clean end"
+    );
+    // An abort with nothing unsent is an ordinary close.
+    let mut quiet = open(start);
+    ops(&mut quiet, start, false);
+    quiet.abort();
+    assert!(!quiet.resets_on_close());
 }
 
 #[test]

@@ -1,0 +1,336 @@
+//! Origin pools: which origin a new tunnel connects to, from the health each worker sees.
+//!
+//! A route with `origins` has a pool ([`OriginPool`]); for each new tunnel [`Pools::order`]
+//! gives the origins to try, best first, by the pool's policy among the eligible ones (the
+//! tunnel tries the next when a connect fails, so a client sees 502 only once every eligible
+//! origin refused). Backups come after every other origin.
+//!
+//! Health here is passive, from live traffic: a refused or failed connect, or a connect that
+//! timed out, is a bad signal; a connect that succeeds is a good one. Damping: an origin is
+//! ejected after `EJECT_AFTER` bad signals in a row, for `BASE_EJECTION`, doubled for each
+//! ejection that follows a short return (up to `MAX_EJECTION`), so an origin that flaps changes
+//! state a bounded number of times per minute; after `STABLE_RUN` good signals in a row its
+//! ejection time is back to the base. When it returns it is on probation: one bad signal ejects
+//! it again. Panic threshold: when more than the pool's `max_ejected_percent` of its origins are
+//! ejected, health is ignored and every origin is tried, so ejection never turns a partial
+//! outage into a total one. Every change of state is logged once, with its evidence.
+//!
+//! State is per worker (no lock, no sharing): each worker learns from its own tunnels, so an
+//! origin is ejected on a worker after that worker saw the failures. Counts of open tunnels per
+//! origin (for `least-connections` and `power-of-two-choices`) are per worker too.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ringway_proto::route::{OriginPool, Policy};
+use tracing::{info, warn};
+
+/// Bad signals in a row that eject an origin.
+pub const EJECT_AFTER: u8 = 3;
+/// How long a first ejection lasts.
+pub const BASE_EJECTION: Duration = Duration::from_secs(5);
+/// The longest ejection, however often an origin flaps.
+pub const MAX_EJECTION: Duration = Duration::from_secs(300);
+/// Good signals in a row after which an origin's ejection time is back to the base.
+const STABLE_RUN: u32 = 10;
+
+/// What one worker knows of one origin.
+#[derive(Debug)]
+struct OriginState {
+    /// Tunnels open to it.
+    open: u32,
+    bad_run: u8,
+    good_run: u32,
+    /// Ejected until then.
+    ejected_until: Option<Instant>,
+    /// How long its next ejection lasts.
+    next_ejection: Duration,
+    ejections: u32,
+}
+
+impl Default for OriginState {
+    fn default() -> OriginState {
+        OriginState {
+            open: 0,
+            bad_run: 0,
+            good_run: 0,
+            ejected_until: None,
+            next_ejection: BASE_EJECTION,
+            ejections: 0,
+        }
+    }
+}
+
+/// A worker's view of every pooled origin.
+#[derive(Debug)]
+pub struct Pools {
+    worker: usize,
+    origins: HashMap<SocketAddr, OriginState>,
+    /// xorshift state for `power-of-two-choices`.
+    rng: u64,
+}
+
+impl Pools {
+    pub fn new(worker: usize) -> Pools {
+        Pools {
+            worker,
+            origins: HashMap::new(),
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// Whether `addr` may be chosen at `now` (an ejection that has run out ends here, logged).
+    fn eligible(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        let worker = self.worker;
+        let s = self.origins.entry(addr).or_default();
+        match s.ejected_until {
+            Some(until) if until > now => false,
+            Some(_) => {
+                s.ejected_until = None;
+                // Probation: one more bad signal ejects it again.
+                s.bad_run = EJECT_AFTER - 1;
+                info!(worker, origin = %addr, ejections = s.ejections, "origin back in rotation after its ejection");
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The origins a new tunnel on `pool` tries, in order (never empty).
+    pub fn order(&mut self, pool: &OriginPool, now: Instant) -> Vec<SocketAddr> {
+        let eligible: Vec<bool> = pool
+            .origins
+            .iter()
+            .map(|o| self.eligible(o.addr, now))
+            .collect();
+        let out = eligible.iter().filter(|e| !**e).count();
+        // Panic threshold: past it, every origin is tried.
+        let panic = out * 100 > pool.origins.len() * usize::from(pool.max_ejected_percent)
+            || eligible.iter().all(|e| !e);
+        let pick = |i: usize| panic || eligible[i];
+        let mut primaries: Vec<(u32, usize)> = pool
+            .origins
+            .iter()
+            .enumerate()
+            .filter(|&(i, o)| !o.backup && pick(i))
+            .map(|(i, o)| (self.open(o.addr), i))
+            .collect();
+        match pool.policy {
+            Policy::Failover => {}
+            Policy::LeastConnections => primaries.sort(),
+            Policy::PowerOfTwoChoices => {
+                if primaries.len() >= 2 {
+                    let n = primaries.len() as u64;
+                    let a = (self.random() % n) as usize;
+                    let b = (a + 1 + (self.random() % (n - 1)) as usize) % primaries.len();
+                    let first = if primaries[b].0 < primaries[a].0 {
+                        b
+                    } else {
+                        a
+                    };
+                    let chosen = primaries.remove(first);
+                    primaries.sort();
+                    primaries.insert(0, chosen);
+                }
+            }
+        }
+        let backups = pool
+            .origins
+            .iter()
+            .enumerate()
+            .filter(|&(i, o)| o.backup && pick(i))
+            .map(|(_, o)| o.addr);
+        let mut order: Vec<SocketAddr> = primaries
+            .into_iter()
+            .map(|(_, i)| pool.origins[i].addr)
+            .collect();
+        order.extend(backups);
+        if order.is_empty() {
+            // Cannot happen (with nothing eligible, the panic threshold picks every origin);
+            // never leave a tunnel without an origin to try.
+            order = pool.origins.iter().map(|o| o.addr).collect();
+        }
+        order
+    }
+
+    fn open(&self, addr: SocketAddr) -> u32 {
+        self.origins.get(&addr).map_or(0, |s| s.open)
+    }
+
+    /// A connect to `addr` succeeded: a good signal, and one more tunnel open to it.
+    pub fn connected(&mut self, addr: SocketAddr) {
+        let s = self.origins.entry(addr).or_default();
+        s.open += 1;
+        s.bad_run = 0;
+        s.good_run += 1;
+        if s.good_run >= STABLE_RUN {
+            s.next_ejection = BASE_EJECTION;
+        }
+    }
+
+    /// A tunnel to `addr` ended.
+    pub fn released(&mut self, addr: SocketAddr) {
+        if let Some(s) = self.origins.get_mut(&addr) {
+            s.open = s.open.saturating_sub(1);
+        }
+    }
+
+    /// A connect to `addr` failed (`why`: the error, in words): a bad signal; the
+    /// `EJECT_AFTER`-th in a row ejects it.
+    pub fn connect_failed(&mut self, addr: SocketAddr, why: &str, now: Instant) {
+        let worker = self.worker;
+        let s = self.origins.entry(addr).or_default();
+        s.good_run = 0;
+        s.bad_run = s.bad_run.saturating_add(1);
+        if s.ejected_until.is_some() || s.bad_run < EJECT_AFTER {
+            return;
+        }
+        let ejection = s.next_ejection;
+        s.ejected_until = Some(now + ejection);
+        s.ejections += 1;
+        s.next_ejection = (ejection * 2).min(MAX_EJECTION);
+        warn!(
+            worker,
+            origin = %addr,
+            failures_in_a_row = s.bad_run,
+            last_error = why,
+            ejected_for_ms = ejection.as_millis() as u64,
+            ejections = s.ejections,
+            "origin ejected"
+        );
+    }
+
+    /// Whether `addr` is ejected now (for figures and tests).
+    pub fn is_ejected(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.origins
+            .get(&addr)
+            .and_then(|s| s.ejected_until)
+            .is_some_and(|u| u > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringway_proto::route::PoolOrigin;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn pool(policy: Policy, ports: &[(u16, bool)]) -> OriginPool {
+        OriginPool {
+            origins: ports
+                .iter()
+                .map(|&(p, backup)| PoolOrigin {
+                    addr: addr(p),
+                    backup,
+                })
+                .collect(),
+            policy,
+            max_ejected_percent: 50,
+        }
+    }
+
+    #[test]
+    fn failover_goes_in_order_with_backups_last_and_skips_the_ejected() {
+        let t = Instant::now();
+        let mut p = Pools::new(0);
+        let pool = pool(Policy::Failover, &[(3, true), (1, false), (2, false)]);
+        assert_eq!(p.order(&pool, t), [addr(1), addr(2), addr(3)]);
+        for _ in 0..EJECT_AFTER {
+            p.connect_failed(addr(1), "refused", t);
+        }
+        assert!(p.is_ejected(addr(1), t));
+        assert_eq!(
+            p.order(&pool, t),
+            [addr(2), addr(3)],
+            "1 of 3 out: under 50 %"
+        );
+        // Back after its ejection, on probation: one failure ejects it again, for twice as long.
+        let back = t + BASE_EJECTION;
+        assert_eq!(p.order(&pool, back), [addr(1), addr(2), addr(3)]);
+        p.connect_failed(addr(1), "refused", back);
+        assert!(p.is_ejected(addr(1), back + BASE_EJECTION));
+        assert!(!p.is_ejected(addr(1), back + 2 * BASE_EJECTION));
+    }
+
+    #[test]
+    fn past_the_panic_threshold_every_origin_is_tried() {
+        let t = Instant::now();
+        let mut p = Pools::new(0);
+        let pool = pool(Policy::Failover, &[(1, false), (2, false), (3, false)]);
+        for a in [1, 2] {
+            for _ in 0..EJECT_AFTER {
+                p.connect_failed(addr(a), "refused", t);
+            }
+        }
+        assert_eq!(
+            p.order(&pool, t),
+            [addr(1), addr(2), addr(3)],
+            "2 of 3 out is over 50 %: health is ignored"
+        );
+    }
+
+    #[test]
+    fn least_connections_and_two_choices_prefer_the_less_loaded() {
+        let t = Instant::now();
+        let mut p = Pools::new(1);
+        let lc = pool(
+            Policy::LeastConnections,
+            &[(1, false), (2, false), (3, false)],
+        );
+        for _ in 0..5 {
+            p.connected(addr(1));
+        }
+        p.connected(addr(2));
+        assert_eq!(p.order(&lc, t), [addr(3), addr(2), addr(1)]);
+        let p2c = pool(
+            Policy::PowerOfTwoChoices,
+            &[(1, false), (2, false), (3, false)],
+        );
+        let mut firsts = HashMap::new();
+        for _ in 0..300 {
+            *firsts.entry(p.order(&p2c, t)[0]).or_insert(0) += 1;
+        }
+        // Origin 1 (5 open) only wins a draw against itself, which two distinct draws exclude.
+        assert_eq!(firsts.get(&addr(1)), None, "{firsts:?}");
+        assert!(firsts[&addr(3)] > firsts[&addr(2)], "{firsts:?}");
+    }
+
+    #[test]
+    fn a_flapping_origin_changes_state_a_bounded_number_of_times() {
+        // An origin that fails three connects, returns, fails again, ... for ten minutes: the
+        // ejections double (5 s, 10 s, 20 s, ...) up to 300 s, so it is ejected at most 8
+        // times in the ten minutes rather than once per return.
+        let t0 = Instant::now();
+        let mut p = Pools::new(0);
+        let pool = pool(Policy::Failover, &[(1, false), (2, false), (3, false)]);
+        let mut now = t0;
+        let mut ejections = 0;
+        while now < t0 + Duration::from_secs(600) {
+            if p.order(&pool, now).contains(&addr(1)) {
+                let was = p.is_ejected(addr(1), now);
+                p.connect_failed(addr(1), "reset", now);
+                if !was && p.is_ejected(addr(1), now) {
+                    ejections += 1;
+                }
+            }
+            now += Duration::from_millis(100);
+        }
+        assert!(
+            (5..=8).contains(&ejections),
+            "{ejections} ejections in 10 minutes"
+        );
+    }
+}
