@@ -88,10 +88,19 @@ impl Origin {
         addr
     }
 
+    /// Like [`Origin::greeting`], listening on `addr` (an address that refused until now, say).
+    pub async fn greeting_at(name: &'static str, addr: SocketAddr) -> Origin {
+        Self::spawn_at(Behaviour::Greet(name), addr).await
+    }
+
     async fn spawn(behaviour: Behaviour) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::spawn_at(behaviour, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    async fn spawn_at(behaviour: Behaviour, at: SocketAddr) -> Origin {
+        let listener = TcpListener::bind(at)
             .await
-            .expect("bind origin on 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind origin on {at}: {e}"));
         let addr = listener.local_addr().expect("origin local_addr");
         let accept = tokio::spawn(async move {
             let mut conns = JoinSet::new();

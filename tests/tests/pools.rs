@@ -1,0 +1,177 @@
+//! Origin pools (`[[route]] origins = [...]`): failover to a standby while the primary refuses,
+//! with no client-visible error and the primary's ejection logged once per worker; least
+//! connections and power of two choices spread held tunnels; past the panic threshold a
+//! recovered origin serves at once although its ejection has not run out; and the config
+//! refuses what cannot work, naming the key and line.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ringway_e2e::origin::Origin;
+use ringway_e2e::server::{run_to_exit, write_config, Ringway};
+use ringway_e2e::ws::{connect, read_bytes, refusal_status};
+use ringway_e2e::STEP;
+
+fn pool_config(workers: u32, policy: &str, origins: &[(SocketAddr, bool)]) -> String {
+    let list: Vec<String> = origins
+        .iter()
+        .map(|(a, backup)| match backup {
+            true => format!("{{ addr = \"{a}\", backup = true }}"),
+            false => format!("{{ addr = \"{a}\" }}"),
+        })
+        .collect();
+    format!(
+        "workers = {workers}\n[[listener]]\naddr = \"127.0.0.1:0\"\n[[route]]\npath = \"/db\"\npolicy = \"{policy}\"\norigins = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// Opens a tunnel to `/db` and returns it with the name its origin greeted it with.
+async fn greeted(server: &Ringway, len: usize) -> (ringway_e2e::ws::Client, String) {
+    let mut ws = connect(&server.url("/db")).await;
+    let name = read_bytes(&mut ws, len, STEP).await;
+    (ws, String::from_utf8(name).expect("a name"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_moves_new_tunnels_to_the_standby_while_the_primary_refuses() {
+    let primary = Origin::refused();
+    let standby = Origin::greeting("standby").await;
+    let server = Ringway::start(&pool_config(
+        2,
+        "failover",
+        &[(primary, false), (standby.addr, true)],
+    ));
+    for _ in 0..40 {
+        let (_ws, name) = greeted(&server, 7).await;
+        assert_eq!(name, "standby", "no client sees the primary's refusal");
+    }
+    let log = server.log();
+    let ejections = log
+        .lines()
+        .filter(|l| l.contains("origin ejected") && l.contains(&primary.to_string()))
+        .count();
+    assert!(
+        (1..=2).contains(&ejections),
+        "ejected once per worker that saw it fail, with the evidence: {log}"
+    );
+    assert!(
+        log.contains("failures_in_a_row=3") && log.contains("Connection refused"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_and_two_choices_spread_held_tunnels() {
+    let (a, b, c) = (
+        Origin::greeting("a").await,
+        Origin::greeting("b").await,
+        Origin::greeting("c").await,
+    );
+    let server = Ringway::start(&pool_config(
+        1,
+        "least-connections",
+        &[(a.addr, false), (b.addr, false)],
+    ));
+    let mut held = Vec::new();
+    let mut count = std::collections::HashMap::new();
+    for _ in 0..20 {
+        let (ws, name) = greeted(&server, 1).await;
+        *count.entry(name).or_insert(0) += 1;
+        held.push(ws);
+    }
+    assert_eq!((count["a"], count["b"]), (10, 10), "{count:?}");
+    drop(held);
+    drop(server);
+
+    let server = Ringway::start(&pool_config(
+        1,
+        "power-of-two-choices",
+        &[(a.addr, false), (b.addr, false), (c.addr, false)],
+    ));
+    let mut held = Vec::new();
+    let mut count = std::collections::HashMap::new();
+    for _ in 0..30 {
+        let (ws, name) = greeted(&server, 1).await;
+        *count.entry(name).or_insert(0) += 1;
+        held.push(ws);
+    }
+    for name in ["a", "b", "c"] {
+        let n = count.get(name).copied().unwrap_or(0);
+        assert!(
+            (7..=13).contains(&n),
+            "two choices keep the load even: {count:?}"
+        );
+    }
+}
+
+/// Both origins refuse: every tunnel gets 502 (each tried both) and both are ejected, which is
+/// past the 50 % panic threshold, so health is ignored: once one comes back, the next tunnel
+/// reaches it at once, although its ejection (5 s) has not run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_panic_threshold_a_recovered_origin_serves_at_once() {
+    let (one, two) = (Origin::refused(), Origin::refused());
+    let server = Ringway::start(&pool_config(1, "failover", &[(one, false), (two, false)]));
+    let start = Instant::now();
+    for _ in 0..4 {
+        assert_eq!(refusal_status(&server.url("/db")).await, 502);
+    }
+    let log = server.log();
+    assert_eq!(log.matches("origin ejected").count(), 2, "{log}");
+    let _back = Origin::greeting_at("two", two).await;
+    let (_ws, name) = greeted(&server, 3).await;
+    assert_eq!(name, "two");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5), // a first ejection's length
+        "served before any ejection ran out"
+    );
+}
+
+#[test]
+fn the_config_refuses_pools_that_cannot_work() {
+    for (route, key, want) in [
+        (
+            "origin = \"127.0.0.1:1\"\norigins = [{ addr = \"127.0.0.1:2\" }]",
+            "route.origin",
+            "not both",
+        ),
+        ("", "route.origin", "a route needs `origin"),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\" }]\npolicy = \"random\"",
+            "route.policy",
+            "\"random\" is not a policy",
+        ),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\", backup = true }]",
+            "route.origins",
+            "every origin is a backup",
+        ),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\" }, { addr = \"127.0.0.1:1\" }]",
+            "route.origins",
+            "listed twice",
+        ),
+        (
+            "origin = \"127.0.0.1:1\"\npolicy = \"failover\"",
+            "route.policy",
+            "only a route with `origins`",
+        ),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\" }]\nmax_ejected_percent = 101",
+            "route.max_ejected_percent",
+            "at most 100",
+        ),
+    ] {
+        let path = write_config(&format!(
+            "[[listener]]\naddr = \"127.0.0.1:0\"\n[[route]]\npath = \"/db\"\n{route}\n"
+        ));
+        let out = run_to_exit(&["check", "--config", path.to_str().unwrap()], STEP);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{route}: {err}");
+        assert!(
+            err.contains(&format!("`{key}`")) && err.contains("line ") && err.contains(want),
+            "{route}: {err}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+}
