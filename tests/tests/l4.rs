@@ -281,6 +281,67 @@ async fn shutdown_delivers_what_was_queued() {
     assert!(status.success(), "{status}");
 }
 
+/// SIGTERM while a slow reader still has bytes coming and its writer never stops: ringway stops
+/// relaying, sends what it holds, half-closes, and stays until the kernel has delivered every
+/// byte it accepted (the reader's socket acknowledged them), rather than exiting: the kernel
+/// would then answer the client's next bytes with a reset and drop what it still held. The
+/// client reads exactly what the close line counts, then EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_until_a_slow_reader_has_every_byte() {
+    let echo = Origin::echo().await;
+    let config = format!(
+        "{}[timeouts]\nclose_ms = 20000\nshutdown_ms = 20000\n",
+        tcp_config(echo.addr, 1)
+    );
+    let mut server = Ringway::start(&config);
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(16 * 1024).unwrap();
+    let s = sock.connect(server.addr()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        // Keeps writing (up to 256 MiB) while ringway shuts down: its input never ends.
+        let chunk = vec![3u8; 64 * 1024];
+        for _ in 0..4096 {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 16 * 1024];
+    let start = Instant::now();
+    let mut signalled = false;
+    loop {
+        if !signalled && start.elapsed() > Duration::from_millis(300) {
+            server.sigterm();
+            signalled = true;
+        }
+        match timeout(STEP, rd.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => panic!("the connection was cut after {total} bytes: {e}"),
+            Err(_) => panic!("no byte nor EOF within {STEP:?} after {total} bytes"),
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await; // a slow reader
+        assert!(start.elapsed() < Duration::from_secs(60), "bounded");
+    }
+    writer.abort();
+    let status = server.wait_exit(STEP).await.expect("exits");
+    assert!(status.success(), "{status}");
+    let log = server.log();
+    let counted: usize = log
+        .split("to_client=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("a close line with to_client: {log}"));
+    assert!(total > 0);
+    assert_eq!(
+        total, counted,
+        "every byte ringway accepted for the client arrived"
+    );
+}
+
 #[test]
 fn the_config_refuses_what_cannot_work() {
     for (extra, want) in [

@@ -876,9 +876,21 @@ impl Conn {
         self.client.waits_for_buffers() || self.origin.socket.waits_for_buffers()
     }
 
-    /// Nothing left to send anywhere: exiting now loses no accepted byte.
-    pub fn is_settled(&self) -> bool {
-        self.session.is_closed() && self.client.is_settled() && self.origin.socket.is_settled()
+    /// Nothing left to send anywhere: exiting now loses no accepted byte. `shutting_down`: the
+    /// process is about to exit, so bytes the kernel still holds for a half-closed socket count
+    /// too (closing it with unread input would reset the connection and drop them).
+    pub fn is_settled(&self, shutting_down: bool) -> bool {
+        let delivered = |s: &Socket| {
+            !shutting_down
+                || s.stage() != crate::socket::Stage::ShutSent
+                || s.fd()
+                    .is_none_or(|fd| ringway_uring::unsent_bytes(fd.as_fd()).is_ok_and(|n| n == 0))
+        };
+        self.session.is_closed()
+            && self.client.is_settled()
+            && self.origin.socket.is_settled()
+            && delivered(&self.client)
+            && delivered(&self.origin.socket)
     }
 
     /// Both sockets closed, nothing in flight: the slot may be freed.

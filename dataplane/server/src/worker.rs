@@ -405,7 +405,7 @@ impl Worker {
             self.id,
             now,
         );
-        if !conn.settled && conn.is_settled() {
+        if !conn.settled && conn.is_settled(self.stop_by.is_some()) {
             conn.settled = true;
             self.unsettled -= 1;
         }
@@ -443,6 +443,14 @@ impl Worker {
             }
         }
         self.accept_failures.flush(self.id, now);
+        if self.stop_by.is_some() {
+            // Half-closed sockets whose peer is still reading settle without an event here.
+            for key in self.conns.keys() {
+                if self.conns.get(key).is_some_and(|c| !c.settled) {
+                    self.pump(key, now);
+                }
+            }
+        }
         self.refill_warm(now);
         if let Some(tls) = self.tls_shared.changed_since(&mut self.tls_generation) {
             info!(worker = self.id, "TLS certificates reloaded");

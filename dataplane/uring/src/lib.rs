@@ -32,5 +32,5 @@ mod txbuf;
 
 pub use bufpool::{PoolBuf, HEADROOM};
 pub use ring::{Completion, Features, OpId, Ring, Teardown, Wait, PREEMPTED_GAP};
-pub use steer::{incoming_napi_id, steer_to_cpu};
+pub use steer::{incoming_napi_id, steer_to_cpu, unsent_bytes};
 pub use txbuf::{RangeError, TxBuf};

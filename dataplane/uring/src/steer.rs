@@ -72,3 +72,17 @@ pub fn incoming_napi_id(sock: BorrowedFd<'_>) -> io::Result<u32> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Bytes written to stream socket `sock` that its peer has not acknowledged yet (SIOCOUTQ):
+/// closing it with unread input would reset the connection and drop them.
+pub fn unsent_bytes(sock: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ on sockets) writes one int through the pointer, which points at
+    // `n` on this stack frame for the call. The fd is borrowed, so it is open.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
+    if rc == 0 {
+        Ok(u32::try_from(n).unwrap_or(0))
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
