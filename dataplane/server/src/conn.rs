@@ -78,6 +78,8 @@ pub struct Conn {
     pub dirty: bool,
     /// In the worker's line of connections waiting for pool buffers.
     pub waiting: bool,
+    /// In the worker's shutdown line of connections waiting for their peer's acknowledgements.
+    pub awaiting_ack: bool,
     /// Its route's slot in the worker's figures, once routed (or refused).
     pub stats_slot: Option<usize>,
     /// When the TLS handshake finished (wss://).
@@ -154,6 +156,7 @@ impl Conn {
             settled: false,
             dirty: false,
             waiting: false,
+            awaiting_ack: false,
             stats_slot: None,
             tls_done: None,
             connect_started: None,

@@ -111,6 +111,9 @@ pub struct Worker {
     starved: Vec<Key>,
     /// Connections with completions in the current batch, pumped once at its end.
     dirty: Vec<Key>,
+    /// While shutting down: connections waiting for their peer to acknowledge what the kernel
+    /// still holds (see `Conn::is_settled`), looked at again on each tick.
+    awaiting_ack: Vec<Key>,
     tick_armed: bool,
     busy_poll: Duration,
     accept_failures: AcceptFailures,
@@ -173,6 +176,7 @@ impl Worker {
             unsettled: 0,
             starved: Vec::new(),
             dirty: Vec::new(),
+            awaiting_ack: Vec::new(),
             tick_armed: false,
             busy_poll: cfg.busy_poll,
             accept_failures: AcceptFailures::default(),
@@ -405,9 +409,14 @@ impl Worker {
             self.id,
             now,
         );
-        if !conn.settled && conn.is_settled(self.stop_by.is_some()) {
+        let exiting = self.stop_by.is_some();
+        if !conn.settled && conn.is_settled(exiting) {
             conn.settled = true;
             self.unsettled -= 1;
+        } else if exiting && !conn.settled && !conn.awaiting_ack && conn.is_settled(false) {
+            // Only the kernel's unacknowledged bytes are left: look again on the next tick.
+            conn.awaiting_ack = true;
+            self.awaiting_ack.push(key);
         }
         if conn.is_done() {
             conn.release(&mut self.res);
@@ -443,12 +452,12 @@ impl Worker {
             }
         }
         self.accept_failures.flush(self.id, now);
-        if self.stop_by.is_some() {
-            // Half-closed sockets whose peer is still reading settle without an event here.
-            for key in self.conns.keys() {
-                if self.conns.get(key).is_some_and(|c| !c.settled) {
-                    self.pump(key, now);
-                }
+        // Half-closed sockets whose peer is still reading settle without an event here: only
+        // those are looked at again (cost per tick: what waits, not what exists).
+        for key in std::mem::take(&mut self.awaiting_ack) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.awaiting_ack = false;
+                self.pump(key, now);
             }
         }
         self.refill_warm(now);
