@@ -134,6 +134,7 @@ fn route_lookup(c: &mut Criterion) {
             origin: SocketAddr::from(([127, 0, 0, 1], 5432)),
             idle_timeout: None,
             pool: None,
+            max_tunnels: None,
         })
         .collect();
     let table = RouteTable::new(1, routes).expect("valid table");

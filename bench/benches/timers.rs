@@ -34,6 +34,7 @@ fn routes(idle: Option<Duration>) -> RouteTable {
         origin: SocketAddr::from(([127, 0, 0, 1], 5432)),
         idle_timeout: idle,
         pool: None,
+        max_tunnels: None,
     };
     RouteTable::new(1, vec![route]).expect("one route")
 }

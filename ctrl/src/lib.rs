@@ -268,6 +268,9 @@ pub struct RouteSpec {
     /// Percent of a pool that may be ejected at once (default 50); past it, health is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejected_percent: Option<u8>,
+    /// Tunnels the route may hold at once (past it: 503 with Retry-After).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tunnels: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
 }
@@ -280,6 +283,12 @@ pub struct PoolOrigin {
     /// Used only when no other origin of the pool is eligible.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backup: bool,
+    /// Tunnels open to it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// New connections to it per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_per_second: Option<u32>,
 }
 
 impl RouteSpec {

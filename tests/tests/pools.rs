@@ -2,15 +2,20 @@
 //! with no client-visible error and the primary's ejection logged once per worker; least
 //! connections and power of two choices spread held tunnels; past the panic threshold a
 //! recovered origin serves at once although its ejection has not run out; and the config
-//! refuses what cannot work, naming the key and line.
+//! refuses what cannot work, naming the key and line. Limits: past an origin's
+//! `max_connections` or a route's `max_tunnels`, new tunnels get 503 with Retry-After before
+//! any origin connect, and no open tunnel is cut.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use futures_util::SinkExt;
+use ringway_e2e::attack::CountingOrigin;
 use ringway_e2e::origin::Origin;
 use ringway_e2e::server::{run_to_exit, write_config, Ringway};
-use ringway_e2e::ws::{connect, read_bytes, refusal_status};
+use ringway_e2e::ws::{connect, read_bytes, refusal_status, try_connect};
 use ringway_e2e::STEP;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 fn pool_config(workers: u32, policy: &str, origins: &[(SocketAddr, bool)]) -> String {
     let list: Vec<String> = origins
@@ -127,6 +132,80 @@ async fn past_the_panic_threshold_a_recovered_origin_serves_at_once() {
     );
 }
 
+/// The 503 of a refused upgrade, with its Retry-After.
+async fn refused_with_retry_after(url: &str) -> (u16, Option<String>) {
+    match try_connect(url, &[]).await {
+        Ok((_, resp)) => panic!("expected a refusal, got {}", resp.status()),
+        Err(WsError::Http(resp)) => (
+            resp.status().as_u16(),
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        ),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cap_gives_503_before_any_connect_and_cuts_no_open_tunnel() {
+    let origin = CountingOrigin::echo().await;
+    let other = CountingOrigin::echo().await;
+    let config = format!(
+        "workers = 1\n[[listener]]\naddr = \"127.0.0.1:0\"\n\
+         [[route]]\npath = \"/db\"\norigins = [{{ addr = \"{}\", max_connections = 3 }}]\n\
+         [[route]]\npath = \"/capped\"\norigin = \"{}\"\nmax_tunnels = 2\n",
+        origin.addr, other.addr
+    );
+    let server = Ringway::start(&config);
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(connect(&server.url("/db")).await);
+    }
+    let (status, after) = refused_with_retry_after(&server.url("/db")).await;
+    assert_eq!((status, after.as_deref()), (503, Some("1")));
+    assert_eq!(
+        origin.accepted(),
+        3,
+        "the refused tunnel never reached the origin"
+    );
+    for ws in &mut open {
+        ws.send(Message::binary(b"still here".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_bytes(ws, 10, STEP).await,
+            b"still here",
+            "no open tunnel is cut"
+        );
+    }
+    let mut first = open.remove(0);
+    let _ = first.close(None).await;
+    drop(first);
+    let deadline = Instant::now() + STEP;
+    let mut again = None;
+    while again.is_none() && Instant::now() < deadline {
+        match try_connect(&server.url("/db"), &[]).await {
+            Ok((ws, _)) => again = Some(ws),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    assert!(
+        again.is_some(),
+        "a tunnel that ended makes room for the next"
+    );
+
+    let a = connect(&server.url("/capped")).await;
+    let b = connect(&server.url("/capped")).await;
+    let (status, after) = refused_with_retry_after(&server.url("/capped")).await;
+    assert_eq!((status, after.as_deref()), (503, Some("1")));
+    assert_eq!(other.accepted(), 2);
+    drop((a, b));
+    let out = server.ringctl(&["stats", "--route", "/capped"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("refused: 503 1"), "{text}");
+}
+
 #[test]
 fn the_config_refuses_pools_that_cannot_work() {
     for (route, key, want) in [
@@ -160,6 +239,16 @@ fn the_config_refuses_pools_that_cannot_work() {
             "origins = [{ addr = \"127.0.0.1:1\" }]\nmax_ejected_percent = 101",
             "route.max_ejected_percent",
             "at most 100",
+        ),
+        (
+            "origin = \"127.0.0.1:1\"\nmax_tunnels = 0",
+            "route.max_tunnels",
+            "at least 1",
+        ),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\", max_connections = 0 }]",
+            "route.origins",
+            "a limit must be at least 1",
         ),
     ] {
         let path = write_config(&format!(

@@ -33,6 +33,8 @@ pub struct Route {
     pub idle_timeout: Option<Duration>,
     /// Several origins to choose from, when the route has a pool.
     pub pool: Option<OriginPool>,
+    /// Tunnels the route may hold at once (past it, new ones get 503); `None`: no limit.
+    pub max_tunnels: Option<u32>,
 }
 
 /// A route's origins and how one is chosen for each tunnel.
@@ -52,6 +54,10 @@ pub struct PoolOrigin {
     pub addr: SocketAddr,
     /// Chosen only when no other origin of the pool is eligible.
     pub backup: bool,
+    /// Tunnels open to it at once; `None`: no limit.
+    pub max_connections: Option<u32>,
+    /// New connections to it per second; `None`: no limit.
+    pub max_new_per_second: Option<u32>,
 }
 
 /// How a pool picks the origin of a new tunnel (the others follow in order if it fails).
@@ -214,6 +220,7 @@ mod tests {
             origin: SocketAddr::from(([127, 0, 0, 1], port)),
             idle_timeout: None,
             pool: None,
+            max_tunnels: None,
         }
     }
 

@@ -183,6 +183,9 @@ pub struct RouteConfig {
     /// Percent of a pool that may be ejected at once (default 50).
     #[serde(default)]
     pub max_ejected_percent: Option<Spanned<u8>>,
+    /// Tunnels the route may hold at once; past it, 503 with Retry-After.
+    #[serde(default)]
+    pub max_tunnels: Option<Spanned<u32>>,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -691,6 +694,7 @@ fn routes(
                 .unwrap_or_default(),
             policy: r.policy.as_ref().map(|p| p.get_ref().clone()),
             max_ejected_percent: r.max_ejected_percent.as_ref().map(|m| *m.get_ref()),
+            max_tunnels: r.max_tunnels.as_ref().map(|m| *m.get_ref()),
             idle_timeout_ms: (r.idle_timeout_ms > 0).then_some(r.idle_timeout_ms),
         });
         routes.push(Route {
@@ -701,6 +705,13 @@ fn routes(
             origin,
             idle_timeout: (r.idle_timeout_ms > 0).then(|| Duration::from_millis(r.idle_timeout_ms)),
             pool,
+            max_tunnels: match &r.max_tunnels {
+                Some(m) if *m.get_ref() == 0 => {
+                    let msg = "must be at least 1 (leave it out for no limit)";
+                    return Err(src.at(m.span(), "route.max_tunnels", msg));
+                }
+                m => m.as_ref().map(|m| *m.get_ref()),
+            },
         });
     }
     let table =
@@ -749,9 +760,18 @@ fn route_origins(
             let msg = format!("{} is listed twice", o.addr);
             return Err(src.at(span, "route.origins", msg));
         }
+        if o.max_connections == Some(0) || o.max_new_per_second == Some(0) {
+            let msg = format!(
+                "{}: a limit must be at least 1 (leave it out for none)",
+                o.addr
+            );
+            return Err(src.at(span, "route.origins", msg));
+        }
         origins.push(PoolOrigin {
             addr,
             backup: o.backup,
+            max_connections: o.max_connections,
+            max_new_per_second: o.max_new_per_second,
         });
     }
     if origins.iter().all(|o| o.backup) {

@@ -28,11 +28,16 @@ use crate::slab::Key;
 use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
 use crate::splice::{Filled, Pipes, Splicing};
 
-/// What a worker's connections share: splice pipes and the origin pools' health.
+/// What a worker's connections share: splice pipes, the origin pools' health, and the tunnels
+/// admitted per route (by figures slot) for `max_tunnels`.
 pub struct Resources {
     pub pipes: Pipes,
     pub pools: Pools,
+    pub route_tunnels: Vec<u32>,
 }
+
+/// `Retry-After` of a 503 for a route or pool at its limits, in seconds.
+const RETRY_AFTER_S: u32 = 1;
 use crate::stats::{End, Phase, WorkerStats, UNROUTED};
 use crate::token::{tag, Op, Side};
 use crate::transport::{Opened, Transport};
@@ -94,6 +99,8 @@ pub struct Conn {
     splicing: Option<Box<Splicing>>,
     /// A pooled route's origins to try, in order, and the one connected.
     failover: Option<Box<Failover>>,
+    /// Counted in its route's admitted tunnels (figures slot), for `max_tunnels`.
+    admitted: Option<usize>,
 }
 
 /// The origins a tunnel on a pooled route tries ([`Pools::order`]).
@@ -101,8 +108,8 @@ struct Failover {
     order: Vec<SocketAddr>,
     /// The next to try when the current connect fails.
     next: usize,
-    /// The origin connected, counted open in the pool until the tunnel ends.
-    connected: Option<SocketAddr>,
+    /// The origin being connected or connected, counted open in the pool until released.
+    held: Option<SocketAddr>,
 }
 
 /// Index of a direction by its source socket (see [`Splicing`]).
@@ -164,6 +171,7 @@ impl Conn {
             origin_spoke: false,
             splicing: None,
             failover: None,
+            admitted: None,
         }
     }
 
@@ -173,31 +181,44 @@ impl Conn {
         if let Some(s) = self.splicing.as_mut() {
             s.release_all(&mut res.pipes);
         }
-        if let Some(addr) = self.failover.as_mut().and_then(|f| f.connected.take()) {
+        if let Some(addr) = self.failover.as_mut().and_then(|f| f.held.take()) {
             res.pools.released(addr);
+        }
+        if let Some(slot) = self.admitted.take() {
+            if let Some(n) = res.route_tunnels.get_mut(slot) {
+                *n = n.saturating_sub(1);
+            }
         }
     }
 
-    /// The origin for a new tunnel: the route's, or on a pooled route the first of the order
-    /// the pool gives (the rest are tried if it fails).
-    fn pick_origin(&mut self, addr: SocketAddr, pools: &mut Pools, now: Instant) -> SocketAddr {
+    /// A routed tunnel asks for its origin: admitted under its route's `max_tunnels` (its
+    /// worker's share), then given one (on a pooled route, the first the pool orders). `None`:
+    /// over a limit, the tunnel is refused with 503.
+    fn admit(&mut self, addr: SocketAddr, res: &mut Resources, now: Instant) -> Option<SocketAddr> {
         let routes = self.routes.clone();
-        let Some(pool) = self
-            .session
-            .route()
-            .and_then(|i| routes.routes().get(i))
-            .and_then(|r| r.pool.as_ref())
-        else {
-            return addr;
+        let route = self.session.route().and_then(|i| routes.routes().get(i));
+        if let (Some(max), Some(slot)) = (route.and_then(|r| r.max_tunnels), self.stats_slot) {
+            if res.route_tunnels.len() <= slot {
+                res.route_tunnels.resize(slot + 1, 0);
+            }
+            if res.route_tunnels[slot] >= res.pools.share(max) {
+                return None;
+            }
+            res.route_tunnels[slot] += 1;
+            self.admitted = Some(slot);
+        }
+        let Some(pool) = route.and_then(|r| r.pool.as_ref()) else {
+            return Some(addr);
         };
-        let order = pools.order(pool, now);
-        let first = order.first().copied().unwrap_or(addr);
+        let order = res.pools.order(pool, now);
+        let first = *order.first()?;
+        res.pools.connecting(pool, first);
         self.failover = Some(Box::new(Failover {
             order,
             next: 1,
-            connected: None,
+            held: Some(first),
         }));
-        first
+        Some(first)
     }
 
     /// A connect failed: on a pooled route, the next origin is tried (true) unless none is
@@ -206,9 +227,10 @@ impl Conn {
         let Some(f) = self.failover.as_mut() else {
             return false;
         };
-        if let Some(addr) = self.origin.addr() {
+        if let Some(addr) = f.held.take() {
             let why = std::io::Error::from_raw_os_error(errno.abs()).to_string();
             pools.connect_failed(addr, &why, now);
+            pools.released(addr);
         }
         let Some(&next) = f.order.get(f.next) else {
             return false;
@@ -217,6 +239,16 @@ impl Conn {
         if self.session.is_closed() {
             return false;
         }
+        let routes = self.routes.clone();
+        if let Some(pool) = self
+            .session
+            .route()
+            .and_then(|i| routes.routes().get(i))
+            .and_then(|r| r.pool.as_ref())
+        {
+            pools.connecting(pool, next);
+        }
+        f.held = Some(next);
         let limits = self.client.limits();
         // No operation names the failed socket any more: closed here, at once.
         drop(self.origin.retire(limits, now));
@@ -344,9 +376,8 @@ impl Conn {
                     if let Some(t) = self.connect_started {
                         self.sample(stats, Phase::Connect, now - t);
                     }
-                    if let (Some(f), Some(addr)) = (self.failover.as_mut(), self.origin.addr()) {
+                    if let Some(addr) = self.failover.as_ref().and_then(|f| f.held) {
                         res.pools.connected(addr);
-                        f.connected = Some(addr);
                     }
                     self.origin.on_connected();
                     if let Some(edge) = self.edge_tls.clone() {
@@ -588,8 +619,10 @@ impl Conn {
             match intent {
                 Intent::ConnectOrigin(addr) => {
                     self.routed(stats, now);
-                    let addr = self.pick_origin(addr, &mut res.pools, now);
-                    self.connect(ring, addr, now);
+                    match self.admit(addr, res, now) {
+                        Some(addr) => self.connect(ring, addr, now),
+                        None => self.session.handle_over_limit(RETRY_AFTER_S, now),
+                    }
                 }
                 Intent::SendClient(v) => self.queue_client_frame(ring, v, now),
                 // Under TLS a pong is sealed at once and sent in order like any record.

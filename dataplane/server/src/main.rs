@@ -432,6 +432,7 @@ fn run(
             },
             balance: balance.clone(),
             napi_busy_poll_us: config.engine.napi_busy_poll_us,
+            workers: config.cpus.len(),
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let h = std::thread::Builder::new()

@@ -15,15 +15,21 @@
 //! ejected, health is ignored and every origin is tried, so ejection never turns a partial
 //! outage into a total one. Every change of state is logged once, with its evidence.
 //!
+//! Limits: an origin with `max_connections` or `max_new_per_second` is skipped while it is at
+//! either (not ejected: it is busy, not sick); when every origin is, the order is empty and the
+//! tunnel gets 503 with Retry-After before any connect. A route's `max_tunnels` is checked by the
+//! connection before it asks for an order.
+//!
 //! State is per worker (no lock, no sharing): each worker learns from its own tunnels, so an
 //! origin is ejected on a worker after that worker saw the failures. Counts of open tunnels per
-//! origin (for `least-connections` and `power-of-two-choices`) are per worker too.
+//! origin (for `least-connections` and `power-of-two-choices`) are per worker too, and so are the
+//! limits: each worker enforces its share of a limit, `ceil(limit / workers)`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ringway_proto::route::{OriginPool, Policy};
+use ringway_proto::route::{OriginPool, Policy, PoolOrigin};
 use tracing::{info, warn};
 
 /// Bad signals in a row that eject an origin.
@@ -47,6 +53,9 @@ struct OriginState {
     /// How long its next ejection lasts.
     next_ejection: Duration,
     ejections: u32,
+    /// `max_new_per_second`'s token bucket: tokens, and when it was last refilled.
+    tokens: f64,
+    refilled: Option<Instant>,
 }
 
 impl Default for OriginState {
@@ -58,6 +67,8 @@ impl Default for OriginState {
             ejected_until: None,
             next_ejection: BASE_EJECTION,
             ejections: 0,
+            tokens: 0.0,
+            refilled: None,
         }
     }
 }
@@ -66,17 +77,61 @@ impl Default for OriginState {
 #[derive(Debug)]
 pub struct Pools {
     worker: usize,
+    /// Workers in the process: each enforces `ceil(limit / workers)` of a limit.
+    workers: u32,
     origins: HashMap<SocketAddr, OriginState>,
     /// xorshift state for `power-of-two-choices`.
     rng: u64,
 }
 
 impl Pools {
-    pub fn new(worker: usize) -> Pools {
+    pub fn new(worker: usize, workers: usize) -> Pools {
         Pools {
             worker,
+            workers: u32::try_from(workers.max(1)).unwrap_or(u32::MAX),
             origins: HashMap::new(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ (worker as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+        }
+    }
+
+    /// This worker's share of a limit.
+    pub fn share(&self, limit: u32) -> u32 {
+        limit.div_ceil(self.workers).max(1)
+    }
+
+    /// Whether `o` is under its limits at `now` (its connections, its new-connection rate).
+    fn has_room(&mut self, o: &PoolOrigin, now: Instant) -> bool {
+        let (conns, rate) = (
+            o.max_connections.map(|m| self.share(m)),
+            o.max_new_per_second.map(|m| self.share(m)),
+        );
+        let s = self.origins.entry(o.addr).or_default();
+        if conns.is_some_and(|max| s.open >= max) {
+            return false;
+        }
+        if let Some(rate) = rate {
+            let rate = f64::from(rate);
+            let since = s.refilled.map_or(1.0, |t| (now - t).as_secs_f64());
+            s.tokens = (s.tokens + since * rate).min(rate);
+            s.refilled = Some(now);
+            if s.tokens < 1.0 {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A connect to `addr` of `pool` starts: one more open (until [`Pools::released`]) and one
+    /// token of its rate spent.
+    pub fn connecting(&mut self, pool: &OriginPool, addr: SocketAddr) {
+        let limited = pool
+            .origins
+            .iter()
+            .any(|o| o.addr == addr && o.max_new_per_second.is_some());
+        let s = self.origins.entry(addr).or_default();
+        s.open += 1;
+        if limited {
+            s.tokens -= 1.0;
         }
     }
 
@@ -106,18 +161,20 @@ impl Pools {
         }
     }
 
-    /// The origins a new tunnel on `pool` tries, in order (never empty).
+    /// The origins a new tunnel on `pool` tries, in order; empty when every origin it could
+    /// use is at its limits (the tunnel then gets 503).
     pub fn order(&mut self, pool: &OriginPool, now: Instant) -> Vec<SocketAddr> {
         let eligible: Vec<bool> = pool
             .origins
             .iter()
             .map(|o| self.eligible(o.addr, now))
             .collect();
+        let room: Vec<bool> = pool.origins.iter().map(|o| self.has_room(o, now)).collect();
         let out = eligible.iter().filter(|e| !**e).count();
         // Panic threshold: past it, every origin is tried.
         let panic = out * 100 > pool.origins.len() * usize::from(pool.max_ejected_percent)
             || eligible.iter().all(|e| !e);
-        let pick = |i: usize| panic || eligible[i];
+        let pick = |i: usize| room[i] && (panic || eligible[i]);
         let mut primaries: Vec<(u32, usize)> = pool
             .origins
             .iter()
@@ -155,11 +212,6 @@ impl Pools {
             .map(|(_, i)| pool.origins[i].addr)
             .collect();
         order.extend(backups);
-        if order.is_empty() {
-            // Cannot happen (with nothing eligible, the panic threshold picks every origin);
-            // never leave a tunnel without an origin to try.
-            order = pool.origins.iter().map(|o| o.addr).collect();
-        }
         order
     }
 
@@ -167,10 +219,9 @@ impl Pools {
         self.origins.get(&addr).map_or(0, |s| s.open)
     }
 
-    /// A connect to `addr` succeeded: a good signal, and one more tunnel open to it.
+    /// A connect to `addr` succeeded: a good signal.
     pub fn connected(&mut self, addr: SocketAddr) {
         let s = self.origins.entry(addr).or_default();
-        s.open += 1;
         s.bad_run = 0;
         s.good_run += 1;
         if s.good_run >= STABLE_RUN {
@@ -178,7 +229,7 @@ impl Pools {
         }
     }
 
-    /// A tunnel to `addr` ended.
+    /// A tunnel to `addr` (or its connect) ended.
     pub fn released(&mut self, addr: SocketAddr) {
         if let Some(s) = self.origins.get_mut(&addr) {
             s.open = s.open.saturating_sub(1);
@@ -222,7 +273,6 @@ impl Pools {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringway_proto::route::PoolOrigin;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -235,6 +285,8 @@ mod tests {
                 .map(|&(p, backup)| PoolOrigin {
                     addr: addr(p),
                     backup,
+                    max_connections: None,
+                    max_new_per_second: None,
                 })
                 .collect(),
             policy,
@@ -245,7 +297,7 @@ mod tests {
     #[test]
     fn failover_goes_in_order_with_backups_last_and_skips_the_ejected() {
         let t = Instant::now();
-        let mut p = Pools::new(0);
+        let mut p = Pools::new(0, 1);
         let pool = pool(Policy::Failover, &[(3, true), (1, false), (2, false)]);
         assert_eq!(p.order(&pool, t), [addr(1), addr(2), addr(3)]);
         for _ in 0..EJECT_AFTER {
@@ -268,7 +320,7 @@ mod tests {
     #[test]
     fn past_the_panic_threshold_every_origin_is_tried() {
         let t = Instant::now();
-        let mut p = Pools::new(0);
+        let mut p = Pools::new(0, 1);
         let pool = pool(Policy::Failover, &[(1, false), (2, false), (3, false)]);
         for a in [1, 2] {
             for _ in 0..EJECT_AFTER {
@@ -285,15 +337,15 @@ mod tests {
     #[test]
     fn least_connections_and_two_choices_prefer_the_less_loaded() {
         let t = Instant::now();
-        let mut p = Pools::new(1);
+        let mut p = Pools::new(1, 1);
         let lc = pool(
             Policy::LeastConnections,
             &[(1, false), (2, false), (3, false)],
         );
         for _ in 0..5 {
-            p.connected(addr(1));
+            p.connecting(&lc, addr(1));
         }
-        p.connected(addr(2));
+        p.connecting(&lc, addr(2));
         assert_eq!(p.order(&lc, t), [addr(3), addr(2), addr(1)]);
         let p2c = pool(
             Policy::PowerOfTwoChoices,
@@ -314,7 +366,7 @@ mod tests {
         // ejections double (5 s, 10 s, 20 s, ...) up to 300 s, so it is ejected at most 8
         // times in the ten minutes rather than once per return.
         let t0 = Instant::now();
-        let mut p = Pools::new(0);
+        let mut p = Pools::new(0, 1);
         let pool = pool(Policy::Failover, &[(1, false), (2, false), (3, false)]);
         let mut now = t0;
         let mut ejections = 0;
@@ -332,5 +384,39 @@ mod tests {
             (5..=8).contains(&ejections),
             "{ejections} ejections in 10 minutes"
         );
+    }
+
+    #[test]
+    fn an_origin_at_its_limits_is_skipped_and_a_full_pool_orders_nothing() {
+        let t = Instant::now();
+        // Two workers: each enforces ceil(3 / 2) = 2 connections and 2 new per second.
+        let mut p = Pools::new(0, 2);
+        let mut full = pool(Policy::Failover, &[(1, false), (2, false)]);
+        full.origins[0].max_connections = Some(3);
+        full.origins[1].max_new_per_second = Some(3);
+        assert_eq!(p.share(3), 2);
+        for _ in 0..2 {
+            assert_eq!(p.order(&full, t)[0], addr(1));
+            p.connecting(&full, addr(1));
+        }
+        assert_eq!(p.order(&full, t), [addr(2)], "1 is at its 2 connections");
+        p.connecting(&full, addr(2));
+        p.connecting(&full, addr(2));
+        assert!(
+            p.order(&full, t).is_empty(),
+            "2 spent its 2 new connections this second"
+        );
+        assert!(
+            !p.is_ejected(addr(1), t) && !p.is_ejected(addr(2), t),
+            "busy, not sick"
+        );
+        let later = t + Duration::from_millis(500);
+        assert_eq!(
+            p.order(&full, later),
+            [addr(2)],
+            "a token back after half a second"
+        );
+        p.released(addr(1));
+        assert_eq!(p.order(&full, later), [addr(1), addr(2)]);
     }
 }

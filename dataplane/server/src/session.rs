@@ -277,6 +277,15 @@ impl Session {
         }
     }
 
+    /// The route or its pool is at a connection limit: 503 with Retry-After, before any connect.
+    pub fn handle_over_limit(&mut self, retry_after_s: u32, now: Instant) {
+        match self {
+            Session::WebSocket(t) => t.handle_over_limit(retry_after_s, now),
+            // Neither has routes or pools.
+            Session::Access(_) | Session::Tcp(..) => {}
+        }
+    }
+
     /// The origin socket could not be created (out of descriptors or memory).
     pub fn handle_origin_socket_failed(&mut self, errno: i32, now: Instant) {
         match self {

@@ -55,6 +55,7 @@ impl End {
             CloseReason::ConnectFailed(_) => ("connect failed", None),
             CloseReason::ConnectTimeout => ("connect timeout", None),
             CloseReason::OriginSocket(_) => ("no origin socket", None),
+            CloseReason::OverLimit => ("over limit", Some(503)),
             CloseReason::IdleTimeout => ("idle timeout", None),
             CloseReason::Shutdown => ("shutdown", None),
             CloseReason::Operator => ("operator", None),

@@ -75,6 +75,8 @@ pub struct WorkerConfig {
     pub balance: Option<Arc<Balance>>,
     /// `[engine] napi_busy_poll_us` (0: off).
     pub napi_busy_poll_us: u32,
+    /// Workers in the process (each enforces its share of a route's or origin's limit).
+    pub workers: usize,
 }
 
 /// A running worker's state. Field order matters for drop: the ring goes first (cancelling
@@ -185,7 +187,8 @@ impl Worker {
             stats: WorkerStats::new(cfg.latency_histograms),
             res: Resources {
                 pipes: Pipes::new(cfg.splice),
-                pools: Pools::new(cfg.id),
+                pools: Pools::new(cfg.id, cfg.workers),
+                route_tunnels: Vec::new(),
             },
             balance: cfg.balance,
         })

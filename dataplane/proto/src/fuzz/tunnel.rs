@@ -108,6 +108,7 @@ impl Driver {
             origin,
             idle_timeout,
             pool: None,
+            max_tunnels: None,
         };
         let routes = vec![
             route("db", None, "/db", DB, idle),
@@ -142,7 +143,8 @@ impl Driver {
     /// One event: a kind byte (low 4 bits) and its arguments. 0: a client read of `n` input
     /// bytes (n, bytes); 1: the canned upgrade ([`Driver::upgrade`]); 2: a client read of 1-4
     /// built frames (count, [`FrameBuilder`] specs); 3: an origin read ([`Driver::origin_sends`]);
-    /// 4: origin connected; 5: connect failed (errno; 128 and up: no socket); 6: client EOF;
+    /// 4: origin connected; 5: connect failed (errno; 128-191: no socket; 192 and up: over the
+    /// connection limit); 6: client EOF;
     /// 7: client error (errno; 128 and up: TLS failure); 8: origin EOF; 9: origin error (errno);
     /// 10: client stalled; 11: origin stalled; 12: shutdown; 13: the clock moves (bits 0-5 times
     /// 1 ms, 100 ms, 1 s or 10 min by bits 6-7); 14: a peer reads (bit 0: which, bits 1-7: times
@@ -170,9 +172,10 @@ impl Driver {
             }
             5 => match input.byte() {
                 e @ 0..=127 => self.tunnel.handle_origin_connect_failed(-i32::from(e), now),
-                e => self
+                e @ 128..=191 => self
                     .tunnel
                     .handle_origin_socket_failed(-i32::from(e & 127), now),
+                e => self.tunnel.handle_over_limit(u32::from(e & 7), now),
             },
             6 => self.tunnel.handle_client_eof(now),
             7 => match input.byte() {
@@ -567,7 +570,7 @@ impl Driver {
             CloseReason::HandshakeTimeout => refused(408),
             CloseReason::ConnectFailed(_) => refused(502),
             CloseReason::ConnectTimeout => refused(504),
-            CloseReason::OriginSocket(_) => refused(503),
+            CloseReason::OriginSocket(_) | CloseReason::OverLimit => refused(503),
             CloseReason::Shutdown | CloseReason::Operator => refused(503) || closed(1001),
             CloseReason::IdleTimeout => closed(1001),
             CloseReason::OriginEof => closed(1000),
@@ -599,7 +602,8 @@ impl Driver {
             CloseReason::IdleTimeout
             | CloseReason::Shutdown
             | CloseReason::Operator
-            | CloseReason::OriginSocket(_) => Side::Server,
+            | CloseReason::OriginSocket(_)
+            | CloseReason::OverLimit => Side::Server,
         };
         assert_eq!(record.by, by, "{record:?}");
         let refusal = self.tunnel.refusal().map(|r| r.status);

@@ -191,6 +191,7 @@ fn check_route(req: &UpgradeRequest) {
         origin,
         idle_timeout: None,
         pool: None,
+        max_tunnels: None,
     };
     let table = RouteTable::new(
         1,

@@ -98,6 +98,8 @@ pub enum CloseReason {
     ConnectTimeout,
     /// The origin socket could not be created here (errno: out of descriptors or memory).
     OriginSocket(i32),
+    /// The route or every origin of its pool is at its connection limit (503, Retry-After).
+    OverLimit,
     /// The origin ended its stream.
     OriginEof,
     /// The origin's socket failed (errno).
@@ -156,6 +158,9 @@ impl fmt::Display for CloseReason {
             CloseReason::ConnectTimeout => f.write_str("origin did not accept in time"),
             CloseReason::OriginSocket(e) => {
                 write!(f, "cannot create a socket to the origin: {}", os(e))
+            }
+            CloseReason::OverLimit => {
+                f.write_str("the route or its origins are at their connection limit (503)")
             }
             CloseReason::OriginEof => f.write_str("origin closed the connection"),
             CloseReason::OriginError(e) => write!(f, "origin connection failed: {}", os(e)),
@@ -391,6 +396,22 @@ impl Tunnel {
     }
 
     fn refuse(&mut self, status: u16, reason: &'static str, by: Side, why: CloseReason) {
+        let extra: &[(&str, &str)] = if status == 426 {
+            &[("Sec-WebSocket-Version", "13")]
+        } else {
+            &[]
+        };
+        self.refuse_with(status, reason, extra, by, why);
+    }
+
+    fn refuse_with(
+        &mut self,
+        status: u16,
+        reason: &'static str,
+        extra: &[(&str, &str)],
+        by: Side,
+        why: CloseReason,
+    ) {
         let refusal = self.refusal.get_or_insert_with(|| {
             Box::new(Refusal {
                 status,
@@ -402,11 +423,6 @@ impl Tunnel {
         refusal.status = status;
         refusal.reason = reason;
         let mut out = Vec::with_capacity(160);
-        let extra: &[(&str, &str)] = if status == 426 {
-            &[("Sec-WebSocket-Version", "13")]
-        } else {
-            &[]
-        };
         handshake::write_refusal(status, reason, extra, &mut out);
         self.intents.push_back(Intent::SendClient(out));
         self.intents.push_back(Intent::CloseClient);
@@ -571,6 +587,26 @@ impl Tunnel {
         let reason = "no resources to reach the origin, try again later";
         let why = CloseReason::OriginSocket(errno.abs());
         self.origin_unreachable(503, reason, Side::Server, why);
+    }
+
+    /// The route, or every origin its pool could use, is at its connection limit: 503 with
+    /// `Retry-After: retry_after_s`, before any origin connect; tunnels already open are untouched.
+    pub fn handle_over_limit(&mut self, retry_after_s: u32, _now: Instant) {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::AwaitOrigin(p) => {
+                self.note_target(p);
+                self.intents.push_back(Intent::AbortOrigin);
+                let after = retry_after_s.to_string();
+                self.refuse_with(
+                    503,
+                    "at its connection limit, try again later",
+                    &[("Retry-After", &after)],
+                    Side::Server,
+                    CloseReason::OverLimit,
+                );
+            }
+            other => self.phase = other,
+        }
     }
 
     /// While waiting for the origin: the connect is abandoned and the upgrade refused. In any

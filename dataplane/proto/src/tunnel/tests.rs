@@ -41,6 +41,7 @@ impl Pair {
             origin: SocketAddr::from(ORIGIN),
             idle_timeout: idle,
             pool: None,
+            max_tunnels: None,
         };
         let now = Instant::now();
         Pair {
