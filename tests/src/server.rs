@@ -233,6 +233,11 @@ impl Ringway {
     }
 
     /// Runs `ringctl --socket SOCKET ARGS` to completion (at most 30 s).
+    /// Bytes moved by splice(2) so far, over every route ([`spliced_bytes`] of `ringctl stats`).
+    pub fn spliced_bytes(&self) -> u64 {
+        spliced_bytes(&String::from_utf8_lossy(&self.ringctl(&["stats"]).stdout))
+    }
+
     pub fn ringctl(&self, args: &[&str]) -> Output {
         let socket = self.control.to_str().expect("utf-8 temp path");
         let mut all = vec!["--socket", socket];
@@ -368,6 +373,35 @@ pub fn run_ringctl(args: &[&str], bound: Duration) -> Output {
     let mut cmd = Command::new(ringctl_binary());
     cmd.args(args);
     run_command(cmd, bound)
+}
+
+/// The `(N B spliced)` figures of `ringctl stats` output, summed over its routes (0: none).
+pub fn spliced_bytes(stats: &str) -> u64 {
+    stats
+        .split(" B spliced)")
+        .filter_map(|before| before.rsplit_once('(')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+/// Runs `ringway check` on `config` (written to a temporary file), which must be refused with
+/// exit 2; returns its stderr.
+pub fn refused_config(config: &str) -> String {
+    let path = write_config(config);
+    let out = run_to_exit(
+        &["check", "--config", path.to_str().expect("utf-8 temp path")],
+        Duration::from_secs(10),
+    );
+    let _ = std::fs::remove_file(&path);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "config must be refused with exit 2; stdout: {stdout:?} stderr: {stderr:?}"
+    );
+    stderr
 }
 
 /// Runs the binary with `args` to completion (at most `bound`, then it is killed) and returns

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use ringway_e2e::config::ConfigToml;
-use ringway_e2e::server::{run_to_exit, write_config, Ringway};
+use ringway_e2e::server::{refused_config as refused, run_to_exit, write_config, Ringway};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -122,19 +122,6 @@ origin = "127.0.0.1:9"
         "stderr must name the key `addr`: {:?}",
         r.stderr
     );
-}
-
-/// Runs `check` on `config`, which must be refused (exit 2), and returns its stderr.
-fn refused(config: &str) -> String {
-    let r = check(config);
-    assert_eq!(
-        r.code,
-        Some(2),
-        "config must be refused with exit 2; stdout: {:?} stderr: {:?}",
-        r.stdout,
-        r.stderr
-    );
-    r.stderr
 }
 
 /// Asserts `stderr` holds every one of `needles`.

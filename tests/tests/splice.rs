@@ -16,15 +16,6 @@ use ringway_e2e::STEP;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
-/// The `(N B spliced)` of a `ringctl stats` line (0 when absent).
-fn spliced_bytes(server: &Ringway) -> u64 {
-    let out = server.ringctl(&["stats"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_once(" B spliced)")
-        .and_then(|(before, _)| before.rsplit_once('(')?.1.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Sends `data` in 64 KiB Binary messages with a Ping after every fourth, while reading the
 /// echo back; returns what came back.
 async fn echo_with_pings(server: &Ringway, data: &[u8]) -> Vec<u8> {
@@ -60,7 +51,7 @@ async fn origin_bytes_are_spliced_into_whole_frames() {
     rand::thread_rng().fill_bytes(&mut data);
     let back = echo_with_pings(&server, &data).await;
     assert!(back == data, "4 MiB came back changed");
-    let spliced = spliced_bytes(&server);
+    let spliced = server.spliced_bytes();
     assert!(spliced > 0, "bulk origin bytes go through a pipe");
     assert!(
         spliced < (4 << 20) + (4 << 20) / 100,
@@ -79,7 +70,7 @@ async fn splicing_off_copies_everything() {
     let mut data = vec![0u8; 1 << 20];
     rand::thread_rng().fill_bytes(&mut data);
     assert!(echo_with_pings(&server, &data).await == data);
-    assert_eq!(spliced_bytes(&server), 0);
+    assert_eq!(server.spliced_bytes(), 0);
 }
 
 /// The origin answers 3 MiB in one write and closes: every byte arrives in whole frames, then
@@ -107,5 +98,5 @@ async fn an_origin_that_answers_then_closes_delivers_every_byte_then_the_close()
     let close = read_close(&mut rx).await;
     assert_eq!(close.map(|c| c.0), Some(1000));
     drop(timeout(Duration::from_secs(1), writer).await);
-    assert!(spliced_bytes(&server) > 0);
+    assert!(server.spliced_bytes() > 0);
 }

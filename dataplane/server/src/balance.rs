@@ -79,8 +79,9 @@ impl Balance {
         Some((target, ring))
     }
 
-    /// Tunnels per worker now (for logs).
-    pub fn loads(&self) -> Vec<u32> {
+    /// Tunnels per worker now.
+    #[cfg(test)]
+    fn loads(&self) -> Vec<u32> {
         self.load
             .iter()
             .map(|l| l.load(Ordering::Relaxed))

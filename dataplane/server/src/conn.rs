@@ -212,7 +212,7 @@ impl Conn {
         };
         let order = res.pools.order(pool, now);
         let first = *order.first()?;
-        res.pools.connecting(pool, first);
+        res.pools.connecting(first);
         self.failover = Some(Box::new(Failover {
             order,
             next: 1,
@@ -239,15 +239,7 @@ impl Conn {
         if self.session.is_closed() {
             return false;
         }
-        let routes = self.routes.clone();
-        if let Some(pool) = self
-            .session
-            .route()
-            .and_then(|i| routes.routes().get(i))
-            .and_then(|r| r.pool.as_ref())
-        {
-            pools.connecting(pool, next);
-        }
+        pools.connecting(next);
         f.held = Some(next);
         let limits = self.client.limits();
         // No operation names the failed socket any more: closed here, at once.

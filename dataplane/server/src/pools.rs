@@ -53,7 +53,8 @@ struct OriginState {
     /// How long its next ejection lasts.
     next_ejection: Duration,
     ejections: u32,
-    /// `max_new_per_second`'s token bucket: tokens, and when it was last refilled.
+    /// `max_new_per_second`'s token bucket: tokens, and when it was last refilled (`None`: the
+    /// origin has no rate limit).
     tokens: f64,
     refilled: Option<Instant>,
 }
@@ -121,16 +122,12 @@ impl Pools {
         true
     }
 
-    /// A connect to `addr` of `pool` starts: one more open (until [`Pools::released`]) and one
-    /// token of its rate spent.
-    pub fn connecting(&mut self, pool: &OriginPool, addr: SocketAddr) {
-        let limited = pool
-            .origins
-            .iter()
-            .any(|o| o.addr == addr && o.max_new_per_second.is_some());
+    /// A connect to `addr` starts: one more open (until [`Pools::released`]) and, if it has a
+    /// rate limit, one token spent.
+    pub fn connecting(&mut self, addr: SocketAddr) {
         let s = self.origins.entry(addr).or_default();
         s.open += 1;
-        if limited {
+        if s.refilled.is_some() {
             s.tokens -= 1.0;
         }
     }
@@ -261,8 +258,8 @@ impl Pools {
         );
     }
 
-    /// Whether `addr` is ejected now (for figures and tests).
-    pub fn is_ejected(&self, addr: SocketAddr, now: Instant) -> bool {
+    #[cfg(test)]
+    fn is_ejected(&self, addr: SocketAddr, now: Instant) -> bool {
         self.origins
             .get(&addr)
             .and_then(|s| s.ejected_until)
@@ -343,9 +340,9 @@ mod tests {
             &[(1, false), (2, false), (3, false)],
         );
         for _ in 0..5 {
-            p.connecting(&lc, addr(1));
+            p.connecting(addr(1));
         }
-        p.connecting(&lc, addr(2));
+        p.connecting(addr(2));
         assert_eq!(p.order(&lc, t), [addr(3), addr(2), addr(1)]);
         let p2c = pool(
             Policy::PowerOfTwoChoices,
@@ -397,11 +394,11 @@ mod tests {
         assert_eq!(p.share(3), 2);
         for _ in 0..2 {
             assert_eq!(p.order(&full, t)[0], addr(1));
-            p.connecting(&full, addr(1));
+            p.connecting(addr(1));
         }
         assert_eq!(p.order(&full, t), [addr(2)], "1 is at its 2 connections");
-        p.connecting(&full, addr(2));
-        p.connecting(&full, addr(2));
+        p.connecting(addr(2));
+        p.connecting(addr(2));
         assert!(
             p.order(&full, t).is_empty(),
             "2 spent its 2 new connections this second"

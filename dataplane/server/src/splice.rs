@@ -131,7 +131,8 @@ impl Pipes {
     }
 
     /// Pipes lent out now.
-    pub fn lent(&self) -> usize {
+    #[cfg(test)]
+    fn lent(&self) -> usize {
         self.made - self.free.len()
     }
 }
@@ -274,23 +275,7 @@ impl Splicing {
                 return Filled::Eof;
             }
             Ok(n) => n,
-            Err(Errno::AGAIN) => {
-                // Readable yet nothing to splice (an urgent mark): copy, as in `fill`.
-                d.on = false;
-                self.release(from, pipes);
-                return Filled::Fallback;
-            }
-            Err(e @ (Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)) => {
-                tracing::debug!("splice refused ({e}): the connection copies");
-                d.on = false;
-                d.refused = true;
-                self.release(from, pipes);
-                return Filled::Fallback;
-            }
-            Err(e) => {
-                self.release(from, pipes);
-                return Filled::Failed(-e.raw_os_error());
-            }
+            Err(e) => return self.splice_failed(from, e, pipes),
         };
         scratch.held = n as u32;
         let Some((header, len)) = frame(n) else {
@@ -363,27 +348,32 @@ impl Splicing {
                 }
                 Filled::Bytes(n)
             }
-            Err(Errno::AGAIN) => {
-                // The socket was reported readable, yet splice takes nothing: it stops at an
-                // urgent (MSG_OOB) mark, which only a recv steps over, or the pipe ran out of
-                // slots before bytes (every small segment takes one). Polling again would fire
-                // at once, forever: the direction copies until its next large read.
+            Err(e) => self.splice_failed(from, e, pipes),
+        }
+    }
+
+    /// A splice from source `from` failed with `e`; its pipe goes back if empty.
+    fn splice_failed(&mut self, from: usize, e: Errno, pipes: &mut Pipes) -> Filled {
+        let d = &mut self.dirs[from];
+        let filled = match e {
+            // The socket was reported readable, yet splice takes nothing: it stops at an urgent
+            // (MSG_OOB) mark, which only a recv steps over, or the pipe ran out of slots before
+            // bytes (every small segment takes one). Polling again would fire at once, forever:
+            // the direction copies until its next large read.
+            Errno::AGAIN => {
                 d.on = false;
-                self.release(from, pipes);
                 Filled::Fallback
             }
-            Err(e @ (Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)) => {
+            Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP => {
                 tracing::debug!("splice refused ({e}): the connection copies");
                 d.on = false;
                 d.refused = true;
-                self.release(from, pipes);
                 Filled::Fallback
             }
-            Err(e) => {
-                self.release(from, pipes);
-                Filled::Failed(-e.raw_os_error())
-            }
-        }
+            e => Filled::Failed(-e.raw_os_error()),
+        };
+        self.release(from, pipes);
+        filled
     }
 
     /// The destination of source `from`'s bytes is writable: splices up to `len` of them on.
