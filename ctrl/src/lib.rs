@@ -268,6 +268,9 @@ pub struct RouteSpec {
     /// Percent of a pool that may be ejected at once (default 50); past it, health is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejected_percent: Option<u8>,
+    /// Connect racing's delay in milliseconds (`0`: off; absent: from the pool's connect times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race_after_ms: Option<u64>,
     /// Tunnels the route may hold at once (past it: 503 with Retry-After).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tunnels: Option<u32>,
@@ -361,7 +364,10 @@ pub fn routes_to_toml(routes: &[RouteSpec]) -> String {
 pub enum Change {
     Add { route: RouteSpec },
     Remove { route: RouteSpec },
-    Modify { before: RouteSpec, after: RouteSpec },
+    Modify {
+        before: Box<RouteSpec>,
+        after: Box<RouteSpec>,
+    },
 }
 
 impl fmt::Display for Change {
@@ -388,8 +394,8 @@ pub fn diff(before: &[RouteSpec], after: &[RouteSpec]) -> Vec<Change> {
         match old.get(&r.key()) {
             None => changes.push(Change::Add { route: r.clone() }),
             Some(&b) if b != r => changes.push(Change::Modify {
-                before: b.clone(),
-                after: r.clone(),
+                before: Box::new(b.clone()),
+                after: Box::new(r.clone()),
             }),
             Some(_) => {}
         }
@@ -629,15 +635,15 @@ mod tests {
         assert_eq!(
             d[1],
             Change::Modify {
-                before: before[0].clone(),
-                after: after[0].clone()
+                before: Box::new(before[0].clone()),
+                after: Box::new(after[0].clone())
             }
         );
         assert_eq!(
             d[2],
             Change::Modify {
-                before: before[1].clone(),
-                after: after[1].clone()
+                before: Box::new(before[1].clone()),
+                after: Box::new(after[1].clone())
             }
         );
         assert_eq!(

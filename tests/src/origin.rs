@@ -1,6 +1,7 @@
 //! In-process TCP origins for the tunnel's far side, bound on 127.0.0.1:0 inside the test's tokio
-//! runtime: a plain echo, an echo that closes its write side after N bytes, and an address that
-//! refuses connections.
+//! runtime: a plain echo, an echo that closes its write side after N bytes, an address that
+//! refuses connections, one whose connects never complete, and a staller that leaves a share of
+//! its connects hanging (a switch that drops some flows).
 //!
 //! Invariant: dropping an [`Origin`] aborts its accept loop and, through the `JoinSet` it owns,
 //! every connection task, so nothing outlives the test. Connection tasks bound each wait.
@@ -45,6 +46,91 @@ impl Unanswering {
             }
         }
         panic!("could not fill the accept queue of a test listener");
+    }
+}
+
+/// An origin that leaves a share of its connects hanging, as a half-broken path does: `n` of
+/// every ten SYNs meet a full accept queue and are dropped by the kernel, the rest are
+/// accepted and greeted with the origin's name, then echoed. It is ten listeners on one port
+/// (`SO_REUSEPORT`: the kernel spreads connections over them by a hash of the flow); `n` of
+/// them have a backlog of 0 and are not accepted from until [`Staller::recover`].
+#[derive(Debug)]
+pub struct Staller {
+    pub addr: SocketAddr,
+    stalled: Vec<StdListener>,
+    /// The connections that filled the stalled listeners' queues.
+    fillers: Vec<TcpStream>,
+    name: &'static str,
+    serving: Vec<Origin>,
+}
+
+impl Staller {
+    pub async fn start(name: &'static str, stalled_of_ten: usize) -> Staller {
+        let mut addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (mut stalled, mut serving) = (Vec::new(), Vec::new());
+        for i in 0..10 {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .expect("socket");
+            s.set_reuse_port(true).expect("SO_REUSEPORT");
+            s.bind(&addr.into())
+                .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+            addr = s.local_addr().expect("addr").as_socket().expect("inet");
+            let listener: StdListener = s.into();
+            if i < stalled_of_ten {
+                socket2::SockRef::from(&listener).listen(0).expect("listen");
+                stalled.push(listener);
+            } else {
+                socket2::SockRef::from(&listener)
+                    .listen(128)
+                    .expect("listen");
+                listener.set_nonblocking(true).expect("nonblocking");
+                let l = TcpListener::from_std(listener).expect("tokio listener");
+                serving.push(Origin::serve_listener(l, Behaviour::Greet(name)));
+            }
+        }
+        // Fill each stalled listener's one-place queue, so that from now on every connect that
+        // hashes to one hangs at its SYN (none is accepted and left unanswered): a connect that
+        // completes and is not greeted is a filler.
+        let mut fillers = Vec::new();
+        for _ in 0..1000 {
+            if fillers.len() == stalled_of_ten {
+                break;
+            }
+            let Ok(Ok(mut s)) = timeout(Duration::from_millis(100), TcpStream::connect(addr)).await
+            else {
+                continue; // hashed to a full one
+            };
+            let mut b = [0u8; 1];
+            if !matches!(
+                timeout(Duration::from_millis(200), s.read(&mut b)).await,
+                Ok(Ok(1))
+            ) {
+                fillers.push(s);
+            }
+        }
+        assert_eq!(fillers.len(), stalled_of_ten, "filling the stalled queues");
+        Staller {
+            addr,
+            stalled,
+            fillers,
+            name,
+            serving,
+        }
+    }
+
+    /// The path heals: the stalled listeners are accepted from too.
+    pub fn recover(&mut self) {
+        self.fillers.clear();
+        for listener in self.stalled.drain(..) {
+            // A listen(2) again sets a listening socket's backlog: room for bursts, as the others.
+            socket2::SockRef::from(&listener)
+                .listen(128)
+                .expect("listen");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let l = TcpListener::from_std(listener).expect("tokio listener");
+            self.serving
+                .push(Origin::serve_listener(l, Behaviour::Greet(self.name)));
+        }
     }
 }
 
@@ -101,6 +187,10 @@ impl Origin {
         let listener = TcpListener::bind(at)
             .await
             .unwrap_or_else(|e| panic!("bind origin on {at}: {e}"));
+        Self::serve_listener(listener, behaviour)
+    }
+
+    fn serve_listener(listener: TcpListener, behaviour: Behaviour) -> Origin {
         let addr = listener.local_addr().expect("origin local_addr");
         let accept = tokio::spawn(async move {
             let mut conns = JoinSet::new();

@@ -7,11 +7,11 @@
 //! any origin connect, and no open tunnel is cut.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use ringway_e2e::attack::CountingOrigin;
-use ringway_e2e::origin::Origin;
+use ringway_e2e::origin::{Origin, Staller};
 use ringway_e2e::server::{refused_config, Ringway};
 use ringway_e2e::ws::{connect, read_bytes, refusal_status, try_connect};
 use ringway_e2e::STEP;
@@ -61,7 +61,7 @@ async fn failover_moves_new_tunnels_to_the_standby_while_the_primary_refuses() {
         "ejected once per worker that saw it fail, with the evidence: {log}"
     );
     assert!(
-        log.contains("failures_in_a_row=3") && log.contains("Connection refused"),
+        log.contains("3 connect failures in a row") && log.contains("Connection refused"),
         "{log}"
     );
 }
@@ -206,6 +206,115 @@ async fn a_connection_cap_gives_503_before_any_connect_and_cuts_no_open_tunnel()
     assert!(text.contains("refused: 503 1"), "{text}");
 }
 
+/// One tunnel through `/db`: how long its 101 took, and its origin's name or the refusal's
+/// status.
+async fn timed(server: &Ringway) -> (Duration, Result<String, u16>) {
+    let start = Instant::now();
+    match try_connect(&server.url("/db"), &[]).await {
+        Ok((mut ws, _)) => {
+            let took = start.elapsed();
+            let name = read_bytes(&mut ws, 1, STEP).await;
+            (took, Ok(String::from_utf8(name).expect("a name")))
+        }
+        Err(WsError::Http(resp)) => (start.elapsed(), Err(resp.status().as_u16())),
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+/// `n` tunnels, six at a time.
+async fn batch(server: &std::sync::Arc<Ringway>, n: usize) -> Vec<(Duration, Result<String, u16>)> {
+    let mut out = Vec::new();
+    for _ in 0..n.div_ceil(6) {
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let s = server.clone();
+                tokio::spawn(async move { timed(&s).await })
+            })
+            .collect();
+        for t in tasks {
+            out.push(t.await.expect("tunnel task"));
+        }
+    }
+    out
+}
+
+/// A primary whose path stalls 3 connects in 10 (its SYNs dropped; it never refuses), in a
+/// pool of three. Without racing and ejection (`race_after_ms = 0`; a 0 % panic threshold
+/// makes any ejection moot), a stalled tunnel waits out the connect timeout and gets 504. With
+/// them, no client sees an error, the slowest 101 is bounded by the race delay, and the primary
+/// is ejected as a latency outlier (its health looks fine: it answers most connects); once its
+/// path heals it is back in rotation after the ejection and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_staller_is_raced_and_ejected_as_a_latency_outlier_then_returns() {
+    let mut staller = Staller::start("S", 3).await;
+    let (a, b) = (Origin::greeting("A").await, Origin::greeting("B").await);
+    let config = |extra: &str| {
+        format!(
+            "workers = 1\n[timeouts]\nconnect_ms = 1000\n[[listener]]\naddr = \"127.0.0.1:0\"\n\
+             [[route]]\npath = \"/db\"\norigins = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}, \
+             {{ addr = \"{}\" }}]\n{extra}\n",
+            staller.addr, a.addr, b.addr
+        )
+    };
+    let off = std::sync::Arc::new(Ringway::start(&config(
+        "race_after_ms = 0\nmax_ejected_percent = 0",
+    )));
+    let runs = batch(&off, 60).await;
+    let errors: Vec<u16> = runs.iter().filter_map(|r| r.1.clone().err()).collect();
+    assert!(
+        errors.len() >= 5 && errors.iter().all(|&s| s == 504),
+        "without racing, stalled connects time out: {errors:?}"
+    );
+    drop(off);
+
+    let on = std::sync::Arc::new(Ringway::start(&config("")));
+    let mut runs = Vec::new();
+    let staller_addr = staller.addr.to_string();
+    for _ in 0..50 {
+        runs.extend(batch(&on, 6).await);
+        if on.log().contains("p99 connect time") {
+            break;
+        }
+    }
+    let log = on.log();
+    let ejected = log
+        .lines()
+        .find(|l| l.contains("origin ejected") && l.contains(&staller_addr))
+        .unwrap_or_else(|| panic!("the staller is ejected after {} tunnels: {log}", runs.len()));
+    assert!(ejected.contains("p99 connect time"), "{ejected}");
+    let errors = runs.iter().filter(|r| r.1.is_err()).count();
+    let mut times: Vec<Duration> = runs.iter().map(|r| r.0).collect();
+    times.sort();
+    assert_eq!(errors, 0, "no client-visible error with racing");
+    assert!(
+        times[times.len() - 1] < Duration::from_millis(600),
+        "racing bounds the slowest 101 (connect timeout 1 s): {:?}",
+        &times[times.len().saturating_sub(10)..]
+    );
+    let after = batch(&on, 24).await;
+    assert!(
+        after.iter().all(|r| r.1.as_deref() == Ok("A")),
+        "the ejected primary gets no tunnel: {after:?}"
+    );
+
+    staller.recover();
+    let healed = Instant::now();
+    let mut back = false;
+    while !back && healed.elapsed() < Duration::from_secs(12) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        back = timed(&on).await.1.as_deref() == Ok("S");
+    }
+    assert!(back, "the healed primary is back after its ejection");
+    let later = batch(&on, 60).await;
+    assert!(later.iter().all(|r| r.1.as_deref() == Ok("S")), "{later:?}");
+    let ejections = on
+        .log()
+        .lines()
+        .filter(|l| l.contains("origin ejected") && l.contains(&staller_addr))
+        .count();
+    assert_eq!(ejections, 1, "a healed origin stays in");
+}
+
 #[test]
 fn the_config_refuses_pools_that_cannot_work() {
     for (route, key, want) in [
@@ -239,6 +348,11 @@ fn the_config_refuses_pools_that_cannot_work() {
             "origins = [{ addr = \"127.0.0.1:1\" }]\nmax_ejected_percent = 101",
             "route.max_ejected_percent",
             "at most 100",
+        ),
+        (
+            "origin = \"127.0.0.1:1\"\nrace_after_ms = 5",
+            "route.race_after_ms",
+            "only a route with `origins`",
         ),
         (
             "origin = \"127.0.0.1:1\"\nmax_tunnels = 0",

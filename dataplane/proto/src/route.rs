@@ -46,6 +46,20 @@ pub struct OriginPool {
     /// Percent of the pool that may be out (ejected) at once; past it every origin is used again
     /// (so ejections never add up to a total outage).
     pub max_ejected_percent: u8,
+    /// When a connect that has not completed starts a race with the next origin.
+    pub race: Race,
+}
+
+/// Connect racing: a connect not answered within a delay starts one to the next origin in
+/// order, and the first to complete carries the tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Race {
+    /// Never: a connect waits for its answer or the connect timeout.
+    Off,
+    /// After twice the pool's typical (median of its origins' p90) connect time, within bounds.
+    Auto,
+    /// After this long.
+    After(Duration),
 }
 
 /// One origin of a pool.

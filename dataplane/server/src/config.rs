@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ringctl::RouteSpec;
-use ringway_proto::route::{OriginPool, Policy, PoolOrigin, Route, RouteTable};
+use ringway_proto::route::{OriginPool, Policy, PoolOrigin, Race, Route, RouteTable};
 use ringway_proto::tunnel::TunnelConfig;
 use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -183,6 +183,10 @@ pub struct RouteConfig {
     /// Percent of a pool that may be ejected at once (default 50).
     #[serde(default)]
     pub max_ejected_percent: Option<Spanned<u8>>,
+    /// Connect racing: a connect not answered after this many milliseconds starts one to the
+    /// next origin; `0` turns racing off; absent, the delay follows the pool's connect times.
+    #[serde(default)]
+    pub race_after_ms: Option<Spanned<u64>>,
     /// Tunnels the route may hold at once; past it, 503 with Retry-After.
     #[serde(default)]
     pub max_tunnels: Option<Spanned<u32>>,
@@ -694,6 +698,7 @@ fn routes(
                 .unwrap_or_default(),
             policy: r.policy.as_ref().map(|p| p.get_ref().clone()),
             max_ejected_percent: r.max_ejected_percent.as_ref().map(|m| *m.get_ref()),
+            race_after_ms: r.race_after_ms.as_ref().map(|m| *m.get_ref()),
             max_tunnels: r.max_tunnels.as_ref().map(|m| *m.get_ref()),
             idle_timeout_ms: (r.idle_timeout_ms > 0).then_some(r.idle_timeout_ms),
         });
@@ -730,6 +735,9 @@ fn route_origins(
         r.max_ejected_percent
             .as_ref()
             .map(|m| (m.span(), "route.max_ejected_percent")),
+        r.race_after_ms
+            .as_ref()
+            .map(|m| (m.span(), "route.race_after_ms")),
     ];
     let list = match (&r.origin, &r.origins) {
         (Some(o), None) => {
@@ -796,6 +804,11 @@ fn route_origins(
             return Err(src.at(m.span(), "route.max_ejected_percent", "at most 100"));
         }
     };
+    let race = match r.race_after_ms.as_ref().map(|m| *m.get_ref()) {
+        None => Race::Auto,
+        Some(0) => Race::Off,
+        Some(ms) => Race::After(Duration::from_millis(ms)),
+    };
     let first = origins[0].addr;
     Ok((
         first,
@@ -803,6 +816,7 @@ fn route_origins(
             origins,
             policy,
             max_ejected_percent,
+            race,
         }),
     ))
 }

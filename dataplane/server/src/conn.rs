@@ -14,13 +14,13 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringway_proto::route::RouteTable;
+use ringway_proto::route::{OriginPool, RouteTable};
 use ringway_proto::tunnel::{CloseReason, Intent};
 use ringway_proto::ws::handshake::reason_phrase;
-use ringway_uring::{Completion, Ring, TxBuf, HEADROOM};
+use ringway_uring::{Completion, OpId, Ring, TxBuf, HEADROOM};
 use tracing::{debug, info};
 
-use crate::origin::Origin;
+use crate::origin::{Origin, RaceEnd};
 use crate::pools::Pools;
 use crate::relay::{forward, Pool};
 use crate::session::Session;
@@ -104,12 +104,26 @@ pub struct Conn {
 }
 
 /// The origins a tunnel on a pooled route tries ([`Pools::order`]).
+///
+/// Connect racing: when the origin socket's connect has not completed within the pool's race
+/// delay (a one-shot ring timer, `timer`), a connect to the next origin in order starts beside it
+/// ([`Origin::begin_race`]); the first to complete carries the tunnel and the other is cancelled
+/// through the ring. A racing connect that fails starts the next at once; a client sees an
+/// error only when every origin of its order failed or the connect timeout ran out.
 struct Failover {
     order: Vec<SocketAddr>,
     /// The next to try when the current connect fails.
     next: usize,
-    /// The origin being connected or connected, counted open in the pool until released.
+    /// The origin the socket's own connect went to (connecting or connected), counted open in
+    /// the pool until released. (A racing connect's origin is counted open while it races.)
     held: Option<SocketAddr>,
+    /// The race timer in flight (armed for the first connect and kept across a failover: a
+    /// refused connect is quick), and whether it was cancelled.
+    timer: Option<OpId>,
+    timer_cancelled: bool,
+    /// A race is due: its timer ran out, or a racing connect failed while the socket's own
+    /// still runs.
+    race_due: bool,
 }
 
 /// Index of a direction by its source socket (see [`Splicing`]).
@@ -217,21 +231,182 @@ impl Conn {
             order,
             next: 1,
             held: Some(first),
+            timer: None,
+            timer_cancelled: false,
+            race_due: false,
         }));
         Some(first)
     }
 
+    /// The pool of this connection's route, if it has one.
+    fn pool(&self) -> Option<(Arc<RouteTable>, usize)> {
+        let i = self.session.route()?;
+        self.routes.routes().get(i)?.pool.as_ref()?;
+        Some((self.routes.clone(), i))
+    }
+
+    /// Records how long a connect to `addr` took (`completed`) or had taken when it was given up,
+    /// for its pool's latency view.
+    fn connect_time(
+        &self,
+        pools: &mut Pools,
+        addr: SocketAddr,
+        took: Duration,
+        completed: bool,
+        now: Instant,
+    ) {
+        if let Some((routes, i)) = self.pool() {
+            if let Some(pool) = routes.routes()[i].pool.as_ref() {
+                pools.connect_time(pool, addr, took, completed, now);
+            }
+        }
+    }
+
+    /// Arms the race timer for the connect just started, when the pool races and has an origin
+    /// left to race with.
+    fn arm_race(&mut self, ring: &mut Ring, pools: &Pools) {
+        let Some((routes, i)) = self.pool() else {
+            return;
+        };
+        let pool: &OriginPool = match routes.routes()[i].pool.as_ref() {
+            Some(p) => p,
+            None => return,
+        };
+        let key = self.key;
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if f.timer.is_some() || f.next >= f.order.len() {
+            return;
+        }
+        if let Some(delay) = pools.race_delay(pool) {
+            f.timer = Some(ring.timeout(delay, tag(Op::RaceTimer, Side::Origin, key)));
+        }
+    }
+
+    /// Starts the due race: a connect to the next origin of the order, beside the socket's own.
+    fn race(&mut self, ring: &mut Ring, pools: &mut Pools, now: Instant) {
+        let key = self.key;
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if !f.race_due
+            || self.session.is_closed()
+            || self.origin.pending_connect().is_none()
+            || self.origin.racing().is_some()
+        {
+            return;
+        }
+        f.race_due = false;
+        let Some(&next) = f.order.get(f.next) else {
+            return;
+        };
+        f.next += 1;
+        if let Ok(fd) = self.origin.begin_race(next, now) {
+            pools.connecting(next);
+            let id = ring.connect(fd, next, tag(Op::RaceConnect, Side::Origin, key));
+            self.origin.race_submitted(id);
+            debug!(
+                target: LOG_TARGET,
+                route = self.route_name(),
+                slow = %Addr(self.origin.addr()),
+                racing = %next,
+                "origin connect slow; racing the next origin of the pool"
+            );
+        }
+    }
+
+    /// Gives up a racing connect (the other won, or the tunnel ended), and the race timer.
+    fn stop_racing(&mut self, ring: &mut Ring, pools: &mut Pools) {
+        let key = self.key;
+        if let Some(f) = self.failover.as_mut() {
+            f.race_due = false;
+            if let (Some(t), false) = (f.timer, f.timer_cancelled) {
+                f.timer_cancelled = true;
+                ring.cancel(t, tag(Op::Cancel, Side::Origin, key));
+            }
+        }
+        if let Some((addr, op)) = self.origin.abandon_race() {
+            pools.released(addr);
+            if let Some(op) = op {
+                ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
+            }
+        }
+    }
+
+    /// A racing connect completed with `result`.
+    fn on_race_completed(
+        &mut self,
+        result: i32,
+        ring: &mut Ring,
+        res: &mut Resources,
+        stats: &mut WorkerStats,
+        now: Instant,
+    ) {
+        match self.origin.on_race_completed(result) {
+            RaceEnd::Abandoned => {}
+            RaceEnd::Failed { addr, .. } => {
+                let why = std::io::Error::from_raw_os_error(result.abs()).to_string();
+                res.pools.connect_failed(addr, &why, now);
+                res.pools.released(addr);
+                if self.origin.pending_connect().is_some() {
+                    // The socket's own connect still runs: race the next origin at once.
+                    if let Some(f) = self.failover.as_mut() {
+                        f.race_due = true;
+                    }
+                } else if !self.session.is_closed() && !self.try_next(ring, &mut res.pools, now) {
+                    // The socket's own connect had failed too, and no origin is left.
+                    self.session.handle_origin_connect_failed(result, now);
+                }
+            }
+            RaceEnd::Won { addr, started } => {
+                res.pools.connected(addr);
+                self.connect_time(&mut res.pools, addr, now - started, true, now);
+                self.sample(stats, Phase::Connect, now - started);
+                let lost = self.origin.pending_connect().is_some();
+                let prev = self.failover.as_mut().and_then(|f| f.held.replace(addr));
+                if let Some(prev) = prev {
+                    res.pools.released(prev);
+                    if let (true, Some(t)) = (lost, self.connect_started) {
+                        // How long the slow connect had taken, at least.
+                        self.connect_time(&mut res.pools, prev, now - t, false, now);
+                    }
+                }
+                self.stop_racing(ring, &mut res.pools);
+                let limits = self.client.limits();
+                if let Some(op) = self.origin.adopt_racer(limits, now) {
+                    ring.cancel(op, tag(Op::Cancel, Side::Origin, self.key));
+                }
+                self.on_origin_connected(ring, stats, now);
+            }
+        }
+    }
+
     /// A connect failed: on a pooled route, the next origin is tried (true) unless none is
-    /// left; the failure counts against the origin's health either way.
+    /// left (a racing connect still running counts as that try); the failure counts against
+    /// the origin's health either way, unless the worker cancelled the connect itself.
     fn fail_over(&mut self, errno: i32, ring: &mut Ring, pools: &mut Pools, now: Instant) -> bool {
         let Some(f) = self.failover.as_mut() else {
             return false;
         };
         if let Some(addr) = f.held.take() {
-            let why = std::io::Error::from_raw_os_error(errno.abs()).to_string();
-            pools.connect_failed(addr, &why, now);
+            if errno != -libc::ECANCELED {
+                let why = std::io::Error::from_raw_os_error(errno.abs()).to_string();
+                pools.connect_failed(addr, &why, now);
+            }
             pools.released(addr);
         }
+        if self.origin.racing().is_some() {
+            return !self.session.is_closed();
+        }
+        self.try_next(ring, pools, now)
+    }
+
+    /// Connects the origin socket to the next origin of the order (true), if one is left.
+    fn try_next(&mut self, ring: &mut Ring, pools: &mut Pools, now: Instant) -> bool {
+        let Some(f) = self.failover.as_mut() else {
+            return false;
+        };
         let Some(&next) = f.order.get(f.next) else {
             return false;
         };
@@ -252,6 +427,7 @@ impl Conn {
             "origin connect failed; trying the next origin of the pool"
         );
         self.connect(ring, next, now);
+        self.arm_race(ring, pools);
         true
     }
 
@@ -363,15 +539,44 @@ impl Conn {
                 }
                 self.on_sent(side, tx, result, ring, stats, now);
             }
+            Op::Connect if self.origin.take_loser() => {}
             Op::Connect => {
                 if c.result == 0 {
                     if let Some(t) = self.connect_started {
                         self.sample(stats, Phase::Connect, now - t);
+                        if let Some(addr) = self.failover.as_ref().and_then(|f| f.held) {
+                            res.pools.connected(addr);
+                            self.connect_time(&mut res.pools, addr, now - t, true, now);
+                        }
                     }
-                    if let Some(addr) = self.failover.as_ref().and_then(|f| f.held) {
-                        res.pools.connected(addr);
-                    }
+                    self.stop_racing(ring, &mut res.pools);
                     self.origin.on_connected();
+                    self.on_origin_connected(ring, stats, now);
+                } else {
+                    self.origin.on_connect_failed();
+                    if !self.fail_over(c.result, ring, &mut res.pools, now) {
+                        self.session.handle_origin_connect_failed(c.result, now);
+                    }
+                }
+            }
+            Op::RaceConnect => self.on_race_completed(c.result, ring, res, stats, now),
+            Op::RaceTimer => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.timer = None;
+                    f.race_due |= !f.timer_cancelled && c.result == -libc::ETIME;
+                    f.timer_cancelled = false;
+                }
+            }
+            Op::Close => self.socket(side).on_close_completion(),
+            Op::Cancel | Op::Tick | Op::Accept | Op::Control | Op::Handoff => {}
+        }
+    }
+
+    /// The origin socket is connected (its own connect, or a racing one it adopted).
+    fn on_origin_connected(&mut self, ring: &mut Ring, stats: &mut WorkerStats, now: Instant) {
+        {
+            {
+                {
                     if let Some(edge) = self.edge_tls.clone() {
                         self.start_edge_tls(&edge, ring, now);
                     }
@@ -391,15 +596,8 @@ impl Conn {
                         origin = %Addr(self.origin.addr()),
                         "tunnel open"
                     );
-                } else {
-                    self.origin.on_connect_failed();
-                    if !self.fail_over(c.result, ring, &mut res.pools, now) {
-                        self.session.handle_origin_connect_failed(c.result, now);
-                    }
                 }
             }
-            Op::Close => self.socket(side).on_close_completion(),
-            Op::Cancel | Op::Tick | Op::Accept | Op::Control | Op::Handoff => {}
         }
     }
 
@@ -612,7 +810,10 @@ impl Conn {
                 Intent::ConnectOrigin(addr) => {
                     self.routed(stats, now);
                     match self.admit(addr, res, now) {
-                        Some(addr) => self.connect(ring, addr, now),
+                        Some(addr) => {
+                            self.connect(ring, addr, now);
+                            self.arm_race(ring, &res.pools);
+                        }
                         None => self.session.handle_over_limit(RETRY_AFTER_S, now),
                     }
                 }
@@ -648,18 +849,23 @@ impl Conn {
                     self.client.shut_write();
                 }
                 Intent::AbortOrigin => {
+                    let timed_out = self
+                        .session
+                        .close_record()
+                        .is_some_and(|r| r.reason == CloseReason::ConnectTimeout);
                     if let Some(op) = self.origin.pending_connect() {
                         ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
-                        let timed_out = self
-                            .session
-                            .close_record()
-                            .is_some_and(|r| r.reason == CloseReason::ConnectTimeout);
-                        if let (true, Some(_), Some(addr)) =
-                            (timed_out, &self.failover, self.origin.addr())
+                        let held = self.failover.as_ref().and_then(|f| f.held);
+                        if let (true, Some(addr), Some(t)) = (timed_out, held, self.connect_started)
                         {
                             res.pools.connect_failed(addr, "connect timed out", now);
+                            self.connect_time(&mut res.pools, addr, now - t, false, now);
                         }
                     }
+                    if let (true, Some(addr)) = (timed_out, self.origin.racing()) {
+                        res.pools.connect_failed(addr, "connect timed out", now);
+                    }
+                    self.stop_racing(ring, &mut res.pools);
                     self.origin.socket.abort();
                 }
                 Intent::Finished => {
@@ -669,8 +875,11 @@ impl Conn {
             }
         }
         if self.session.is_closed() {
+            self.stop_racing(ring, &mut res.pools);
             self.client.request_close(now);
             self.origin.socket.request_close(now);
+        } else {
+            self.race(ring, &mut res.pools, now);
         }
         let buffers_ok = pool.may_rearm(ring);
         // The client's reads feed the origin (data) and the client itself (pongs, Close).
@@ -923,7 +1132,11 @@ impl Conn {
 
     /// Both sockets closed, nothing in flight: the slot may be freed.
     pub fn is_done(&self) -> bool {
-        self.session.is_closed() && self.client.is_closed() && self.origin.socket.is_closed()
+        self.session.is_closed()
+            && self.client.is_closed()
+            && self.origin.socket.is_closed()
+            && self.origin.races_settled()
+            && self.failover.as_ref().is_none_or(|f| f.timer.is_none())
     }
 
     fn route_name(&self) -> &str {

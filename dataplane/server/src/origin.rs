@@ -2,8 +2,14 @@
 //! be connected again after a failed attempt ([`Origin::retire`] hands back the old descriptor
 //! to close and leaves a fresh, unconnected socket), which origin pools and failover build on.
 //!
-//! Invariant: at most one connect is in flight, and its id is kept only while it is, so an
-//! abort never cancels an operation that already ended (ring ids carry a generation too).
+//! Connect racing: a second connect, to the next origin of a pool, may run beside the origin's
+//! own ([`Origin::begin_race`]); when it wins, its descriptor becomes the origin socket
+//! ([`Origin::adopt_racer`]) and the losing connect is cancelled, its descriptor kept until its
+//! completion comes back ([`Origin::take_loser`]).
+//!
+//! Invariant: at most one connect is in flight per descriptor, and its id is kept only while it
+//! is, so an abort never cancels an operation that already ended (ring ids carry a generation
+//! too). A descriptor a connect names stays open until that connect's completion.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -20,6 +26,42 @@ pub struct Origin {
     attempts: u32,
     /// Where the latest connect went.
     addr: Option<SocketAddr>,
+    /// A connect racing the socket's own.
+    racer: Option<Racer>,
+    /// The descriptor whose connect lost a race, until that connect's completion.
+    loser: Option<OwnedFd>,
+}
+
+/// A connect racing the origin socket's (see [`Origin::begin_race`]).
+struct Racer {
+    fd: OwnedFd,
+    addr: SocketAddr,
+    started: Instant,
+    connect: Option<OpId>,
+    /// Given up (the other connect won, or the tunnel ended): its completion only closes it.
+    abandoned: bool,
+}
+
+/// How a racing connect ended ([`Origin::on_race_completed`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum RaceEnd {
+    /// It was given up; nothing to account.
+    Abandoned,
+    /// It failed (its descriptor is closed).
+    Failed { addr: SocketAddr, started: Instant },
+    /// It connected: [`Origin::adopt_racer`] makes it the origin socket.
+    Won { addr: SocketAddr, started: Instant },
+}
+
+/// A non-blocking TCP socket for a connect to `addr`.
+fn tcp_socket(addr: SocketAddr) -> std::io::Result<OwnedFd> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_nodelay(true)?;
+    Ok(s.into())
 }
 
 impl Origin {
@@ -29,6 +71,8 @@ impl Origin {
             connect: None,
             attempts: 0,
             addr: None,
+            racer: None,
+            loser: None,
         }
     }
 
@@ -36,13 +80,7 @@ impl Origin {
     /// returned descriptor and reports its id with [`Origin::connect_submitted`].
     pub fn begin_connect(&mut self, addr: SocketAddr) -> std::io::Result<RawFd> {
         self.addr = Some(addr);
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM.nonblocking().cloexec(),
-            Some(socket2::Protocol::TCP),
-        )?;
-        s.set_nodelay(true)?;
-        let fd: OwnedFd = s.into();
+        let fd = tcp_socket(addr)?;
         let raw = fd.as_raw_fd();
         self.socket.attach(fd);
         self.attempts += 1;
@@ -88,6 +126,89 @@ impl Origin {
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
+
+    /// Creates the socket of a connect racing the origin's own, to `addr`; the caller submits
+    /// the connect and reports its id with [`Origin::race_submitted`].
+    pub fn begin_race(&mut self, addr: SocketAddr, now: Instant) -> std::io::Result<RawFd> {
+        debug_assert!(self.racer.is_none());
+        let fd = tcp_socket(addr)?;
+        let raw = fd.as_raw_fd();
+        self.racer = Some(Racer {
+            fd,
+            addr,
+            started: now,
+            connect: None,
+            abandoned: false,
+        });
+        self.attempts += 1;
+        Ok(raw)
+    }
+
+    pub fn race_submitted(&mut self, id: OpId) {
+        if let Some(r) = self.racer.as_mut() {
+            r.connect = Some(id);
+        }
+    }
+
+    /// A racing connect is in flight (and not given up): where it goes.
+    pub fn racing(&self) -> Option<SocketAddr> {
+        self.racer.as_ref().filter(|r| !r.abandoned).map(|r| r.addr)
+    }
+
+    /// Gives the racing connect up: its address (for the pool's open count) and the operation
+    /// to cancel. Its completion then only closes it.
+    pub fn abandon_race(&mut self) -> Option<(SocketAddr, Option<OpId>)> {
+        let r = self.racer.as_mut().filter(|r| !r.abandoned)?;
+        r.abandoned = true;
+        Some((r.addr, r.connect))
+    }
+
+    /// The racing connect completed with `result`.
+    pub fn on_race_completed(&mut self, result: i32) -> RaceEnd {
+        let Some(r) = self.racer.as_mut() else {
+            return RaceEnd::Abandoned;
+        };
+        r.connect = None;
+        let (addr, started) = (r.addr, r.started);
+        if r.abandoned || result != 0 {
+            let abandoned = r.abandoned;
+            self.racer = None; // closes its descriptor: no operation names it any more
+            return match abandoned {
+                true => RaceEnd::Abandoned,
+                false => RaceEnd::Failed { addr, started },
+            };
+        }
+        RaceEnd::Won { addr, started }
+    }
+
+    /// The racing connect won: its descriptor becomes the origin socket, connected. Returns the
+    /// losing connect to cancel, if the socket's own was still in flight (its descriptor is kept
+    /// until [`Origin::take_loser`]).
+    pub fn adopt_racer(&mut self, limits: SocketLimits, now: Instant) -> Option<OpId> {
+        let r = self.racer.take()?;
+        let losing = self.connect.take();
+        let old = std::mem::replace(&mut self.socket, Socket::new(None, limits, now));
+        let old_fd = old.into_fd();
+        if losing.is_some() {
+            self.loser = old_fd;
+        }
+        self.socket.attach(r.fd);
+        self.socket.op_submitted();
+        self.socket.on_connected();
+        self.addr = Some(r.addr);
+        losing
+    }
+
+    /// A completion of the origin socket's connect: true if it is the one that lost a race (its
+    /// descriptor is closed now; nothing else to do).
+    pub fn take_loser(&mut self) -> bool {
+        self.loser.take().is_some()
+    }
+
+    /// No racing or losing connect is in flight.
+    pub fn races_settled(&self) -> bool {
+        self.racer.is_none() && self.loser.is_none()
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +252,64 @@ mod tests {
             o.retire(LIMITS, now).is_none(),
             "a connected origin is not retired"
         );
+    }
+
+    #[test]
+    fn a_racing_connect_that_wins_becomes_the_origin_socket() {
+        let now = Instant::now();
+        let mut o = Origin::new(LIMITS, now);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (slow, fast) = (
+            l.local_addr().unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+        );
+        let mut ring = ringway_uring::Ring::new(8, 8, 4096).unwrap();
+        let own = o.begin_connect(slow).unwrap();
+        let own_id = ring.connect(own, slow, 1);
+        o.connect_submitted(own_id);
+        let raced = o.begin_race(fast, now).unwrap();
+        o.race_submitted(ring.connect(raced, fast, 2));
+        assert_eq!(o.racing(), Some(fast));
+        assert_eq!(
+            o.on_race_completed(0),
+            RaceEnd::Won {
+                addr: fast,
+                started: now
+            }
+        );
+        assert_eq!(
+            o.adopt_racer(LIMITS, now),
+            Some(own_id),
+            "the losing connect, to cancel"
+        );
+        assert_eq!(o.socket.raw(), raced);
+        assert!(o.socket.is_open() && o.addr() == Some(fast));
+        assert!(
+            !o.races_settled(),
+            "the loser's descriptor waits for its completion"
+        );
+        assert!(o.take_loser(), "its completion closes it ({own})");
+        assert!(o.races_settled() && !o.take_loser());
+    }
+
+    #[test]
+    fn an_abandoned_race_only_closes_and_a_failed_one_reports() {
+        let now = Instant::now();
+        let mut o = Origin::new(LIMITS, now);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        let mut ring = ringway_uring::Ring::new(8, 8, 4096).unwrap();
+        let fd = o.begin_race(addr, now).unwrap();
+        let id = ring.connect(fd, addr, 3);
+        o.race_submitted(id);
+        assert_eq!(o.abandon_race(), Some((addr, Some(id))));
+        assert_eq!(o.abandon_race(), None, "given up once");
+        assert_eq!(o.on_race_completed(0), RaceEnd::Abandoned);
+        assert!(o.races_settled());
+        o.begin_race(addr, now).unwrap();
+        assert_eq!(
+            o.on_race_completed(-libc::ECONNREFUSED),
+            RaceEnd::Failed { addr, started: now }
+        );
+        assert!(o.races_settled() && o.racing().is_none());
     }
 }

@@ -6,11 +6,15 @@
 //! origin refused). Backups come after every other origin.
 //!
 //! Health here is passive, from live traffic: a refused or failed connect, or a connect that
-//! timed out, is a bad signal; a connect that succeeds is a good one. Damping: an origin is
+//! timed out, is a bad signal; a connect that succeeds is a good one. Latency is watched too:
+//! each origin keeps its last `WINDOW` connect times (a connect that lost a race or timed out
+//! counts with the time it had taken so far), and an origin whose p99 is over `OUTLIER_FACTOR`
+//! times the median p99 of its peers in the pool (and over `OUTLIER_FLOOR`) is ejected although
+//! it never failed: the gray failure of a path that stalls some connects. Damping: an origin is
 //! ejected after `EJECT_AFTER` bad signals in a row, for `BASE_EJECTION`, doubled for each
 //! ejection that follows a short return (up to `MAX_EJECTION`), so an origin that flaps changes
-//! state a bounded number of times per minute; after `STABLE_RUN` good signals in a row its
-//! ejection time is back to the base. When it returns it is on probation: one bad signal ejects
+//! state a bounded number of times per minute; once it has stayed in rotation for
+//! `STABLE_FOR` since its return, its next ejection is back to the base. When it returns it is on probation: one bad signal ejects
 //! it again. Panic threshold: when more than the pool's `max_ejected_percent` of its origins are
 //! ejected, health is ignored and every origin is tried, so ejection never turns a partial
 //! outage into a total one. Every change of state is logged once, with its evidence.
@@ -29,7 +33,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ringway_proto::route::{OriginPool, Policy, PoolOrigin};
+use ringway_proto::route::{OriginPool, Policy, PoolOrigin, Race};
 use tracing::{info, warn};
 
 /// Bad signals in a row that eject an origin.
@@ -38,8 +42,90 @@ pub const EJECT_AFTER: u8 = 3;
 pub const BASE_EJECTION: Duration = Duration::from_secs(5);
 /// The longest ejection, however often an origin flaps.
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
-/// Good signals in a row after which an origin's ejection time is back to the base.
-const STABLE_RUN: u32 = 10;
+/// In rotation this long since its last return, an origin's next ejection is back to the base
+/// (a count of good connects would not do: an origin that flaps every second has many).
+const STABLE_FOR: Duration = Duration::from_secs(60);
+/// Connect times kept per origin.
+const WINDOW: usize = 128;
+/// Connect times an origin (and each peer it is compared with) needs before it is judged.
+const MIN_SAMPLES: usize = 16;
+/// An origin is a latency outlier when its p99 connect time is over this many times its peers'
+/// median p99 ...
+const OUTLIER_FACTOR: u32 = 5;
+/// ... and over this much.
+const OUTLIER_FLOOR: Duration = Duration::from_millis(5);
+/// Connect racing's automatic delay: twice the pool's typical p90 connect time (the lower median
+/// of its origins' p90s), within these bounds ...
+const RACE_MIN: Duration = Duration::from_millis(10);
+const RACE_MAX: Duration = Duration::from_secs(1);
+/// ... and this until the pool has connect times.
+const RACE_UNKNOWN: Duration = Duration::from_millis(100);
+
+/// Marks a sample of a connect given up (it lost a race or timed out): the time it had taken,
+/// a lower bound of its own.
+const GIVEN_UP: u32 = 1 << 31;
+
+/// An origin's latest connect times, in microseconds (with `GIVEN_UP` for those given up).
+#[derive(Debug)]
+struct Window {
+    samples: Box<[u32; WINDOW]>,
+    len: usize,
+    next: usize,
+    /// Samples since the latency was last judged.
+    unjudged: u32,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window {
+            samples: Box::new([0; WINDOW]),
+            len: 0,
+            next: 0,
+            unjudged: 0,
+        }
+    }
+}
+
+fn percentile(mut v: Vec<u32>, q: usize) -> Option<u32> {
+    if v.len() < MIN_SAMPLES {
+        return None;
+    }
+    v.sort_unstable();
+    Some(v[(v.len() * q / 100).min(v.len() - 1)])
+}
+
+impl Window {
+    fn push(&mut self, took: Duration, completed: bool) {
+        let micros = u32::try_from(took.as_micros())
+            .unwrap_or(u32::MAX)
+            .min(GIVEN_UP - 1);
+        self.samples[self.next] = if completed { micros } else { micros | GIVEN_UP };
+        self.next = (self.next + 1) % WINDOW;
+        self.len = (self.len + 1).min(WINDOW);
+        self.unjudged += 1;
+    }
+
+    /// The `q`-th percentile of every sample, once there are `MIN_SAMPLES`.
+    fn percentile(&self, q: usize) -> Option<u32> {
+        let v = self.samples[..self.len].iter().map(|s| s & !GIVEN_UP);
+        percentile(v.collect(), q)
+    }
+
+    /// The `q`-th percentile of the connects that completed (what a healthy connect takes: the
+    /// race delay must not follow the connects it gave up), once there are `MIN_SAMPLES`.
+    fn completed_percentile(&self, q: usize) -> Option<u32> {
+        let v = self.samples[..self.len]
+            .iter()
+            .filter(|s| *s & GIVEN_UP == 0);
+        percentile(v.copied().collect(), q)
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.next = 0;
+        self.unjudged = 0;
+    }
+}
 
 /// What one worker knows of one origin.
 #[derive(Debug)]
@@ -47,7 +133,8 @@ struct OriginState {
     /// Tunnels open to it.
     open: u32,
     bad_run: u8,
-    good_run: u32,
+    /// When it last came back from an ejection.
+    returned: Option<Instant>,
     /// Ejected until then.
     ejected_until: Option<Instant>,
     /// How long its next ejection lasts.
@@ -57,6 +144,7 @@ struct OriginState {
     /// origin has no rate limit).
     tokens: f64,
     refilled: Option<Instant>,
+    connect_times: Window,
 }
 
 impl Default for OriginState {
@@ -64,12 +152,13 @@ impl Default for OriginState {
         OriginState {
             open: 0,
             bad_run: 0,
-            good_run: 0,
+            returned: None,
             ejected_until: None,
             next_ejection: BASE_EJECTION,
             ejections: 0,
             tokens: 0.0,
             refilled: None,
+            connect_times: Window::default(),
         }
     }
 }
@@ -149,6 +238,7 @@ impl Pools {
             Some(until) if until > now => false,
             Some(_) => {
                 s.ejected_until = None;
+                s.returned = Some(now);
                 // Probation: one more bad signal ejects it again.
                 s.bad_run = EJECT_AFTER - 1;
                 info!(worker, origin = %addr, ejections = s.ejections, "origin back in rotation after its ejection");
@@ -220,10 +310,6 @@ impl Pools {
     pub fn connected(&mut self, addr: SocketAddr) {
         let s = self.origins.entry(addr).or_default();
         s.bad_run = 0;
-        s.good_run += 1;
-        if s.good_run >= STABLE_RUN {
-            s.next_ejection = BASE_EJECTION;
-        }
     }
 
     /// A tunnel to `addr` (or its connect) ended.
@@ -236,22 +322,101 @@ impl Pools {
     /// A connect to `addr` failed (`why`: the error, in words): a bad signal; the
     /// `EJECT_AFTER`-th in a row ejects it.
     pub fn connect_failed(&mut self, addr: SocketAddr, why: &str, now: Instant) {
-        let worker = self.worker;
         let s = self.origins.entry(addr).or_default();
-        s.good_run = 0;
         s.bad_run = s.bad_run.saturating_add(1);
         if s.ejected_until.is_some() || s.bad_run < EJECT_AFTER {
             return;
+        }
+        let evidence = format!("{} connect failures in a row, the last: {why}", s.bad_run);
+        self.eject(addr, &evidence, now);
+    }
+
+    /// A connect to `addr`, an origin of `pool`, took `took` (or had taken that long when it
+    /// lost a race or timed out): kept, and every few samples the origin's p99 is compared with
+    /// its peers'; an outlier is ejected.
+    pub fn connect_time(
+        &mut self,
+        pool: &OriginPool,
+        addr: SocketAddr,
+        took: Duration,
+        completed: bool,
+        now: Instant,
+    ) {
+        let s = self.origins.entry(addr).or_default();
+        s.connect_times.push(took, completed);
+        if s.connect_times.unjudged < 4 || s.ejected_until.is_some() {
+            return;
+        }
+        s.connect_times.unjudged = 0;
+        let Some(mine) = s.connect_times.percentile(99) else {
+            return;
+        };
+        let mut peers: Vec<u32> = pool
+            .origins
+            .iter()
+            .filter(|o| o.addr != addr)
+            .filter_map(|o| self.origins.get(&o.addr)?.connect_times.percentile(99))
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        peers.sort_unstable();
+        let median = peers[(peers.len() - 1) / 2];
+        let floor = OUTLIER_FLOOR.as_micros() as u32;
+        if mine > floor && mine / OUTLIER_FACTOR > median {
+            let evidence = format!(
+                "p99 connect time {:.1} ms, {}x its peers' median p99 of {:.2} ms",
+                f64::from(mine) / 1000.0,
+                mine / median.max(1),
+                f64::from(median) / 1000.0
+            );
+            self.eject(addr, &evidence, now);
+        }
+    }
+
+    /// How long a connect on `pool` waits before racing the next origin (`None`: no racing).
+    pub fn race_delay(&self, pool: &OriginPool) -> Option<Duration> {
+        match pool.race {
+            Race::Off => None,
+            Race::After(d) => Some(d),
+            Race::Auto => {
+                let mut p90s: Vec<u32> = pool
+                    .origins
+                    .iter()
+                    .filter_map(|o| {
+                        self.origins
+                            .get(&o.addr)?
+                            .connect_times
+                            .completed_percentile(90)
+                    })
+                    .collect();
+                if p90s.is_empty() {
+                    return Some(RACE_UNKNOWN);
+                }
+                p90s.sort_unstable();
+                let typical = Duration::from_micros(u64::from(p90s[(p90s.len() - 1) / 2]));
+                Some((typical * 2).clamp(RACE_MIN, RACE_MAX))
+            }
+        }
+    }
+
+    /// Takes `addr` out of rotation (damped: each ejection after a short return lasts twice as
+    /// long as the one before), logging why once.
+    fn eject(&mut self, addr: SocketAddr, evidence: &str, now: Instant) {
+        let worker = self.worker;
+        let s = self.origins.entry(addr).or_default();
+        if s.returned.is_some_and(|r| now - r >= STABLE_FOR) {
+            s.next_ejection = BASE_EJECTION;
         }
         let ejection = s.next_ejection;
         s.ejected_until = Some(now + ejection);
         s.ejections += 1;
         s.next_ejection = (ejection * 2).min(MAX_EJECTION);
+        s.connect_times.clear();
         warn!(
             worker,
             origin = %addr,
-            failures_in_a_row = s.bad_run,
-            last_error = why,
+            evidence,
             ejected_for_ms = ejection.as_millis() as u64,
             ejections = s.ejections,
             "origin ejected"
@@ -288,6 +453,7 @@ mod tests {
                 .collect(),
             policy,
             max_ejected_percent: 50,
+            race: Race::Auto,
         }
     }
 
@@ -384,6 +550,38 @@ mod tests {
     }
 
     #[test]
+    fn an_origin_up_a_second_and_down_a_second_is_damped_too() {
+        // Many good connects while it is up do not reset its damping; a minute in rotation does.
+        let t0 = Instant::now();
+        let mut p = Pools::new(0, 1);
+        let pool = pool(Policy::Failover, &[(1, false), (2, false), (3, false)]);
+        let (mut now, mut ejections) = (t0, 0);
+        while now < t0 + Duration::from_secs(600) {
+            let up = (now - t0).as_secs() % 2 == 0;
+            if p.order(&pool, now).contains(&addr(1)) {
+                match up {
+                    true => p.connected(addr(1)),
+                    false => {
+                        let was = p.is_ejected(addr(1), now);
+                        p.connect_failed(addr(1), "refused", now);
+                        ejections += usize::from(!was && p.is_ejected(addr(1), now));
+                    }
+                }
+            }
+            now += Duration::from_millis(20);
+        }
+        assert!((5..=8).contains(&ejections), "{ejections} ejections");
+        // Healthy for a minute after its last return: the next ejection is short again.
+        let calm = now + MAX_EJECTION + STABLE_FOR;
+        assert!(p.order(&pool, now + MAX_EJECTION).contains(&addr(1)));
+        for _ in 0..EJECT_AFTER {
+            p.connect_failed(addr(1), "refused", calm);
+        }
+        assert!(p.is_ejected(addr(1), calm + BASE_EJECTION - Duration::from_millis(1)));
+        assert!(!p.is_ejected(addr(1), calm + BASE_EJECTION));
+    }
+
+    #[test]
     fn an_origin_at_its_limits_is_skipped_and_a_full_pool_orders_nothing() {
         let t = Instant::now();
         // Two workers: each enforces ceil(3 / 2) = 2 connections and 2 new per second.
@@ -415,5 +613,86 @@ mod tests {
         );
         p.released(addr(1));
         assert_eq!(p.order(&full, later), [addr(1), addr(2)]);
+    }
+
+    #[test]
+    fn an_origin_that_stalls_some_connects_is_ejected_as_a_latency_outlier() {
+        let t = Instant::now();
+        let mut p = Pools::new(0, 1);
+        let pool = pool(Policy::Failover, &[(1, false), (2, false), (3, false)]);
+        let fast = Duration::from_micros(80);
+        // Peers connect in 60-100 µs; origin 1 does too, but 3 of its connects in 10 hang
+        // until a race (20 ms) takes them over. It never fails outright.
+        for i in 0..40u64 {
+            for peer in [2, 3] {
+                p.connect_time(
+                    &pool,
+                    addr(peer),
+                    fast + Duration::from_micros(i % 40),
+                    true,
+                    t,
+                );
+            }
+        }
+        assert!(!p.is_ejected(addr(2), t) && !p.is_ejected(addr(3), t));
+        let mut ejected_after = None;
+        for i in 0..60u32 {
+            let (took, completed) = match i % 10 {
+                2 | 5 | 8 => (Duration::from_millis(20), false),
+                _ => (fast, true),
+            };
+            p.connect_time(&pool, addr(1), took, completed, t);
+            assert_eq!(
+                p.race_delay(&pool),
+                Some(RACE_MIN),
+                "given-up connects do not count"
+            );
+            if p.is_ejected(addr(1), t) {
+                ejected_after = Some(i + 1);
+                break;
+            }
+        }
+        let n = ejected_after.expect("the staller is ejected");
+        assert!(n >= MIN_SAMPLES as u32 && n <= 24, "after {n} connects");
+        assert_eq!(p.order(&pool, t), [addr(2), addr(3)]);
+        // Back after its ejection with a clean record: fast connects keep it in.
+        let back = t + BASE_EJECTION;
+        assert_eq!(p.order(&pool, back)[0], addr(1));
+        for _ in 0..40 {
+            p.connect_time(&pool, addr(1), fast, true, back);
+        }
+        assert!(!p.is_ejected(addr(1), back));
+    }
+
+    #[test]
+    fn a_uniformly_slower_pool_has_no_outlier_and_races_later() {
+        let t = Instant::now();
+        let mut p = Pools::new(0, 1);
+        let pool = pool(Policy::Failover, &[(1, false), (2, false)]);
+        assert_eq!(p.race_delay(&pool), Some(RACE_UNKNOWN), "no data yet");
+        // A remote pool: every connect takes 30-34 ms. Nobody is an outlier, and races start
+        // after about twice the p90.
+        for i in 0..64u64 {
+            for o in [1, 2] {
+                p.connect_time(
+                    &pool,
+                    addr(o),
+                    Duration::from_micros(30_000 + i * 60),
+                    true,
+                    t,
+                );
+            }
+        }
+        assert!(!p.is_ejected(addr(1), t) && !p.is_ejected(addr(2), t));
+        let d = p.race_delay(&pool).unwrap();
+        assert!(
+            d > Duration::from_millis(60) && d < Duration::from_millis(70),
+            "{d:?}"
+        );
+        let mut off = pool.clone();
+        off.race = Race::Off;
+        assert_eq!(p.race_delay(&off), None);
+        off.race = Race::After(Duration::from_millis(7));
+        assert_eq!(p.race_delay(&off), Some(Duration::from_millis(7)));
     }
 }

@@ -24,6 +24,10 @@ pub enum Op {
     Readable,
     /// A socket is writable for bytes waiting in a pipe (the poll holds their piped TxBuf).
     Writable,
+    /// A connect racing the origin's own, to the next origin of its pool.
+    RaceConnect,
+    /// A pooled connect's race delay ran out: the next origin's connect starts.
+    RaceTimer,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +55,8 @@ pub fn untag(t: u64) -> (Op, Side, Key) {
         8 => Op::Control,
         9 => Op::Readable,
         10 => Op::Writable,
+        11 => Op::RaceConnect,
+        12 => Op::RaceTimer,
         _ => Op::Cancel,
     };
     let side = if (t >> 59) & 1 == 1 {
@@ -83,6 +89,8 @@ mod tests {
             Op::Control,
             Op::Readable,
             Op::Writable,
+            Op::RaceConnect,
+            Op::RaceTimer,
         ] {
             for side in [Side::Client, Side::Origin] {
                 let key = Key {

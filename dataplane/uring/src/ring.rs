@@ -560,6 +560,21 @@ impl Ring {
         unsafe { self.push(op.build().user_data(ud)) };
     }
 
+    /// A one-shot timer: completes (with `-ETIME`) after `after`, or with `-ECANCELED` when
+    /// cancelled through its id.
+    pub fn timeout(&mut self, after: Duration, tag: u64) -> OpId {
+        let ts = Box::new(
+            types::Timespec::new()
+                .sec(after.as_secs())
+                .nsec(after.subsec_nanos()),
+        );
+        let ptr: *const types::Timespec = &*ts;
+        let ud = self.insert(tag, Owned::Time(ts));
+        // SAFETY: I1 — the timespec lives in the Box owned by in-flight entry `ud`.
+        unsafe { self.push(opcode::Timeout::new(ptr).build().user_data(ud)) };
+        OpId(ud)
+    }
+
     /// Publishes recycled buffers, submits queued entries and waits for at least `want`
     /// completions (0: do not wait).
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
