@@ -88,8 +88,13 @@ pub enum Reply {
     Tunnels { tunnels: Vec<TunnelInfo> },
     /// The tunnel is closing.
     TunnelClosed { id: String },
-    /// Per worker, per route: what each worker recorded (merge with [`merge`]).
-    Stats { workers: Vec<Vec<RouteReport>> },
+    /// Per worker, per route: what each worker recorded (merge with [`merge`]); and per worker,
+    /// per pooled origin, what it knows of the origin (merge with [`merge_origins`]).
+    Stats {
+        workers: Vec<Vec<RouteReport>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        origins: Vec<Vec<OriginReport>>,
+    },
     /// The request failed; nothing was changed.
     Error { error: String },
 }
@@ -181,6 +186,80 @@ pub struct RouteReport {
     #[serde(flatten)]
     pub counters: RouteCounters,
     pub histograms: BTreeMap<String, String>,
+}
+
+/// What one worker knows of one origin of a pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginReport {
+    pub origin: String,
+    /// Tunnels open to it (connects in flight included).
+    pub open: u64,
+    /// Out of rotation on this worker now.
+    pub ejected: bool,
+    pub ejections: u64,
+    /// Connects that completed, and that failed or timed out.
+    pub connects: u64,
+    pub connect_failures: u64,
+    /// Connect times of the connects that completed, microseconds ([`encode_histogram`]);
+    /// empty before the first.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub connect_time: String,
+}
+
+/// An origin's figures over every worker.
+#[derive(Clone, Debug)]
+pub struct MergedOrigin {
+    pub origin: String,
+    pub open: u64,
+    /// Workers that have it ejected now, of `workers` that know it.
+    pub ejected_on: u64,
+    pub workers: u64,
+    pub ejections: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub connect_time: Option<Histogram<u64>>,
+}
+
+/// Every worker's origin reports merged per origin, in first-seen order.
+pub fn merge_origins(workers: &[Vec<OriginReport>]) -> Result<Vec<MergedOrigin>, String> {
+    let mut out: Vec<MergedOrigin> = Vec::new();
+    for reports in workers {
+        for r in reports {
+            let i = match out.iter().position(|m| m.origin == r.origin) {
+                Some(i) => i,
+                None => {
+                    out.push(MergedOrigin {
+                        origin: r.origin.clone(),
+                        open: 0,
+                        ejected_on: 0,
+                        workers: 0,
+                        ejections: 0,
+                        connects: 0,
+                        connect_failures: 0,
+                        connect_time: None,
+                    });
+                    out.len() - 1
+                }
+            };
+            let m = &mut out[i];
+            m.open += r.open;
+            m.ejected_on += u64::from(r.ejected);
+            m.workers += 1;
+            m.ejections += r.ejections;
+            m.connects += r.connects;
+            m.connect_failures += r.connect_failures;
+            if !r.connect_time.is_empty() {
+                let h = decode_histogram(&r.connect_time)?;
+                match m.connect_time.as_mut() {
+                    Some(acc) => acc
+                        .add(&h)
+                        .map_err(|e| format!("connect times do not add: {e:?}"))?,
+                    None => m.connect_time = Some(h),
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A route's figures over every worker.
@@ -362,8 +441,12 @@ pub fn routes_to_toml(routes: &[RouteSpec]) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "kebab-case")]
 pub enum Change {
-    Add { route: RouteSpec },
-    Remove { route: RouteSpec },
+    Add {
+        route: RouteSpec,
+    },
+    Remove {
+        route: RouteSpec,
+    },
     Modify {
         before: Box<RouteSpec>,
         after: Box<RouteSpec>,

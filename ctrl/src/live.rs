@@ -16,7 +16,7 @@ use ringctl::{CallError, Client, Merged, Reply, Request};
 /// Every route's figures now, merged over the workers.
 fn snapshot(client: &mut Client) -> Result<Vec<Merged>, CallError> {
     match client.call(&Request::Stats { route: None })? {
-        Reply::Stats { workers } => ringctl::merge(&workers).map_err(CallError::Protocol),
+        Reply::Stats { workers, .. } => ringctl::merge(&workers).map_err(CallError::Protocol),
         other => Err(CallError::Protocol(format!("not stats: {other:?}"))),
     }
 }

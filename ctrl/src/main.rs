@@ -333,12 +333,54 @@ fn render(reply: &Reply, json: bool) -> String {
             s
         }
         Reply::TunnelClosed { .. } => "closing: Close 1001 sent after its queued bytes\n".into(),
-        Reply::Stats { workers } => match ringctl::merge(workers) {
-            Ok(merged) => render_stats(&merged),
-            Err(e) => format!("error: {e}\n"),
-        },
+        Reply::Stats { workers, origins } => {
+            match ringctl::merge(workers).and_then(|m| Ok((m, ringctl::merge_origins(origins)?))) {
+                Ok((merged, origins)) => render_stats(&merged) + &render_origins(&origins),
+                Err(e) => format!("error: {e}\n"),
+            }
+        }
         Reply::Error { error } => format!("error: {error}\n"),
     }
+}
+
+/// Every pooled origin: its state on the workers, tunnels, connects and connect times.
+fn render_origins(origins: &[ringctl::MergedOrigin]) -> String {
+    if origins.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "{:<24} {:<14} {:>6} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}\n",
+        "origin", "state", "open", "ejections", "connects", "failed", "p50 µs", "p99 µs", "max µs"
+    );
+    for o in origins {
+        let state = match o.ejected_on {
+            0 => "healthy".to_string(),
+            n if n == o.workers => "ejected".to_string(),
+            n => format!("ejected({n}/{})", o.workers),
+        };
+        let q = |f: f64| {
+            o.connect_time
+                .as_ref()
+                .map_or("-".to_string(), |h| h.value_at_quantile(f).to_string())
+        };
+        let max = o
+            .connect_time
+            .as_ref()
+            .map_or("-".to_string(), |h| h.max().to_string());
+        s.push_str(&format!(
+            "{:<24} {:<14} {:>6} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}\n",
+            o.origin,
+            state,
+            o.open,
+            o.ejections,
+            o.connects,
+            o.connect_failures,
+            q(0.5),
+            q(0.99),
+            max
+        ));
+    }
+    s
 }
 
 fn age(ms: u64) -> String {

@@ -551,7 +551,7 @@ fn stats(server: &Ringway, route: Option<&str>) -> Vec<ringctl::Merged> {
             route: route.map(str::to_string),
         })
         .expect("stats");
-    let Reply::Stats { workers } = reply else {
+    let Reply::Stats { workers, .. } = reply else {
         panic!("not stats: {reply:?}");
     };
     ringctl::merge(&workers).expect("histograms merge")
@@ -736,9 +736,15 @@ async fn tunnels_are_listed_and_the_right_one_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_reads_the_metrics_page() {
     let echo = Origin::echo().await;
-    let config =
-        ConfigToml::echo(echo.addr).workers(2).build() + "[admin]\nmetrics = \"127.0.0.1:0\"\n";
+    let refused = Origin::refused();
+    let config = ConfigToml::echo(echo.addr).workers(2).build()
+        + "[admin]\nmetrics = \"127.0.0.1:0\"\n"
+        + &format!(
+            "[[route]]\npath = \"/pool\"\norigins = [{{ addr = \"{refused}\" }}, {{ addr = \"{}\" }}]\n",
+            echo.addr
+        );
     let server = Ringway::start(&config);
+    let _pooled = ws::connect(&server.url("/pool")).await;
     let addr = server
         .stdout_before
         .iter()
@@ -796,8 +802,26 @@ print(json.dumps(out))
         value("ringway_tunnel_bytes_total", &to_origin),
         bytes as f64
     );
-    let refused = [("route", "-"), ("status", "404")];
-    assert_eq!(value("ringway_refusals_total", &refused), 1.0);
+    let unrouted = [("route", "-"), ("status", "404")];
+    assert_eq!(value("ringway_refusals_total", &unrouted), 1.0);
+    // The pooled tunnel: a refused connect to the first origin, then the second.
+    let (first, second) = (refused.to_string(), echo.addr.to_string());
+    let failures = value(
+        "ringway_origin_connect_failures_total",
+        &[("origin", &first)],
+    );
+    assert_eq!(failures, 1.0);
+    assert_eq!(
+        value("ringway_origin_connects_total", &[("origin", &second)]),
+        1.0
+    );
+    assert_eq!(value("ringway_origin_open", &[("origin", &second)]), 1.0);
+    assert_eq!(value("ringway_origin_ejected", &[("origin", &first)]), 0.0);
+    let connect_count = [("origin", second.as_str())];
+    assert_eq!(
+        value("ringway_origin_connect_seconds_count", &connect_count),
+        1.0
+    );
     let setup = [("route", "/echo"), ("phase", "setup")];
     assert_eq!(value("ringway_latency_seconds_count", &setup), 3.0);
     let inf = [("route", "/echo"), ("phase", "setup"), ("le", "+Inf")];

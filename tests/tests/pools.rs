@@ -64,6 +64,22 @@ async fn failover_moves_new_tunnels_to_the_standby_while_the_primary_refuses() {
         log.contains("3 connect failures in a row") && log.contains("Connection refused"),
         "{log}"
     );
+    // ringctl stats: per origin, its state on the workers, connects and failures.
+    let out = server.ringctl(&["stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = |addr: SocketAddr| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&addr.to_string()))
+            .unwrap_or_else(|| panic!("no row for {addr}: {text}"));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    let p = row(primary);
+    assert!(p[1].starts_with("ejected"), "{text}");
+    let failed: u64 = p[5].parse().unwrap();
+    assert!((3..=6).contains(&failed), "{text}");
+    let s = row(standby.addr);
+    assert_eq!((s[1].as_str(), s[4].as_str()), ("healthy", "40"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use ringctl::{Reply, Request, RouteReport, RouteSpec, TunnelInfo};
+use ringctl::{OriginReport, Reply, Request, RouteReport, RouteSpec, TunnelInfo};
 use ringway_proto::route::RouteTable;
 use rustix::event::{eventfd, EventfdFlags};
 use tracing::{info, warn};
@@ -40,6 +40,9 @@ pub enum ToWorker {
     Query(Query),
 }
 
+/// Every worker's route reports and origin reports.
+type Figures = (Vec<Vec<RouteReport>>, Vec<Vec<OriginReport>>);
+
 /// A question for a worker, answered with an [`Answer`] carrying the same `id`.
 #[derive(Clone, Debug)]
 pub enum Query {
@@ -50,9 +53,19 @@ pub enum Query {
 
 /// A worker's answer.
 pub enum Answer {
-    Stats { id: u64, reports: Vec<RouteReport> },
-    Tunnels { id: u64, tunnels: Vec<TunnelInfo> },
-    Closed { id: u64, found: bool },
+    Stats {
+        id: u64,
+        reports: Vec<RouteReport>,
+        origins: Vec<OriginReport>,
+    },
+    Tunnels {
+        id: u64,
+        tunnels: Vec<TunnelInfo>,
+    },
+    Closed {
+        id: u64,
+        found: bool,
+    },
 }
 
 impl Answer {
@@ -444,7 +457,7 @@ struct Plane {
     state: Option<PathBuf>,
     pending: Vec<Pending>,
     /// The last figures every worker gave, and when (see [`Plane::cached_stats`]).
-    stats_cache: Option<(Instant, Vec<Vec<RouteReport>>)>,
+    stats_cache: Option<(Instant, Figures)>,
     answers: mpsc::Receiver<Answer>,
     /// Questions sent to workers, waiting for their answers.
     queries: Vec<PendingQuery>,
@@ -976,8 +989,8 @@ impl Plane {
     /// scrape within [`STATS_FRESH`] of the last answer is served from it, so a flood of them
     /// costs the workers one walk of their tunnels per interval, not one per request.
     fn cached_stats(&self, route: Option<&str>, now: Instant) -> Option<Reply> {
-        let (at, workers) = self.stats_cache.as_ref()?;
-        (now.duration_since(*at) < STATS_FRESH).then(|| stats_reply(workers, route))
+        let (at, (workers, origins)) = self.stats_cache.as_ref()?;
+        (now.duration_since(*at) < STATS_FRESH).then(|| stats_reply(workers, origins, route))
     }
 
     /// Replies to the questions every asked worker has answered (or that waited too long).
@@ -1000,9 +1013,9 @@ impl Plane {
                 ))
             } else {
                 match combine(q.answers) {
-                    Reply::Stats { workers } => {
-                        let reply = stats_reply(&workers, q.route.as_deref());
-                        self.stats_cache = Some((now, workers));
+                    Reply::Stats { workers, origins } => {
+                        let reply = stats_reply(&workers, &origins, q.route.as_deref());
+                        self.stats_cache = Some((now, (workers, origins)));
                         reply
                     }
                     other => other,
@@ -1059,21 +1072,27 @@ fn error(error: String) -> Reply {
 /// The figures as a `/metrics` page, or 503 when the workers did not answer.
 fn http_reply(reply: Reply) -> Vec<u8> {
     let merged = match reply {
-        Reply::Stats { workers } => ringctl::merge(&workers),
+        Reply::Stats { workers, origins } => {
+            ringctl::merge(&workers).and_then(|m| Ok((m, ringctl::merge_origins(&origins)?)))
+        }
         Reply::Error { error } => Err(error),
         _ => Err("unexpected answer".into()),
     };
     match merged {
-        Ok(m) => {
-            let page = crate::metrics::render(m);
+        Ok((m, origins)) => {
+            let page = crate::metrics::render(m, origins);
             crate::metrics::response(200, crate::metrics::CONTENT_TYPE, &page)
         }
         Err(e) => crate::metrics::response(503, "text/plain", &format!("{e}\n")),
     }
 }
 
-/// `workers`' figures, only `route` when given.
-fn stats_reply(workers: &[Vec<RouteReport>], route: Option<&str>) -> Reply {
+/// `workers`' figures, only `route` when given (with every pooled origin's).
+fn stats_reply(
+    workers: &[Vec<RouteReport>],
+    origins: &[Vec<OriginReport>],
+    route: Option<&str>,
+) -> Reply {
     let workers = workers
         .iter()
         .map(|w| {
@@ -1083,7 +1102,10 @@ fn stats_reply(workers: &[Vec<RouteReport>], route: Option<&str>) -> Reply {
                 .collect()
         })
         .collect();
-    Reply::Stats { workers }
+    Reply::Stats {
+        workers,
+        origins: origins.to_vec(),
+    }
 }
 
 /// `W-SLOT-GEN`.
@@ -1098,11 +1120,19 @@ fn parse_tunnel_id(id: &str) -> Option<(usize, u32, u32)> {
 /// The workers' answers to one question as one reply (they are all of one kind).
 fn combine(answers: Vec<Answer>) -> Reply {
     let mut workers = Vec::new();
+    let mut origins = Vec::new();
     let mut tunnels = Vec::new();
     let mut closed = None;
     for a in answers {
         match a {
-            Answer::Stats { reports, .. } => workers.push(reports),
+            Answer::Stats {
+                reports,
+                origins: o,
+                ..
+            } => {
+                workers.push(reports);
+                origins.push(o);
+            }
             Answer::Tunnels { tunnels: t, .. } => tunnels.extend(t),
             Answer::Closed { found, .. } => closed = Some(found),
         }
@@ -1114,7 +1144,7 @@ fn combine(answers: Vec<Answer>) -> Reply {
             tunnels.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
             Reply::Tunnels { tunnels }
         }
-        None => Reply::Stats { workers },
+        None => Reply::Stats { workers, origins },
     }
 }
 

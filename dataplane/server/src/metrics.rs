@@ -6,17 +6,18 @@
 //! splice(2)), `ringway_tunnel_ends_total` (`end` = who and how,
 //! as `ringctl stats` words it), `ringway_refusals_total` (`status`), and the latencies as
 //! Prometheus histograms `ringway_latency_seconds` (`phase` as in `ringctl stats`), their
-//! buckets counted from the merged HdrHistograms.
+//! buckets counted from the merged HdrHistograms. Per pooled origin: see [`Origins`].
 
 use std::fmt;
 
+use hdrhistogram::Histogram;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use ringctl::Merged;
+use ringctl::{Merged, MergedOrigin};
 
 /// Upper bounds of the latency buckets, seconds (50 µs to 10 s).
 const BUCKETS: [f64; 17] = [
@@ -101,15 +102,7 @@ impl Collector for Figures {
                     let Some(h) = r.histograms.get(phase) else {
                         continue;
                     };
-                    let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
-                    let mut below = 0u64;
-                    for b in BUCKETS {
-                        let upto = h.count_between(0, (b * 1e6) as u64);
-                        buckets.push((b, upto - below));
-                        below = upto;
-                    }
-                    buckets.push((f64::MAX, h.len() - below));
-                    let sum = h.mean() * h.len() as f64 / 1e6;
+                    let (sum, buckets) = seconds_buckets(h);
                     let labels = [("route", r.route.as_str()), ("phase", phase)];
                     m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
                         sum,
@@ -124,10 +117,96 @@ impl Collector for Figures {
     }
 }
 
+/// A histogram of microseconds as Prometheus buckets of seconds: the sum, and per bucket the
+/// samples in it.
+fn seconds_buckets(h: &Histogram<u64>) -> (f64, Vec<(f64, u64)>) {
+    let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
+    let mut below = 0u64;
+    for b in BUCKETS {
+        let upto = h.count_between(0, (b * 1e6) as u64);
+        buckets.push((b, upto - below));
+        below = upto;
+    }
+    buckets.push((f64::MAX, h.len() - below));
+    (h.mean() * h.len() as f64 / 1e6, buckets)
+}
+
+/// Per pooled origin (label `origin`): `ringway_origin_ejected` (workers that have it out of
+/// rotation now; each worker judges from its own tunnels), `ringway_origin_open`,
+/// `ringway_origin_ejections_total`, `ringway_origin_connects_total`,
+/// `ringway_origin_connect_failures_total` and `ringway_origin_connect_seconds` (completed
+/// connects).
+#[derive(Debug)]
+struct Origins(Vec<MergedOrigin>);
+
+impl Collector for Origins {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        type Field = fn(&MergedOrigin) -> u64;
+        let gauges: [(&str, &str, Field); 2] = [
+            (
+                "ringway_origin_ejected",
+                "Workers that have the origin out of rotation now",
+                |o| o.ejected_on,
+            ),
+            (
+                "ringway_origin_open",
+                "Tunnels open to the origin (connects in flight included)",
+                |o| o.open,
+            ),
+        ];
+        for (name, help, f) in gauges {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for o in &self.0 {
+                let g = ConstGauge::new(f(o) as i64);
+                g.encode(m.encode_family(&[("origin", o.origin.as_str())])?)?;
+            }
+        }
+        let counters: [(&str, &str, Field); 3] = [
+            (
+                "ringway_origin_ejections",
+                "Times the origin was ejected, over every worker",
+                |o| o.ejections,
+            ),
+            (
+                "ringway_origin_connects",
+                "Connects to the origin that completed",
+                |o| o.connects,
+            ),
+            (
+                "ringway_origin_connect_failures",
+                "Connects to the origin that failed or timed out",
+                |o| o.connect_failures,
+            ),
+        ];
+        for (name, help, f) in counters {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for o in &self.0 {
+                let c = ConstCounter::new(f(o));
+                c.encode(m.encode_family(&[("origin", o.origin.as_str())])?)?;
+            }
+        }
+        let help = "Time of the connects to the origin that completed";
+        let mut m = enc.encode_descriptor(
+            "ringway_origin_connect_seconds",
+            help,
+            None,
+            MetricType::Histogram,
+        )?;
+        for o in &self.0 {
+            let Some(h) = &o.connect_time else { continue };
+            let (sum, buckets) = seconds_buckets(h);
+            m.encode_family(&[("origin", o.origin.as_str())])?
+                .encode_histogram::<NoLabelSet>(sum, h.len(), &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
 /// The figures as an OpenMetrics text page.
-pub fn render(merged: Vec<Merged>) -> String {
+pub fn render(merged: Vec<Merged>, origins: Vec<MergedOrigin>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures(merged)));
+    registry.register_collector(Box::new(Origins(origins)));
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         out = format!("# encoding failed: {e}\n# EOF\n");
@@ -195,11 +274,33 @@ mod tests {
             ..Default::default()
         };
         counters.refusals.insert("502".into(), 2);
-        let page = render(vec![Merged {
-            route: "/db".into(),
-            counters,
-            histograms: BTreeMap::from([("setup".to_string(), h)]),
-        }]);
+        let origin = MergedOrigin {
+            origin: "127.0.0.1:5432".into(),
+            open: 3,
+            ejected_on: 1,
+            workers: 2,
+            ejections: 4,
+            connects: 4,
+            connect_failures: 9,
+            connect_time: Some(h.clone()),
+        };
+        let page = render(
+            vec![Merged {
+                route: "/db".into(),
+                counters,
+                histograms: BTreeMap::from([("setup".to_string(), h)]),
+            }],
+            vec![origin],
+        );
+        for line in [
+            "ringway_origin_ejected{origin=\"127.0.0.1:5432\"} 1\n",
+            "ringway_origin_open{origin=\"127.0.0.1:5432\"} 3\n",
+            "ringway_origin_ejections_total{origin=\"127.0.0.1:5432\"} 4\n",
+            "ringway_origin_connect_failures_total{origin=\"127.0.0.1:5432\"} 9\n",
+            "ringway_origin_connect_seconds_bucket{le=\"0.0001\",origin=\"127.0.0.1:5432\"} 2\n",
+        ] {
+            assert!(page.contains(line), "{line} in {page}");
+        }
         assert!(
             page.contains("ringway_tunnels_total{route=\"/db\"} 4"),
             "{page}"

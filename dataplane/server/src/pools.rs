@@ -33,6 +33,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
+use ringctl::OriginReport;
+
 use ringway_proto::route::{OriginPool, Policy, PoolOrigin, Race};
 use tracing::{info, warn};
 
@@ -145,6 +148,11 @@ struct OriginState {
     tokens: f64,
     refilled: Option<Instant>,
     connect_times: Window,
+    /// For `ringctl stats` and `/metrics`: connects completed and failed, and the completed
+    /// ones' times (µs) since the start.
+    connects: u64,
+    connect_failures: u64,
+    connect_hist: Option<Box<Histogram<u64>>>,
 }
 
 impl Default for OriginState {
@@ -159,6 +167,9 @@ impl Default for OriginState {
             tokens: 0.0,
             refilled: None,
             connect_times: Window::default(),
+            connects: 0,
+            connect_failures: 0,
+            connect_hist: None,
         }
     }
 }
@@ -309,6 +320,7 @@ impl Pools {
     /// A connect to `addr` succeeded: a good signal.
     pub fn connected(&mut self, addr: SocketAddr) {
         let s = self.origins.entry(addr).or_default();
+        s.connects += 1;
         s.bad_run = 0;
     }
 
@@ -323,6 +335,7 @@ impl Pools {
     /// `EJECT_AFTER`-th in a row ejects it.
     pub fn connect_failed(&mut self, addr: SocketAddr, why: &str, now: Instant) {
         let s = self.origins.entry(addr).or_default();
+        s.connect_failures += 1;
         s.bad_run = s.bad_run.saturating_add(1);
         if s.ejected_until.is_some() || s.bad_run < EJECT_AFTER {
             return;
@@ -344,6 +357,12 @@ impl Pools {
     ) {
         let s = self.origins.entry(addr).or_default();
         s.connect_times.push(took, completed);
+        if completed {
+            let h = s
+                .connect_hist
+                .get_or_insert_with(|| Box::new(crate::stats::histogram()));
+            h.saturating_record(took.as_micros().max(1) as u64);
+        }
         if s.connect_times.unjudged < 4 || s.ejected_until.is_some() {
             return;
         }
@@ -421,6 +440,29 @@ impl Pools {
             ejections = s.ejections,
             "origin ejected"
         );
+    }
+
+    /// What this worker knows of each origin, for `ringctl stats` and `/metrics`.
+    pub fn report(&self, now: Instant) -> Vec<OriginReport> {
+        let mut out: Vec<OriginReport> = self
+            .origins
+            .iter()
+            .map(|(addr, s)| OriginReport {
+                origin: addr.to_string(),
+                open: u64::from(s.open),
+                ejected: s.ejected_until.is_some_and(|u| u > now),
+                ejections: u64::from(s.ejections),
+                connects: s.connects,
+                connect_failures: s.connect_failures,
+                connect_time: s
+                    .connect_hist
+                    .as_deref()
+                    .map(ringctl::encode_histogram)
+                    .unwrap_or_default(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.origin.cmp(&b.origin));
+        out
     }
 
     #[cfg(test)]

@@ -80,7 +80,7 @@ pub const UNROUTED: &str = "-";
 
 /// Microseconds from 1 to an hour, 2 significant digits (1 % precision): about 30 KiB per
 /// histogram, so a route's seven cost a worker about 200 KiB.
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds")
 }
 

@@ -323,7 +323,12 @@ impl Worker {
                     }
                 }
                 let reports = self.stats.report(None, &live);
-                Answer::Stats { id, reports }
+                let origins = self.res.pools.report(now);
+                Answer::Stats {
+                    id,
+                    reports,
+                    origins,
+                }
             }
             Query::Tunnels { id, route } => {
                 let (worker, cpu) = (self.id, self.cpu);
