@@ -36,7 +36,7 @@ pub enum Request {
     /// The route table every worker serves now.
     RoutesList,
     /// Adds one route to the current table.
-    RoutesAdd { route: RouteSpec },
+    RoutesAdd { route: Box<RouteSpec> },
     /// Removes the route with this name (as `routes list` shows it).
     RoutesRemove { name: String },
     /// Replaces the whole table with the `[[route]]`s of `text` (a config file; `source` names
@@ -350,6 +350,13 @@ pub struct RouteSpec {
     /// Connect racing's delay in milliseconds (`0`: off; absent: from the pool's connect times).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub race_after_ms: Option<u64>,
+    /// Active health checks of the pool's origins: `tcp` or `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout_ms: Option<u64>,
     /// Tunnels the route may hold at once (past it: 503 with Retry-After).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tunnels: Option<u32>,
@@ -658,7 +665,7 @@ mod tests {
         let reqs = [
             Request::RoutesList,
             Request::RoutesAdd {
-                route: route(Some("db.example"), "/pg", "10.0.0.5:5432"),
+                route: Box::new(route(Some("db.example"), "/pg", "10.0.0.5:5432")),
             },
             Request::RoutesRemove { name: "/pg".into() },
             Request::RoutesApply {

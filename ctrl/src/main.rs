@@ -225,7 +225,7 @@ fn request(command: &Command) -> anyhow::Result<Request> {
             name,
             idle_timeout_ms,
         }) => Request::RoutesAdd {
-            route: RouteSpec {
+            route: Box::new(RouteSpec {
                 name: name.clone(),
                 host: host.clone(),
                 sni: sni.clone(),
@@ -233,7 +233,7 @@ fn request(command: &Command) -> anyhow::Result<Request> {
                 origin: origin.clone(),
                 idle_timeout_ms: *idle_timeout_ms,
                 ..Default::default()
-            },
+            }),
         },
         Command::Routes(Routes::Remove { name }) => Request::RoutesRemove { name: name.clone() },
         Command::Routes(Routes::Apply { file, dry_run }) => {

@@ -146,7 +146,11 @@ enum Behaviour {
     Echo,
     EchoThenClose(usize),
     Greet(&'static str),
+    SslRefusing(u8),
 }
+
+/// PostgreSQL's `SSLRequest`.
+pub const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 impl Origin {
     /// Echoes every byte back; on EOF from the tunnel it half-closes its own write side.
@@ -164,6 +168,12 @@ impl Origin {
     /// its route led to from its first bytes.
     pub async fn greeting(name: &'static str) -> Origin {
         Self::spawn(Behaviour::Greet(name)).await
+    }
+
+    /// Answers every 8-byte `SSLRequest` it reads with `answer` (`N` as a PostgreSQL server
+    /// without TLS does), and echoes anything else.
+    pub async fn ssl_refusing(answer: u8) -> Origin {
+        Self::spawn(Behaviour::SslRefusing(answer)).await
     }
 
     /// An address where nothing listens: a port bound and immediately released.
@@ -225,6 +235,19 @@ async fn serve(stream: TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
         }
         Behaviour::Echo => {
             tokio::io::copy(&mut rd, &mut wr).await?;
+            wr.shutdown().await?;
+        }
+        Behaviour::SslRefusing(answer) => {
+            let mut buf = [0u8; 8];
+            for _ in 0..10_000 {
+                if rd.read_exact(&mut buf).await.is_err() {
+                    break;
+                }
+                match buf == SSL_REQUEST {
+                    true => wr.write_all(&[answer]).await?,
+                    false => wr.write_all(&buf).await?,
+                }
+            }
             wr.shutdown().await?;
         }
         Behaviour::EchoThenClose(n) => {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use ringway_e2e::attack::CountingOrigin;
-use ringway_e2e::origin::{Origin, Staller};
+use ringway_e2e::origin::{Origin, Staller, Unanswering, SSL_REQUEST};
 use ringway_e2e::server::{refused_config, Ringway};
 use ringway_e2e::ws::{connect, read_bytes, refusal_status, try_connect};
 use ringway_e2e::STEP;
@@ -255,8 +255,8 @@ async fn batch(server: &std::sync::Arc<Ringway>, n: usize) -> Vec<(Duration, Res
 }
 
 /// A primary whose path stalls 3 connects in 10 (its SYNs dropped; it never refuses), in a
-/// pool of three. Without racing and ejection (`race_after_ms = 0`; a 0 % panic threshold
-/// makes any ejection moot), a stalled tunnel waits out the connect timeout and gets 504. With
+/// pool of three. Without racing and ejection (`race_after_ms = 0`, and
+/// `max_ejected_percent = 0`, which turns health off), a stalled tunnel waits out the connect timeout and gets 504. With
 /// them, no client sees an error, the slowest 101 is bounded by the race delay, and the primary
 /// is ejected as a latency outlier (its health looks fine: it answers most connects); once its
 /// path heals it is back in rotation after the ejection and stays.
@@ -288,7 +288,7 @@ async fn a_partial_staller_is_raced_and_ejected_as_a_latency_outlier_then_return
     let staller_addr = staller.addr.to_string();
     for _ in 0..50 {
         runs.extend(batch(&on, 6).await);
-        if on.log().contains("p99 connect time") {
+        if on.log().contains("connects took over") {
             break;
         }
     }
@@ -297,7 +297,7 @@ async fn a_partial_staller_is_raced_and_ejected_as_a_latency_outlier_then_return
         .lines()
         .find(|l| l.contains("origin ejected") && l.contains(&staller_addr))
         .unwrap_or_else(|| panic!("the staller is ejected after {} tunnels: {log}", runs.len()));
-    assert!(ejected.contains("p99 connect time"), "{ejected}");
+    assert!(ejected.contains("connects took over"), "{ejected}");
     let errors = runs.iter().filter(|r| r.1.is_err()).count();
     let mut times: Vec<Duration> = runs.iter().map(|r| r.0).collect();
     times.sort();
@@ -329,6 +329,111 @@ async fn a_partial_staller_is_raced_and_ejected_as_a_latency_outlier_then_return
         .filter(|l| l.contains("origin ejected") && l.contains(&staller_addr))
         .count();
     assert_eq!(ejections, 1, "a healed origin stays in");
+}
+
+/// Active health checks find origins no tunnel has tried: with `health_check = "postgres"`, an
+/// origin that answers the SSLRequest with something other than S or N (not PostgreSQL, or a
+/// port taken by another service) and one that never answers are out of rotation before the
+/// first tunnel, each logged with its evidence; tunnels go straight to the one that answers
+/// `N`, with no failed connect and no race on the way. `ringctl stats` shows who is out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_take_out_origins_before_any_tunnel_tries_them() {
+    let wrong = Origin::greeting("HTTP/1.1 400 Bad Request\r\n\r\n").await;
+    let silent = Unanswering::start().await;
+    let pg = Origin::ssl_refusing(b'N').await;
+    let config = format!(
+        "workers = 2\n[[listener]]\naddr = \"127.0.0.1:0\"\n[[route]]\npath = \"/db\"\n\
+         origins = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n\
+         max_ejected_percent = 100\nhealth_check = \"postgres\"\n\
+         health_interval_ms = 100\nhealth_timeout_ms = 100\n",
+        wrong.addr, silent.addr, pg.addr
+    );
+    let server = Ringway::start(&config);
+    for addr in [wrong.addr, silent.addr] {
+        let line = server
+            .await_log_line(&["fails its health checks", &addr.to_string()], STEP)
+            .await
+            .unwrap_or_else(|| panic!("{addr} is checked out: {}", server.log()));
+        let why = match addr == wrong.addr {
+            true => "not S or N",
+            false => "no answer within 100 ms",
+        };
+        assert!(line.contains(why), "{line}");
+    }
+    // Both workers have both out (each checks on its own).
+    let deadline = Instant::now() + STEP;
+    while server.log().matches("fails its health checks").count() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..20 {
+        let start = Instant::now();
+        let mut ws = connect(&server.url("/db")).await;
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "no wait on a bad origin"
+        );
+        ws.send(Message::binary(SSL_REQUEST.to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_bytes(&mut ws, 1, STEP).await,
+            b"N",
+            "reached the PostgreSQL one"
+        );
+    }
+    let out = server.ringctl(&["stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (addr, state) in [
+        (wrong.addr, "ejected"),
+        (silent.addr, "ejected"),
+        (pg.addr, "healthy"),
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&addr.to_string()))
+            .unwrap_or_else(|| panic!("no row for {addr}: {text}"));
+        assert_eq!(row.split_whitespace().nth(1), Some(state), "{text}");
+    }
+    assert!(
+        !server.log().contains("Connection refused") && !server.log().contains("racing"),
+        "no tunnel tried a bad origin"
+    );
+}
+
+/// A tunnel carried by the connect that won a race counts once against its origin: three held
+/// raced tunnels fill an origin's `max_connections = 3` (the fourth has nowhere to go but the
+/// silent primary, and gets 504 at the connect timeout), and `ringctl stats` shows them open
+/// there and none on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raced_tunnel_counts_once_against_its_origin() {
+    let silent = Unanswering::start().await;
+    let b = Origin::greeting("B").await;
+    let config = format!(
+        "workers = 1\n[timeouts]\nconnect_ms = 400\n[[listener]]\naddr = \"127.0.0.1:0\"\n\
+         [[route]]\npath = \"/db\"\norigins = [{{ addr = \"{}\" }}, \
+         {{ addr = \"{}\", max_connections = 3 }}]\nrace_after_ms = 5\nmax_ejected_percent = 0\n",
+        silent.addr, b.addr
+    );
+    let server = Ringway::start(&config);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (ws, name) = greeted(&server, 1).await;
+        assert_eq!(name, "B");
+        held.push(ws);
+    }
+    assert_eq!(refusal_status(&server.url("/db")).await, 504);
+    let out = server.ringctl(&["stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let open = |addr: SocketAddr| {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&addr.to_string()))
+            .unwrap_or_else(|| panic!("no row for {addr}: {text}"));
+        row.split_whitespace().nth(2).map(str::to_string)
+    };
+    assert_eq!(open(b.addr).as_deref(), Some("3"), "{text}");
+    assert_eq!(open(silent.addr).as_deref(), Some("0"), "{text}");
+    drop(held);
 }
 
 #[test]
@@ -369,6 +474,26 @@ fn the_config_refuses_pools_that_cannot_work() {
             "origin = \"127.0.0.1:1\"\nrace_after_ms = 5",
             "route.race_after_ms",
             "only a route with `origins`",
+        ),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\" }]\nhealth_check = \"http\"",
+            "route.health_check",
+            "\"http\" is not a check",
+        ),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\" }]\nhealth_interval_ms = 100",
+            "route.health_interval_ms",
+            "needs `health_check",
+        ),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\" }]\nhealth_check = \"tcp\"\nhealth_timeout_ms = 9000",
+            "route.health_timeout_ms",
+            "longer than the interval",
+        ),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\" }]\nhealth_check = \"tcp\"\nhealth_interval_ms = 1",
+            "route.health_interval_ms",
+            "from 10 to",
         ),
         (
             "origin = \"127.0.0.1:1\"\nmax_tunnels = 0",

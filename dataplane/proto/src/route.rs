@@ -48,6 +48,27 @@ pub struct OriginPool {
     pub max_ejected_percent: u8,
     /// When a connect that has not completed starts a race with the next origin.
     pub race: Race,
+    /// Active health checks of its origins, if any.
+    pub check: Option<HealthCheck>,
+}
+
+/// An active health check: every `interval`, each worker connects to each origin of the pool
+/// and, for [`CheckKind::Postgres`], asks it to start TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    /// A check that has not passed within this fails.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// The TCP connect completes.
+    Tcp,
+    /// A PostgreSQL `SSLRequest` is answered with `S` or `N`: the server accepts connections
+    /// and starts backends (no credentials needed, nothing logged by the server).
+    Postgres,
 }
 
 /// Connect racing: a connect not answered within a delay starts one to the next origin in

@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ringctl::RouteSpec;
-use ringway_proto::route::{OriginPool, Policy, PoolOrigin, Race, Route, RouteTable};
+use ringway_proto::route::{
+    CheckKind, HealthCheck, OriginPool, Policy, PoolOrigin, Race, Route, RouteTable,
+};
 use ringway_proto::tunnel::TunnelConfig;
 use serde::de::{Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -187,6 +189,15 @@ pub struct RouteConfig {
     /// next origin; `0` turns racing off; absent, the delay follows the pool's connect times.
     #[serde(default)]
     pub race_after_ms: Option<Spanned<u64>>,
+    /// Active health checks of a pool's origins: `"tcp"` or `"postgres"` (absent: none).
+    #[serde(default)]
+    pub health_check: Option<Spanned<String>>,
+    /// How often each worker checks each origin (default 5000).
+    #[serde(default)]
+    pub health_interval_ms: Option<Spanned<u64>>,
+    /// A check that has not passed within this fails (default 1000).
+    #[serde(default)]
+    pub health_timeout_ms: Option<Spanned<u64>>,
     /// Tunnels the route may hold at once; past it, 503 with Retry-After.
     #[serde(default)]
     pub max_tunnels: Option<Spanned<u32>>,
@@ -699,6 +710,9 @@ fn routes(
             policy: r.policy.as_ref().map(|p| p.get_ref().clone()),
             max_ejected_percent: r.max_ejected_percent.as_ref().map(|m| *m.get_ref()),
             race_after_ms: r.race_after_ms.as_ref().map(|m| *m.get_ref()),
+            health_check: r.health_check.as_ref().map(|m| m.get_ref().clone()),
+            health_interval_ms: r.health_interval_ms.as_ref().map(|m| *m.get_ref()),
+            health_timeout_ms: r.health_timeout_ms.as_ref().map(|m| *m.get_ref()),
             max_tunnels: r.max_tunnels.as_ref().map(|m| *m.get_ref()),
             idle_timeout_ms: (r.idle_timeout_ms > 0).then_some(r.idle_timeout_ms),
         });
@@ -738,6 +752,15 @@ fn route_origins(
         r.race_after_ms
             .as_ref()
             .map(|m| (m.span(), "route.race_after_ms")),
+        r.health_check
+            .as_ref()
+            .map(|m| (m.span(), "route.health_check")),
+        r.health_interval_ms
+            .as_ref()
+            .map(|m| (m.span(), "route.health_interval_ms")),
+        r.health_timeout_ms
+            .as_ref()
+            .map(|m| (m.span(), "route.health_timeout_ms")),
     ];
     let list = match (&r.origin, &r.origins) {
         (Some(o), None) => {
@@ -809,6 +832,7 @@ fn route_origins(
         Some(0) => Race::Off,
         Some(ms) => Race::After(Duration::from_millis(ms)),
     };
+    let check = health_check(src, r)?;
     let first = origins[0].addr;
     Ok((
         first,
@@ -817,8 +841,60 @@ fn route_origins(
             policy,
             max_ejected_percent,
             race,
+            check,
         }),
     ))
+}
+
+/// A pool's active health check, from `health_check`, `health_interval_ms` and
+/// `health_timeout_ms`.
+fn health_check(src: &Source<'_>, r: &RouteConfig) -> Result<Option<HealthCheck>, ConfigError> {
+    let ms = |v: &Option<Spanned<u64>>, key: &'static str, default: u64| match v {
+        None => Ok(Duration::from_millis(default)),
+        Some(m) if (10..=3_600_000).contains(m.get_ref()) => {
+            Ok(Duration::from_millis(*m.get_ref()))
+        }
+        Some(m) => Err(src.at(m.span(), key, "must be from 10 to 3600000 (an hour)")),
+    };
+    let interval = ms(&r.health_interval_ms, "route.health_interval_ms", 5000)?;
+    let timeout = ms(&r.health_timeout_ms, "route.health_timeout_ms", 1000)?;
+    let kind = match &r.health_check {
+        None => {
+            let stray = [
+                r.health_interval_ms
+                    .as_ref()
+                    .map(|m| (m.span(), "route.health_interval_ms")),
+                r.health_timeout_ms
+                    .as_ref()
+                    .map(|m| (m.span(), "route.health_timeout_ms")),
+            ];
+            if let Some((span, key)) = stray.into_iter().flatten().next() {
+                let msg = "needs `health_check = \"tcp\"` or `\"postgres\"`";
+                return Err(src.at(span, key, msg));
+            }
+            return Ok(None);
+        }
+        Some(k) => match k.get_ref().as_str() {
+            "tcp" => CheckKind::Tcp,
+            "postgres" => CheckKind::Postgres,
+            other => {
+                let msg = format!("{other:?} is not a check: write \"tcp\" or \"postgres\"");
+                return Err(src.at(k.span(), "route.health_check", msg));
+            }
+        },
+    };
+    if timeout > interval {
+        let span = r
+            .health_timeout_ms
+            .as_ref()
+            .map_or(r.path.span(), |m| m.span());
+        return Err(src.at(span, "route.health_timeout_ms", "longer than the interval"));
+    }
+    Ok(Some(HealthCheck {
+        kind,
+        interval,
+        timeout,
+    }))
 }
 
 /// A listener's L4 settings: `Some` for `mode = "tcp"` (which needs an `origin`), `None` for a

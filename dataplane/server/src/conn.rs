@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ringway_proto::route::{OriginPool, RouteTable};
 use ringway_proto::tunnel::{CloseReason, Intent};
 use ringway_proto::ws::handshake::reason_phrase;
-use ringway_uring::{Completion, OpId, Ring, TxBuf, HEADROOM};
+use ringway_uring::{Completion, Ring, TxBuf, HEADROOM};
 use tracing::{debug, info};
 
 use crate::origin::{Origin, RaceEnd};
@@ -106,7 +106,8 @@ pub struct Conn {
 /// The origins a tunnel on a pooled route tries ([`Pools::order`]).
 ///
 /// Connect racing: when the origin socket's connect has not completed within the pool's race
-/// delay (a one-shot ring timer, `timer`), a connect to the next origin in order starts beside it
+/// delay (`race_at`, one of the connection's deadlines), a connect to the next origin in order
+/// starts beside it
 /// ([`Origin::begin_race`]); the first to complete carries the tunnel and the other is cancelled
 /// through the ring. A racing connect that fails starts the next at once; a client sees an
 /// error only when every origin of its order failed or the connect timeout ran out.
@@ -117,12 +118,11 @@ struct Failover {
     /// The origin the socket's own connect went to (connecting or connected), counted open in
     /// the pool until released. (A racing connect's origin is counted open while it races.)
     held: Option<SocketAddr>,
-    /// The race timer in flight (armed for the first connect and kept across a failover: a
-    /// refused connect is quick), and whether it was cancelled.
-    timer: Option<OpId>,
-    timer_cancelled: bool,
-    /// A race is due: its timer ran out, or a racing connect failed while the socket's own
-    /// still runs.
+    /// When the next race starts (set for the first connect and kept across a failover: a
+    /// refused connect is quick).
+    race_at: Option<Instant>,
+    /// A race is due: its time came, or a racing connect failed while the socket's own still
+    /// runs.
     race_due: bool,
 }
 
@@ -231,8 +231,7 @@ impl Conn {
             order,
             next: 1,
             held: Some(first),
-            timer: None,
-            timer_cancelled: false,
+            race_at: None,
             race_due: false,
         }));
         Some(first)
@@ -262,9 +261,9 @@ impl Conn {
         }
     }
 
-    /// Arms the race timer for the connect just started, when the pool races and has an origin
-    /// left to race with.
-    fn arm_race(&mut self, ring: &mut Ring, pools: &Pools) {
+    /// Sets the race deadline for the connect just started, when the pool races and has an
+    /// origin left to race with.
+    fn arm_race(&mut self, pools: &Pools, now: Instant) {
         let Some((routes, i)) = self.pool() else {
             return;
         };
@@ -272,16 +271,13 @@ impl Conn {
             Some(p) => p,
             None => return,
         };
-        let key = self.key;
         let Some(f) = self.failover.as_mut() else {
             return;
         };
-        if f.timer.is_some() || f.next >= f.order.len() {
+        if f.race_at.is_some() || f.next >= f.order.len() {
             return;
         }
-        if let Some(delay) = pools.race_delay(pool) {
-            f.timer = Some(ring.timeout(delay, tag(Op::RaceTimer, Side::Origin, key)));
-        }
+        f.race_at = pools.race_delay(pool).map(|d| now + d);
     }
 
     /// Starts the due race: a connect to the next origin of the order, beside the socket's own.
@@ -301,30 +297,38 @@ impl Conn {
         let Some(&next) = f.order.get(f.next) else {
             return;
         };
-        f.next += 1;
-        if let Ok(fd) = self.origin.begin_race(next, now) {
-            pools.connecting(next);
-            let id = ring.connect(fd, next, tag(Op::RaceConnect, Side::Origin, key));
-            self.origin.race_submitted(id);
-            debug!(
-                target: LOG_TARGET,
-                route = self.route_name(),
-                slow = %Addr(self.origin.addr()),
-                racing = %next,
-                "origin connect slow; racing the next origin of the pool"
-            );
+        match self.origin.begin_race(next, now) {
+            Err(e) => {
+                // Out of descriptors, say: the tunnel waits for its connect as without racing.
+                debug!(
+                    target: LOG_TARGET,
+                    route = self.route_name(),
+                    origin = %next,
+                    "cannot race the next origin: {e}"
+                );
+            }
+            Ok(fd) => {
+                f.next += 1;
+                pools.connecting(next);
+                let id = ring.connect(fd, next, tag(Op::RaceConnect, Side::Origin, key));
+                self.origin.race_submitted(id);
+                debug!(
+                    target: LOG_TARGET,
+                    route = self.route_name(),
+                    slow = %Addr(self.origin.addr()),
+                    racing = %next,
+                    "origin connect slow; racing the next origin of the pool"
+                );
+            }
         }
     }
 
-    /// Gives up a racing connect (the other won, or the tunnel ended), and the race timer.
+    /// Gives up a racing connect (the other won, or the tunnel ended), and races to come.
     fn stop_racing(&mut self, ring: &mut Ring, pools: &mut Pools) {
         let key = self.key;
         if let Some(f) = self.failover.as_mut() {
             f.race_due = false;
-            if let (Some(t), false) = (f.timer, f.timer_cancelled) {
-                f.timer_cancelled = true;
-                ring.cancel(t, tag(Op::Cancel, Side::Origin, key));
-            }
+            f.race_at = None;
         }
         if let Some((addr, op)) = self.origin.abandon_race() {
             pools.released(addr);
@@ -372,11 +376,12 @@ impl Conn {
                         self.connect_time(&mut res.pools, prev, now - t, false, now);
                     }
                 }
-                self.stop_racing(ring, &mut res.pools);
+                // Adopted first: the racer is the tunnel's now, not a race to give up.
                 let limits = self.client.limits();
                 if let Some(op) = self.origin.adopt_racer(limits, now) {
                     ring.cancel(op, tag(Op::Cancel, Side::Origin, self.key));
                 }
+                self.stop_racing(ring, &mut res.pools);
                 self.on_origin_connected(ring, stats, now);
             }
         }
@@ -427,7 +432,7 @@ impl Conn {
             "origin connect failed; trying the next origin of the pool"
         );
         self.connect(ring, next, now);
-        self.arm_race(ring, pools);
+        self.arm_race(pools, now);
         true
     }
 
@@ -560,15 +565,14 @@ impl Conn {
                 }
             }
             Op::RaceConnect => self.on_race_completed(c.result, ring, res, stats, now),
-            Op::RaceTimer => {
-                if let Some(f) = self.failover.as_mut() {
-                    f.timer = None;
-                    f.race_due |= !f.timer_cancelled && c.result == -libc::ETIME;
-                    f.timer_cancelled = false;
-                }
-            }
             Op::Close => self.socket(side).on_close_completion(),
-            Op::Cancel | Op::Tick | Op::Accept | Op::Control | Op::Handoff => {}
+            Op::Cancel
+            | Op::Tick
+            | Op::Accept
+            | Op::Control
+            | Op::Handoff
+            | Op::Check
+            | Op::Wake => {}
         }
     }
 
@@ -812,7 +816,7 @@ impl Conn {
                     match self.admit(addr, res, now) {
                         Some(addr) => {
                             self.connect(ring, addr, now);
-                            self.arm_race(ring, &res.pools);
+                            self.arm_race(&res.pools, now);
                         }
                         None => self.session.handle_over_limit(RETRY_AFTER_S, now),
                     }
@@ -855,6 +859,7 @@ impl Conn {
                         .is_some_and(|r| r.reason == CloseReason::ConnectTimeout);
                     if let Some(op) = self.origin.pending_connect() {
                         ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
+                        self.origin.socket.connect_cancelled();
                         let held = self.failover.as_ref().and_then(|f| f.held);
                         if let (true, Some(addr), Some(t)) = (timed_out, held, self.connect_started)
                         {
@@ -1069,6 +1074,12 @@ impl Conn {
 
     /// Runs whatever deadline passed: the session's, and each socket's linger or stall.
     pub fn handle_timeouts(&mut self, now: Instant) {
+        if let Some(f) = self.failover.as_mut() {
+            if f.race_at.is_some_and(|t| t <= now) {
+                f.race_at = None;
+                f.race_due = true;
+            }
+        }
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
         }
@@ -1085,6 +1096,7 @@ impl Conn {
             self.session.poll_timeout(),
             self.client.next_deadline(),
             self.origin.socket.next_deadline(),
+            self.failover.as_ref().and_then(|f| f.race_at),
         ]
         .into_iter()
         .flatten()
@@ -1136,7 +1148,6 @@ impl Conn {
             && self.client.is_closed()
             && self.origin.socket.is_closed()
             && self.origin.races_settled()
-            && self.failover.as_ref().is_none_or(|f| f.timer.is_none())
     }
 
     fn route_name(&self) -> &str {

@@ -808,7 +808,7 @@ impl Plane {
                     )));
                 }
                 let mut specs = self.specs.clone();
-                specs.push(route);
+                specs.push(*route);
                 (specs, false)
             }
             Request::RoutesRemove { name } => {
@@ -1276,7 +1276,7 @@ mod tests {
             .collect();
         let reply = client
             .call(&Request::RoutesAdd {
-                route: spec("/b", "127.0.0.1:2"),
+                route: Box::new(spec("/b", "127.0.0.1:2")),
             })
             .unwrap();
         let Reply::Applied {

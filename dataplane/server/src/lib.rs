@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod echo;
+pub mod health;
 pub mod metrics;
 pub mod origin;
 pub mod polling;

@@ -8,16 +8,21 @@
 //! Health here is passive, from live traffic: a refused or failed connect, or a connect that
 //! timed out, is a bad signal; a connect that succeeds is a good one. Latency is watched too:
 //! each origin keeps its last `WINDOW` connect times (a connect that lost a race or timed out
-//! counts with the time it had taken so far), and an origin whose p99 is over `OUTLIER_FACTOR`
-//! times the median p99 of its peers in the pool (and over `OUTLIER_FLOOR`) is ejected although
-//! it never failed: the gray failure of a path that stalls some connects. Damping: an origin is
+//! counts with the time it had taken so far), and an origin with a share of its connects over
+//! `OUTLIER_FACTOR` times its peers' typical connect time (its p95 and p99 many times theirs;
+//! see `OUTLIER_SHARE`) is ejected although it never failed: the gray failure of a path that stalls some connects. Damping: an origin is
 //! ejected after `EJECT_AFTER` bad signals in a row, for `BASE_EJECTION`, doubled for each
 //! ejection that follows a short return (up to `MAX_EJECTION`), so an origin that flaps changes
 //! state a bounded number of times per minute; once it has stayed in rotation for
 //! `STABLE_FOR` since its return, its next ejection is back to the base. When it returns it is on probation: one bad signal ejects
 //! it again. Panic threshold: when more than the pool's `max_ejected_percent` of its origins are
-//! ejected, health is ignored and every origin is tried, so ejection never turns a partial
-//! outage into a total one. Every change of state is logged once, with its evidence.
+//! ejected, every origin is tried again (those in good standing first), so ejection never turns
+//! a partial outage into a total one; `max_ejected_percent = 0` turns health off for a pool. Every change of state is logged once, with its evidence.
+//!
+//! Active health checks (`health_check`, run by [`crate::health`]) add a second view: an
+//! origin that fails `CHECK_DOWN_AFTER` checks in a row is out of rotation until it passes
+//! `CHECK_UP_AFTER` in a row, whatever live traffic says (the panic threshold counts it as out
+//! too). The two views are independent: a check that passes does not end an ejection.
 //!
 //! Limits: an origin with `max_connections` or `max_new_per_second` is skipped while it is at
 //! either (not ejected: it is busy, not sick); when every origin is, the order is empty and the
@@ -48,15 +53,21 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(300);
 /// In rotation this long since its last return, an origin's next ejection is back to the base
 /// (a count of good connects would not do: an origin that flaps every second has many).
 const STABLE_FOR: Duration = Duration::from_secs(60);
+/// Health checks failed in a row that take an origin out of rotation ...
+const CHECK_DOWN_AFTER: u8 = 3;
+/// ... and passed in a row that bring it back.
+const CHECK_UP_AFTER: u8 = 2;
 /// Connect times kept per origin.
 const WINDOW: usize = 128;
 /// Connect times an origin (and each peer it is compared with) needs before it is judged.
 const MIN_SAMPLES: usize = 16;
-/// An origin is a latency outlier when its p99 connect time is over this many times its peers'
-/// median p99 ...
+/// An origin is a latency outlier when at least `OUTLIER_SHARE` percent (and `OUTLIER_MIN_SLOW`)
+/// of its recent connects took over `OUTLIER_FACTOR` times its peers' typical connect time (the
+/// median of their p90s) and over `OUTLIER_FLOOR`: its p95 and p99 are many times its peers'.
 const OUTLIER_FACTOR: u32 = 5;
-/// ... and over this much.
-const OUTLIER_FLOOR: Duration = Duration::from_millis(5);
+const OUTLIER_FLOOR: Duration = Duration::from_millis(8);
+const OUTLIER_SHARE: usize = 5;
+const OUTLIER_MIN_SLOW: usize = 3;
 /// Connect racing's automatic delay: twice the pool's typical p90 connect time (the lower median
 /// of its origins' p90s), within these bounds ...
 const RACE_MIN: Duration = Duration::from_millis(10);
@@ -153,6 +164,10 @@ struct OriginState {
     connects: u64,
     connect_failures: u64,
     connect_hist: Option<Box<Histogram<u64>>>,
+    /// Active health checks: failed and passed in a row, and whether they have it out.
+    check_fails: u8,
+    check_passes: u8,
+    check_down: bool,
 }
 
 impl Default for OriginState {
@@ -170,6 +185,9 @@ impl Default for OriginState {
             connects: 0,
             connect_failures: 0,
             connect_hist: None,
+            check_fails: 0,
+            check_passes: 0,
+            check_down: false,
         }
     }
 }
@@ -245,6 +263,9 @@ impl Pools {
     fn eligible(&mut self, addr: SocketAddr, now: Instant) -> bool {
         let worker = self.worker;
         let s = self.origins.entry(addr).or_default();
+        if s.check_down {
+            return false;
+        }
         match s.ejected_until {
             Some(until) if until > now => false,
             Some(_) => {
@@ -262,10 +283,12 @@ impl Pools {
     /// The origins a new tunnel on `pool` tries, in order; empty when every origin it could
     /// use is at its limits (the tunnel then gets 503).
     pub fn order(&mut self, pool: &OriginPool, now: Instant) -> Vec<SocketAddr> {
+        // `max_ejected_percent = 0`: health never changes the order.
+        let health = pool.max_ejected_percent > 0;
         let eligible: Vec<bool> = pool
             .origins
             .iter()
-            .map(|o| self.eligible(o.addr, now))
+            .map(|o| !health || self.eligible(o.addr, now))
             .collect();
         let room: Vec<bool> = pool.origins.iter().map(|o| self.has_room(o, now)).collect();
         let out = eligible.iter().filter(|e| !**e).count();
@@ -304,13 +327,15 @@ impl Pools {
             .iter()
             .enumerate()
             .filter(|&(i, o)| o.backup && pick(i))
-            .map(|(_, o)| o.addr);
-        let mut order: Vec<SocketAddr> = primaries
-            .into_iter()
-            .map(|(_, i)| pool.origins[i].addr)
-            .collect();
+            .map(|(i, _)| i);
+        let mut order: Vec<usize> = primaries.into_iter().map(|(_, i)| i).collect();
         order.extend(backups);
-        order
+        if panic {
+            // Every origin is tried, those in good standing first: two dead origins at the
+            // head of a pool of three must not fail every tunnel.
+            order.sort_by_key(|&i| !eligible[i]);
+        }
+        order.into_iter().map(|i| pool.origins[i].addr).collect()
     }
 
     fn open(&self, addr: SocketAddr) -> u32 {
@@ -356,38 +381,51 @@ impl Pools {
         now: Instant,
     ) {
         let s = self.origins.entry(addr).or_default();
-        s.connect_times.push(took, completed);
         if completed {
             let h = s
                 .connect_hist
                 .get_or_insert_with(|| Box::new(crate::stats::histogram()));
             h.saturating_record(took.as_micros().max(1) as u64);
         }
-        if s.connect_times.unjudged < 4 || s.ejected_until.is_some() {
+        if s.ejected_until.is_some() {
+            // A connect begun before the ejection: its time says nothing of the origin's return.
+            return;
+        }
+        s.connect_times.push(took, completed);
+        if s.connect_times.unjudged < 4 {
             return;
         }
         s.connect_times.unjudged = 0;
-        let Some(mine) = s.connect_times.percentile(99) else {
+        if s.connect_times.len < MIN_SAMPLES {
             return;
-        };
+        }
         let mut peers: Vec<u32> = pool
             .origins
             .iter()
             .filter(|o| o.addr != addr)
-            .filter_map(|o| self.origins.get(&o.addr)?.connect_times.percentile(99))
+            .filter_map(|o| self.origins.get(&o.addr)?.connect_times.percentile(90))
             .collect();
         if peers.is_empty() {
             return;
         }
         peers.sort_unstable();
-        let median = peers[(peers.len() - 1) / 2];
-        let floor = OUTLIER_FLOOR.as_micros() as u32;
-        if mine > floor && mine / OUTLIER_FACTOR > median {
+        let typical = peers[(peers.len() - 1) / 2];
+        let over = typical
+            .saturating_mul(OUTLIER_FACTOR)
+            .max(OUTLIER_FLOOR.as_micros() as u32);
+        let s = self.origins.entry(addr).or_default();
+        let w = &s.connect_times;
+        let times = || w.samples[..w.len].iter().map(|t| t & !GIVEN_UP);
+        let slow = times().filter(|&t| t > over).count();
+        if slow >= OUTLIER_MIN_SLOW && slow * 100 >= w.len * OUTLIER_SHARE {
             let evidence = format!(
-                "p99 connect time {:.1} ms, {}x its peers' median p99 of {:.2} ms",
-                f64::from(mine) / 1000.0,
-                mine / median.max(1),
-                f64::from(median) / 1000.0
+                "{slow} of its last {} connects took over {:.1} ms ({}x its peers' median p90 \
+                 of {:.2} ms), the slowest {:.1} ms",
+                w.len,
+                f64::from(over) / 1000.0,
+                OUTLIER_FACTOR,
+                f64::from(typical) / 1000.0,
+                f64::from(times().max().unwrap_or(0)) / 1000.0,
             );
             self.eject(addr, &evidence, now);
         }
@@ -442,6 +480,44 @@ impl Pools {
         );
     }
 
+    /// A health check of `addr` ended: passed (`Ok`) or failed (why), with its connect time
+    /// if its connect completed (a connect time like any other).
+    pub fn check_result(
+        &mut self,
+        addr: SocketAddr,
+        outcome: Result<(), String>,
+        connect_took: Option<Duration>,
+    ) {
+        let worker = self.worker;
+        let s = self.origins.entry(addr).or_default();
+        if let Some(t) = connect_took {
+            s.connect_times.push(t, true);
+        }
+        match outcome {
+            Ok(()) => {
+                s.check_fails = 0;
+                s.check_passes = s.check_passes.saturating_add(1);
+                if s.check_down && s.check_passes >= CHECK_UP_AFTER {
+                    s.check_down = false;
+                    info!(worker, origin = %addr, passed_in_a_row = s.check_passes, "origin passes its health checks again; back in rotation");
+                }
+            }
+            Err(why) => {
+                s.check_passes = 0;
+                s.check_fails = s.check_fails.saturating_add(1);
+                if !s.check_down && s.check_fails >= CHECK_DOWN_AFTER {
+                    s.check_down = true;
+                    s.ejections += 1;
+                    let evidence = format!(
+                        "{} health checks failed in a row, the last: {why}",
+                        s.check_fails
+                    );
+                    warn!(worker, origin = %addr, evidence, "origin fails its health checks; out of rotation");
+                }
+            }
+        }
+    }
+
     /// What this worker knows of each origin, for `ringctl stats` and `/metrics`.
     pub fn report(&self, now: Instant) -> Vec<OriginReport> {
         let mut out: Vec<OriginReport> = self
@@ -450,7 +526,7 @@ impl Pools {
             .map(|(addr, s)| OriginReport {
                 origin: addr.to_string(),
                 open: u64::from(s.open),
-                ejected: s.ejected_until.is_some_and(|u| u > now),
+                ejected: s.check_down || s.ejected_until.is_some_and(|u| u > now),
                 ejections: u64::from(s.ejections),
                 connects: s.connects,
                 connect_failures: s.connect_failures,
@@ -496,6 +572,7 @@ mod tests {
             policy,
             max_ejected_percent: 50,
             race: Race::Auto,
+            check: None,
         }
     }
 
@@ -534,8 +611,15 @@ mod tests {
         }
         assert_eq!(
             p.order(&pool, t),
+            [addr(3), addr(1), addr(2)],
+            "2 of 3 out is over 50 %: every origin is tried, the one in good standing first"
+        );
+        let mut off = pool.clone();
+        off.max_ejected_percent = 0;
+        assert_eq!(
+            p.order(&off, t),
             [addr(1), addr(2), addr(3)],
-            "2 of 3 out is over 50 %: health is ignored"
+            "0 %: health is off"
         );
     }
 
@@ -736,5 +820,43 @@ mod tests {
         assert_eq!(p.race_delay(&off), None);
         off.race = Race::After(Duration::from_millis(7));
         assert_eq!(p.race_delay(&off), Some(Duration::from_millis(7)));
+    }
+
+    #[test]
+    fn health_checks_take_an_origin_out_after_three_failures_and_back_after_two_passes() {
+        let t = Instant::now();
+        let mut p = Pools::new(0, 1);
+        let pool = pool(Policy::Failover, &[(1, false), (2, false), (3, false)]);
+        let fail = || Err("no answer within 1000 ms".to_string());
+        p.check_result(addr(1), fail(), None);
+        p.check_result(addr(1), Ok(()), Some(Duration::from_micros(90)));
+        p.check_result(addr(1), fail(), None);
+        p.check_result(addr(1), fail(), None);
+        assert_eq!(p.order(&pool, t)[0], addr(1), "two in a row are not enough");
+        p.check_result(addr(1), fail(), None);
+        assert_eq!(p.order(&pool, t), [addr(2), addr(3)]);
+        assert!(p
+            .report(t)
+            .iter()
+            .any(|r| r.origin == addr(1).to_string() && r.ejected));
+        p.check_result(addr(1), Ok(()), None);
+        assert_eq!(
+            p.order(&pool, t),
+            [addr(2), addr(3)],
+            "one pass is not enough"
+        );
+        p.check_result(addr(1), Ok(()), None);
+        assert_eq!(p.order(&pool, t)[0], addr(1));
+        // Out by its checks counts toward the panic threshold like an ejection.
+        for a in [1, 2] {
+            for _ in 0..CHECK_DOWN_AFTER {
+                p.check_result(addr(a), fail(), None);
+            }
+        }
+        assert_eq!(
+            p.order(&pool, t).len(),
+            3,
+            "2 of 3 out: past 50 %, all are used"
+        );
     }
 }

@@ -272,6 +272,12 @@ impl<I: Copy + Eq> Socket<I> {
         self.ops -= 1;
     }
 
+    /// The owner cancelled the one operation it submitted on this socket (its connect) by id:
+    /// closing it needs no other cancel.
+    pub fn connect_cancelled(&mut self) {
+        self.cancelled = true;
+    }
+
     /// Never connected and nothing in flight: the descriptor may be taken away.
     pub fn is_idle(&self) -> bool {
         self.ops == 0 && !self.up
@@ -559,9 +565,21 @@ impl<I: Copy + Eq> Socket<I> {
                 if !self.cancelled {
                     // Ends the recv and any send stuck on a peer that stopped reading; their
                     // final completions still count in `ops`, and close waits for them (I2).
+                    // Only a recv in flight: cancelled by its id, a hash lookup in the kernel (a
+                    // cancel by descriptor scans every poll of the ring, so thousands of sockets
+                    // closing at once would cost a square of that).
                     self.cancelled = true;
-                    self.recv = Recv::Cancelling;
-                    return Some(SocketOp::CancelAll);
+                    match (self.recv, self.sending) {
+                        (Recv::Armed(id), false) => {
+                            self.recv = Recv::Cancelling;
+                            return Some(SocketOp::CancelRecv(id));
+                        }
+                        (Recv::Cancelling, false) => return None,
+                        _ => {
+                            self.recv = Recv::Cancelling;
+                            return Some(SocketOp::CancelAll);
+                        }
+                    }
                 }
                 return None;
             }

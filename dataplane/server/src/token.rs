@@ -26,8 +26,12 @@ pub enum Op {
     Writable,
     /// A connect racing the origin's own, to the next origin of its pool.
     RaceConnect,
-    /// A pooled connect's race delay ran out: the next origin's connect starts.
-    RaceTimer,
+    /// A one-shot wake-up for a connection deadline due before the next tick (a connect race,
+    /// say); never cancelled.
+    Wake,
+    /// A health check's connect or poll (`Side::Client`) or deadline (`Side::Origin`); the
+    /// key names the check, not a connection.
+    Check,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +60,8 @@ pub fn untag(t: u64) -> (Op, Side, Key) {
         9 => Op::Readable,
         10 => Op::Writable,
         11 => Op::RaceConnect,
-        12 => Op::RaceTimer,
+        12 => Op::Wake,
+        13 => Op::Check,
         _ => Op::Cancel,
     };
     let side = if (t >> 59) & 1 == 1 {
@@ -90,7 +95,8 @@ mod tests {
             Op::Readable,
             Op::Writable,
             Op::RaceConnect,
-            Op::RaceTimer,
+            Op::Wake,
+            Op::Check,
         ] {
             for side in [Side::Client, Side::Origin] {
                 let key = Key {

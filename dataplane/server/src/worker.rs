@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::balance::Balance;
 use crate::conn::{Conn, Resources};
 use crate::control::{Answer, Query, WorkerLink};
+use crate::health::Checks;
 use crate::polling::Polling;
 use crate::pools::Pools;
 use crate::relay::Pool;
@@ -127,6 +128,12 @@ pub struct Worker {
     /// Splice pipes and origin pool health, shared by the connections.
     res: Resources,
     balance: Option<Arc<Balance>>,
+    /// Active health checks of pooled origins.
+    checks: Checks,
+    /// When the latest tick ran, and the earliest one-shot wake-up in flight (for deadlines
+    /// due before the next tick).
+    last_tick: Instant,
+    wakeup: Option<Instant>,
 }
 
 impl Worker {
@@ -191,6 +198,9 @@ impl Worker {
                 route_tunnels: Vec::new(),
             },
             balance: cfg.balance,
+            checks: Checks::default(),
+            last_tick: Instant::now(),
+            wakeup: None,
         })
     }
 
@@ -371,6 +381,17 @@ impl Worker {
             }
             Op::Accept => self.on_accept(key.idx as usize, c, now),
             Op::Handoff => self.on_handoff(side, key, c, now),
+            Op::Wake => {
+                if self.wakeup.is_some_and(|w| w <= now) {
+                    self.wakeup = None;
+                }
+                self.expire(now);
+            }
+            Op::Check => {
+                let (ring, pools) = (&mut self.ring, &mut self.res.pools);
+                self.checks
+                    .on_completion(side, key, c.result, ring, pools, now);
+            }
             Op::Cancel => {}
             _ => {
                 let Some(conn) = self.conns.get_mut(key) else {
@@ -442,11 +463,27 @@ impl Worker {
             if conn.scheduled.is_none_or(|s| at < s) {
                 conn.scheduled = Some(at);
                 self.deadlines.push(at, key);
+                self.wake_by(at, now);
             }
         }
     }
 
+    /// Deadlines run on the tick; one due before the next tick (a connect race, a short
+    /// timeout) gets a one-shot ring timer of its own, unless one at least as early is in
+    /// flight. Such timers are never cancelled (a cancel costs a scan of the ring's timers):
+    /// one that fires with nothing due finds nothing to do.
+    fn wake_by(&mut self, at: Instant, now: Instant) {
+        if at >= self.last_tick + TICK || self.wakeup.is_some_and(|w| w <= at) {
+            return;
+        }
+        self.wakeup = Some(at);
+        let after = at.saturating_duration_since(now);
+        self.ring
+            .timeout(after, tag(Op::Wake, Side::Client, NO_CONN));
+    }
+
     fn on_tick(&mut self, now: Instant) {
+        self.last_tick = now;
         if !self.tick_armed {
             self.ring.tick(TICK, tag(Op::Tick, Side::Client, NO_CONN));
             self.tick_armed = true;
@@ -469,6 +506,12 @@ impl Worker {
             }
         }
         self.refill_warm(now);
+        if self.stop_by.is_none() {
+            // Workers start their checks a little apart.
+            let offset = TICK * (self.id as u32 % 10);
+            self.checks
+                .run_due(&self.routes, &mut self.ring, offset, now);
+        }
         if let Some(tls) = self.tls_shared.changed_since(&mut self.tls_generation) {
             info!(worker = self.id, "TLS certificates reloaded");
             self.tls = tls;
