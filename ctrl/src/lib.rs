@@ -200,6 +200,11 @@ pub struct OriginReport {
     /// Connects that completed, and that failed or timed out.
     pub connects: u64,
     pub connect_failures: u64,
+    /// Warm connections ready (or connecting) on this worker, and tunnels that were given one.
+    #[serde(default)]
+    pub warm: u64,
+    #[serde(default)]
+    pub warm_used: u64,
     /// Connect times of the connects that completed, microseconds ([`encode_histogram`]);
     /// empty before the first.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -217,6 +222,8 @@ pub struct MergedOrigin {
     pub ejections: u64,
     pub connects: u64,
     pub connect_failures: u64,
+    pub warm: u64,
+    pub warm_used: u64,
     pub connect_time: Option<Histogram<u64>>,
 }
 
@@ -236,6 +243,8 @@ pub fn merge_origins(workers: &[Vec<OriginReport>]) -> Result<Vec<MergedOrigin>,
                         ejections: 0,
                         connects: 0,
                         connect_failures: 0,
+                        warm: 0,
+                        warm_used: 0,
                         connect_time: None,
                     });
                     out.len() - 1
@@ -248,6 +257,8 @@ pub fn merge_origins(workers: &[Vec<OriginReport>]) -> Result<Vec<MergedOrigin>,
             m.ejections += r.ejections;
             m.connects += r.connects;
             m.connect_failures += r.connect_failures;
+            m.warm += r.warm;
+            m.warm_used += r.warm_used;
             if !r.connect_time.is_empty() {
                 let h = decode_histogram(&r.connect_time)?;
                 match m.connect_time.as_mut() {
@@ -357,6 +368,11 @@ pub struct RouteSpec {
     pub health_interval_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout_ms: Option<u64>,
+    /// Connections kept ready to each origin of the pool, over all workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_max_age_ms: Option<u64>,
     /// Tunnels the route may hold at once (past it: 503 with Retry-After).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tunnels: Option<u32>,

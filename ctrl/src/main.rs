@@ -349,8 +349,17 @@ fn render_origins(origins: &[ringctl::MergedOrigin]) -> String {
         return String::new();
     }
     let mut s = format!(
-        "{:<24} {:<14} {:>6} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}\n",
-        "origin", "state", "open", "ejections", "connects", "failed", "p50 µs", "p99 µs", "max µs"
+        "{:<24} {:<14} {:>6} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>11}\n",
+        "origin",
+        "state",
+        "open",
+        "ejections",
+        "connects",
+        "failed",
+        "p50 µs",
+        "p99 µs",
+        "max µs",
+        "warm/used"
     );
     for o in origins {
         let state = match o.ejected_on {
@@ -368,7 +377,7 @@ fn render_origins(origins: &[ringctl::MergedOrigin]) -> String {
             .as_ref()
             .map_or("-".to_string(), |h| h.max().to_string());
         s.push_str(&format!(
-            "{:<24} {:<14} {:>6} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}\n",
+            "{:<24} {:<14} {:>6} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9} {:>11}\n",
             o.origin,
             state,
             o.open,
@@ -377,7 +386,8 @@ fn render_origins(origins: &[ringctl::MergedOrigin]) -> String {
             o.connect_failures,
             q(0.5),
             q(0.99),
-            max
+            max,
+            format!("{}/{}", o.warm, o.warm_used)
         ));
     }
     s

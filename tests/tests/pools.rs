@@ -345,7 +345,7 @@ async fn health_checks_take_out_origins_before_any_tunnel_tries_them() {
         "workers = 2\n[[listener]]\naddr = \"127.0.0.1:0\"\n[[route]]\npath = \"/db\"\n\
          origins = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n\
          max_ejected_percent = 100\nhealth_check = \"postgres\"\n\
-         health_interval_ms = 100\nhealth_timeout_ms = 100\n",
+         health_interval_ms = 100\nhealth_timeout_ms = 100\nwarm_connections = 2\n",
         wrong.addr, silent.addr, pg.addr
     );
     let server = Ringway::start(&config);
@@ -381,19 +381,33 @@ async fn health_checks_take_out_origins_before_any_tunnel_tries_them() {
             "reached the PostgreSQL one"
         );
     }
-    let out = server.ringctl(&["stats"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    for (addr, state) in [
-        (wrong.addr, "ejected"),
-        (silent.addr, "ejected"),
-        (pg.addr, "healthy"),
-    ] {
-        let row = text
-            .lines()
-            .find(|l| l.starts_with(&addr.to_string()))
-            .unwrap_or_else(|| panic!("no row for {addr}: {text}"));
-        assert_eq!(row.split_whitespace().nth(1), Some(state), "{text}");
+    // Per origin: its state, and warm connections (one per worker) only to the origin in
+    // rotation: those to the one that answered wrong are dropped, those connecting to the
+    // silent one given up (on the workers' next tick).
+    let expected = |text: &str| {
+        [
+            (wrong.addr, "ejected"),
+            (silent.addr, "ejected"),
+            (pg.addr, "healthy"),
+        ]
+        .iter()
+        .all(|(addr, state)| {
+            text.lines()
+                .find(|l| l.starts_with(&addr.to_string()))
+                .is_some_and(|row| {
+                    let cols: Vec<&str> = row.split_whitespace().collect();
+                    let warm = cols[cols.len() - 1];
+                    cols[1] == *state && (warm == "0/0") == (*addr != pg.addr)
+                })
+        })
+    };
+    let deadline = Instant::now() + STEP;
+    let mut text = String::new();
+    while !expected(&text) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = String::from_utf8_lossy(&server.ringctl(&["stats"]).stdout).to_string();
     }
+    assert!(expected(&text), "{text}");
     assert!(
         !server.log().contains("Connection refused") && !server.log().contains("racing"),
         "no tunnel tried a bad origin"
@@ -434,6 +448,63 @@ async fn a_raced_tunnel_counts_once_against_its_origin() {
     assert_eq!(open(b.addr).as_deref(), Some("3"), "{text}");
     assert_eq!(open(silent.addr).as_deref(), Some("0"), "{text}");
     drop(held);
+}
+
+/// Warm origin connections: with `warm_connections = 2` (one worker) two connections to the
+/// origin are open before any tunnel; a tunnel takes one (`ringctl stats` counts it used) and
+/// the slot is refilled; every `warm_max_age_ms` they are replaced (the origin sees them end
+/// and new ones arrive), and a tunnel made of a warm connection is not cut by a refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_connections_are_used_and_refreshed() {
+    let origin = CountingOrigin::echo().await;
+    let config = format!(
+        "workers = 1\n[[listener]]\naddr = \"127.0.0.1:0\"\n[[route]]\npath = \"/db\"\n\
+         origins = [{{ addr = \"{}\" }}]\nwarm_connections = 2\nwarm_max_age_ms = 400\n",
+        origin.addr
+    );
+    let server = Ringway::start(&config);
+    let deadline = Instant::now() + STEP;
+    while origin.accepted() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        origin.accepted(),
+        2,
+        "two warm connections before any tunnel"
+    );
+    let mut ws = connect(&server.url("/db")).await;
+    ws.send(Message::binary(b"warm".to_vec())).await.unwrap();
+    assert_eq!(read_bytes(&mut ws, 4, STEP).await, b"warm");
+    let stats = |server: &Ringway| {
+        let out = server.ringctl(&["stats"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&origin.addr.to_string()))
+            .unwrap_or_else(|| panic!("no row: {text}"))
+            .to_string();
+        (row.split_whitespace().last().unwrap().to_string(), text)
+    };
+    let (warm, text) = stats(&server);
+    assert!(
+        warm.ends_with("/1"),
+        "the tunnel used a warm connection: {text}"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        origin.accepted() >= 2 + 1 + 4 && origin.ended() >= 4,
+        "refreshed every 400 ms: {} accepted, {} ended",
+        origin.accepted(),
+        origin.ended()
+    );
+    let (warm, text) = stats(&server);
+    assert!(warm.starts_with("2/"), "{text}");
+    ws.send(Message::binary(b"still".to_vec())).await.unwrap();
+    assert_eq!(
+        read_bytes(&mut ws, 5, STEP).await,
+        b"still",
+        "not cut by a refresh"
+    );
 }
 
 #[test]
@@ -494,6 +565,16 @@ fn the_config_refuses_pools_that_cannot_work() {
             "origins = [{ addr = \"127.0.0.1:1\" }]\nhealth_check = \"tcp\"\nhealth_interval_ms = 1",
             "route.health_interval_ms",
             "from 10 to",
+        ),
+        (
+            "origins = [{ addr = \"127.0.0.1:1\" }]\nwarm_max_age_ms = 10",
+            "route.warm_max_age_ms",
+            "at least 100",
+        ),
+        (
+            "origin = \"127.0.0.1:1\"\nwarm_connections = 2",
+            "route.warm_connections",
+            "only a route with `origins`",
         ),
         (
             "origin = \"127.0.0.1:1\"\nmax_tunnels = 0",

@@ -50,6 +50,11 @@ pub struct OriginPool {
     pub race: Race,
     /// Active health checks of its origins, if any.
     pub check: Option<HealthCheck>,
+    /// Connections kept connected to each origin (over all workers), so a tunnel skips the
+    /// connect; 0: none.
+    pub warm: u32,
+    /// A warm connection older than this is replaced.
+    pub warm_max_age: Duration,
 }
 
 /// An active health check: every `interval`, each worker connects to each origin of the pool

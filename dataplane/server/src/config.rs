@@ -198,6 +198,13 @@ pub struct RouteConfig {
     /// A check that has not passed within this fails (default 1000).
     #[serde(default)]
     pub health_timeout_ms: Option<Spanned<u64>>,
+    /// Connections kept ready to each origin of a pool, over all workers (default 0).
+    #[serde(default)]
+    pub warm_connections: Option<Spanned<u32>>,
+    /// A warm connection older than this is replaced (default 30000: under PostgreSQL's
+    /// 60 s `authentication_timeout`).
+    #[serde(default)]
+    pub warm_max_age_ms: Option<Spanned<u64>>,
     /// Tunnels the route may hold at once; past it, 503 with Retry-After.
     #[serde(default)]
     pub max_tunnels: Option<Spanned<u32>>,
@@ -713,6 +720,8 @@ fn routes(
             health_check: r.health_check.as_ref().map(|m| m.get_ref().clone()),
             health_interval_ms: r.health_interval_ms.as_ref().map(|m| *m.get_ref()),
             health_timeout_ms: r.health_timeout_ms.as_ref().map(|m| *m.get_ref()),
+            warm_connections: r.warm_connections.as_ref().map(|m| *m.get_ref()),
+            warm_max_age_ms: r.warm_max_age_ms.as_ref().map(|m| *m.get_ref()),
             max_tunnels: r.max_tunnels.as_ref().map(|m| *m.get_ref()),
             idle_timeout_ms: (r.idle_timeout_ms > 0).then_some(r.idle_timeout_ms),
         });
@@ -761,6 +770,12 @@ fn route_origins(
         r.health_timeout_ms
             .as_ref()
             .map(|m| (m.span(), "route.health_timeout_ms")),
+        r.warm_connections
+            .as_ref()
+            .map(|m| (m.span(), "route.warm_connections")),
+        r.warm_max_age_ms
+            .as_ref()
+            .map(|m| (m.span(), "route.warm_max_age_ms")),
     ];
     let list = match (&r.origin, &r.origins) {
         (Some(o), None) => {
@@ -833,6 +848,17 @@ fn route_origins(
         Some(ms) => Race::After(Duration::from_millis(ms)),
     };
     let check = health_check(src, r)?;
+    let warm = match &r.warm_connections {
+        Some(w) if *w.get_ref() > 1000 => {
+            return Err(src.at(w.span(), "route.warm_connections", "at most 1000"));
+        }
+        w => w.as_ref().map_or(0, |w| *w.get_ref()),
+    };
+    let warm_max_age = match &r.warm_max_age_ms {
+        None => Duration::from_secs(30),
+        Some(m) if *m.get_ref() >= 100 => Duration::from_millis(*m.get_ref()),
+        Some(m) => return Err(src.at(m.span(), "route.warm_max_age_ms", "at least 100")),
+    };
     let first = origins[0].addr;
     Ok((
         first,
@@ -842,6 +868,8 @@ fn route_origins(
             max_ejected_percent,
             race,
             check,
+            warm,
+            warm_max_age,
         }),
     ))
 }

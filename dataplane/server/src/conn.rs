@@ -10,7 +10,7 @@
 //! outlive its slot.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,14 @@ use crate::session::Session;
 use crate::slab::Key;
 use crate::socket::{Expired, Socket, SocketLimits, SocketOp};
 use crate::splice::{Filled, Pipes, Splicing};
+use crate::warm::Warm;
 
-/// What a worker's connections share: splice pipes, the origin pools' health, and the tunnels
-/// admitted per route (by figures slot) for `max_tunnels`.
+/// What a worker's connections share: splice pipes, the origin pools' health, warm origin
+/// connections, and the tunnels admitted per route (by figures slot) for `max_tunnels`.
 pub struct Resources {
     pub pipes: Pipes,
     pub pools: Pools,
+    pub warm: Warm,
     pub route_tunnels: Vec<u32>,
 }
 
@@ -206,9 +208,15 @@ impl Conn {
     }
 
     /// A routed tunnel asks for its origin: admitted under its route's `max_tunnels` (its
-    /// worker's share), then given one (on a pooled route, the first the pool orders). `None`:
-    /// over a limit, the tunnel is refused with 503.
-    fn admit(&mut self, addr: SocketAddr, res: &mut Resources, now: Instant) -> Option<SocketAddr> {
+    /// worker's share), then given one (on a pooled route, the first the pool orders, with a
+    /// warm connection to it when one is ready). `None`: over a limit, the tunnel is refused
+    /// with 503.
+    fn admit(
+        &mut self,
+        addr: SocketAddr,
+        res: &mut Resources,
+        now: Instant,
+    ) -> Option<(SocketAddr, Option<OwnedFd>)> {
         let routes = self.routes.clone();
         let route = self.session.route().and_then(|i| routes.routes().get(i));
         if let (Some(max), Some(slot)) = (route.and_then(|r| r.max_tunnels), self.stats_slot) {
@@ -222,7 +230,7 @@ impl Conn {
             self.admitted = Some(slot);
         }
         let Some(pool) = route.and_then(|r| r.pool.as_ref()) else {
-            return Some(addr);
+            return Some((addr, None));
         };
         let order = res.pools.order(pool, now);
         let first = *order.first()?;
@@ -234,7 +242,7 @@ impl Conn {
             race_at: None,
             race_due: false,
         }));
-        Some(first)
+        Some((first, res.warm.take(first)))
     }
 
     /// The pool of this connection's route, if it has one.
@@ -572,6 +580,7 @@ impl Conn {
             | Op::Control
             | Op::Handoff
             | Op::Check
+            | Op::WarmConnect
             | Op::Wake => {}
         }
     }
@@ -814,7 +823,12 @@ impl Conn {
                 Intent::ConnectOrigin(addr) => {
                     self.routed(stats, now);
                     match self.admit(addr, res, now) {
-                        Some(addr) => {
+                        Some((addr, Some(warm))) => {
+                            let limits = self.client.limits();
+                            self.origin.adopt(warm, addr, limits, now);
+                            self.on_origin_connected(ring, stats, now);
+                        }
+                        Some((addr, None)) => {
                             self.connect(ring, addr, now);
                             self.arm_race(&res.pools, now);
                         }

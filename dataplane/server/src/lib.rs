@@ -30,4 +30,5 @@ pub mod tls;
 pub mod token;
 pub mod transport;
 pub mod tune;
+pub mod warm;
 pub mod worker;

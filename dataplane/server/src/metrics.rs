@@ -134,7 +134,8 @@ fn seconds_buckets(h: &Histogram<u64>) -> (f64, Vec<(f64, u64)>) {
 /// Per pooled origin (label `origin`): `ringway_origin_ejected` (workers that have it out of
 /// rotation now; each worker judges from its own tunnels), `ringway_origin_open`,
 /// `ringway_origin_ejections_total`, `ringway_origin_connects_total`,
-/// `ringway_origin_connect_failures_total` and `ringway_origin_connect_seconds` (completed
+/// `ringway_origin_connect_failures_total`, `ringway_origin_warm` (ready or connecting),
+/// `ringway_origin_warm_used_total` and `ringway_origin_connect_seconds` (completed
 /// connects).
 #[derive(Debug)]
 struct Origins(Vec<MergedOrigin>);
@@ -142,7 +143,7 @@ struct Origins(Vec<MergedOrigin>);
 impl Collector for Origins {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         type Field = fn(&MergedOrigin) -> u64;
-        let gauges: [(&str, &str, Field); 2] = [
+        let gauges: [(&str, &str, Field); 3] = [
             (
                 "ringway_origin_ejected",
                 "Workers that have the origin out of rotation now",
@@ -153,6 +154,11 @@ impl Collector for Origins {
                 "Tunnels open to the origin (connects in flight included)",
                 |o| o.open,
             ),
+            (
+                "ringway_origin_warm",
+                "Warm connections to the origin, ready or connecting",
+                |o| o.warm,
+            ),
         ];
         for (name, help, f) in gauges {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
@@ -161,7 +167,7 @@ impl Collector for Origins {
                 g.encode(m.encode_family(&[("origin", o.origin.as_str())])?)?;
             }
         }
-        let counters: [(&str, &str, Field); 3] = [
+        let counters: [(&str, &str, Field); 4] = [
             (
                 "ringway_origin_ejections",
                 "Times the origin was ejected, over every worker",
@@ -176,6 +182,11 @@ impl Collector for Origins {
                 "ringway_origin_connect_failures",
                 "Connects to the origin that failed or timed out",
                 |o| o.connect_failures,
+            ),
+            (
+                "ringway_origin_warm_used",
+                "Tunnels given a warm connection to the origin",
+                |o| o.warm_used,
             ),
         ];
         for (name, help, f) in counters {
@@ -282,6 +293,8 @@ mod tests {
             ejections: 4,
             connects: 4,
             connect_failures: 9,
+            warm: 2,
+            warm_used: 5,
             connect_time: Some(h.clone()),
         };
         let page = render(
@@ -297,6 +310,8 @@ mod tests {
             "ringway_origin_open{origin=\"127.0.0.1:5432\"} 3\n",
             "ringway_origin_ejections_total{origin=\"127.0.0.1:5432\"} 4\n",
             "ringway_origin_connect_failures_total{origin=\"127.0.0.1:5432\"} 9\n",
+            "ringway_origin_warm{origin=\"127.0.0.1:5432\"} 2\n",
+            "ringway_origin_warm_used_total{origin=\"127.0.0.1:5432\"} 5\n",
             "ringway_origin_connect_seconds_bucket{le=\"0.0001\",origin=\"127.0.0.1:5432\"} 2\n",
         ] {
             assert!(page.contains(line), "{line} in {page}");

@@ -192,11 +192,17 @@ impl Origin {
         if losing.is_some() {
             self.loser = old_fd;
         }
-        self.socket.attach(r.fd);
+        self.adopt(r.fd, r.addr, limits, now);
+        losing
+    }
+
+    /// A connected descriptor to `addr` (a warm connection) becomes the origin socket.
+    pub fn adopt(&mut self, fd: OwnedFd, addr: SocketAddr, limits: SocketLimits, now: Instant) {
+        self.socket = Socket::new(None, limits, now);
+        self.socket.attach(fd);
         self.socket.op_submitted();
         self.socket.on_connected();
-        self.addr = Some(r.addr);
-        losing
+        self.addr = Some(addr);
     }
 
     /// A completion of the origin socket's connect: true if it is the one that lost a race (its

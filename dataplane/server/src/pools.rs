@@ -240,6 +240,28 @@ impl Pools {
         true
     }
 
+    /// Whether `addr` is in rotation at `now` (neither ejected nor failing its checks), without
+    /// ending an ejection that ran out (the next order does that, and logs it).
+    pub fn in_rotation(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.origins
+            .get(&addr)
+            .is_none_or(|s| !s.check_down && s.ejected_until.is_none_or(|u| u <= now))
+    }
+
+    /// Connections this worker may still open to `addr` under its `max_connections` share in
+    /// `pool` (`usize::MAX` without a limit).
+    pub fn room(&self, pool: &OriginPool, addr: SocketAddr) -> usize {
+        let Some(max) = pool
+            .origins
+            .iter()
+            .find(|o| o.addr == addr)
+            .and_then(|o| o.max_connections)
+        else {
+            return usize::MAX;
+        };
+        self.share(max).saturating_sub(self.open(addr)) as usize
+    }
+
     /// A connect to `addr` starts: one more open (until [`Pools::released`]) and, if it has a
     /// rate limit, one token spent.
     pub fn connecting(&mut self, addr: SocketAddr) {
@@ -535,6 +557,7 @@ impl Pools {
                     .as_deref()
                     .map(ringctl::encode_histogram)
                     .unwrap_or_default(),
+                ..OriginReport::default()
             })
             .collect();
         out.sort_by(|a, b| a.origin.cmp(&b.origin));
@@ -573,6 +596,8 @@ mod tests {
             max_ejected_percent: 50,
             race: Race::Auto,
             check: None,
+            warm: 0,
+            warm_max_age: Duration::from_secs(30),
         }
     }
 

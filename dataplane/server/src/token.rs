@@ -32,6 +32,8 @@ pub enum Op {
     /// A health check's connect or poll (`Side::Client`) or deadline (`Side::Origin`); the
     /// key names the check, not a connection.
     Check,
+    /// A warm origin connection's connect; the key names its slot in the worker's warm set.
+    WarmConnect,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +64,7 @@ pub fn untag(t: u64) -> (Op, Side, Key) {
         11 => Op::RaceConnect,
         12 => Op::Wake,
         13 => Op::Check,
+        14 => Op::WarmConnect,
         _ => Op::Cancel,
     };
     let side = if (t >> 59) & 1 == 1 {
@@ -97,6 +100,7 @@ mod tests {
             Op::RaceConnect,
             Op::Wake,
             Op::Check,
+            Op::WarmConnect,
         ] {
             for side in [Side::Client, Side::Origin] {
                 let key = Key {

@@ -35,6 +35,7 @@ use crate::timers::Deadlines;
 use crate::tls::SharedTls;
 use crate::token::{tag, untag, Op, Side};
 use crate::transport::Transport;
+use crate::warm::Warm;
 
 const TICK: Duration = Duration::from_millis(100);
 /// Pool buffers one socket's recv may fill between two loop turns.
@@ -195,6 +196,7 @@ impl Worker {
             res: Resources {
                 pipes: Pipes::new(cfg.splice),
                 pools: Pools::new(cfg.id, cfg.workers),
+                warm: Warm::default(),
                 route_tunnels: Vec::new(),
             },
             balance: cfg.balance,
@@ -333,7 +335,13 @@ impl Worker {
                     }
                 }
                 let reports = self.stats.report(None, &live);
-                let origins = self.res.pools.report(now);
+                let mut origins = self.res.pools.report(now);
+                for o in &mut origins {
+                    if let Ok(addr) = o.origin.parse() {
+                        o.warm = self.res.warm.count(addr) as u64;
+                        o.warm_used = self.res.warm.used(addr);
+                    }
+                }
                 Answer::Stats {
                     id,
                     reports,
@@ -386,6 +394,11 @@ impl Worker {
                     self.wakeup = None;
                 }
                 self.expire(now);
+            }
+            Op::WarmConnect => {
+                let (routes, res) = (&self.routes, &mut self.res);
+                res.warm
+                    .on_connected(key, c.result, routes, &mut res.pools, now);
             }
             Op::Check => {
                 let (ring, pools) = (&mut self.ring, &mut self.res.pools);
@@ -511,6 +524,15 @@ impl Worker {
             let offset = TICK * (self.id as u32 % 10);
             self.checks
                 .run_due(&self.routes, &mut self.ring, offset, now);
+            let res = &mut self.res;
+            let connect_timeout = self.tunnel.connect_timeout;
+            res.warm.refill(
+                &self.routes,
+                &mut res.pools,
+                &mut self.ring,
+                connect_timeout,
+                now,
+            );
         }
         if let Some(tls) = self.tls_shared.changed_since(&mut self.tls_generation) {
             info!(worker = self.id, "TLS certificates reloaded");
@@ -540,6 +562,7 @@ impl Worker {
             b.withdraw(self.id);
         }
         self.stop_by = Some(now + self.shutdown_timeout);
+        self.res.warm.drop_ready();
         // Stop accepting: cancel each accept; its listener is closed when the accept's last
         // completion arrives (I2), and new connections are refused from then on.
         for i in 0..self.listeners.len() {

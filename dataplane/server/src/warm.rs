@@ -1,0 +1,275 @@
+//! Warm origin connections: sockets connected to a pool's origins ahead of time, so a new
+//! tunnel skips the origin connect.
+//!
+//! A pool with `warm_connections = N` has each worker keep its share, `ceil(N / workers)`,
+//! connected to each of its origins in rotation (not to backups, nor to an origin that is
+//! ejected or failing its checks: those are dropped at once). A socket older than
+//! `warm_max_age_ms` is closed and replaced, so it never meets the origin's own limit on a
+//! connection that says nothing (PostgreSQL closes one that sends no startup packet within
+//! `authentication_timeout`, 60 s by default). A socket is looked at before it is handed out:
+//! one the origin closed meanwhile is dropped and the next one taken. Warm sockets count
+//! toward an origin's `max_connections`. A warm connect is a connect like any other for the
+//! origin's health: its failure is a bad signal, its time a sample.
+//!
+//! Invariant: a descriptor being connected stays open until its connect's completion (the
+//! ring names it); its slot is reused only then, with a new generation in the tag.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use ringway_proto::route::{OriginPool, RouteTable};
+use ringway_uring::{OpId, Ring};
+
+use crate::pools::Pools;
+use crate::slab::{Key, GEN_MASK};
+use crate::token::{tag, Op, Side};
+
+/// Warm connects a worker starts per origin per tick at most (a refill after an origin comes
+/// back is spread out, not a burst).
+const STARTS_PER_TICK: usize = 8;
+
+struct Connecting {
+    addr: SocketAddr,
+    stream: TcpStream,
+    gen: u32,
+    started: Instant,
+    op: OpId,
+    /// Given up (why, for the origin's health: a timeout is a bad signal, leaving rotation is
+    /// none); its completion only closes it.
+    given_up: Option<GiveUp>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GiveUp {
+    TimedOut,
+    NotWanted,
+}
+
+/// One worker's warm origin connections.
+#[derive(Default)]
+pub struct Warm {
+    ready: HashMap<SocketAddr, VecDeque<(TcpStream, Instant)>>,
+    connecting: Vec<Option<Connecting>>,
+    gen: u32,
+    /// Tunnels given a warm socket, per origin.
+    used: HashMap<SocketAddr, u64>,
+}
+
+impl Warm {
+    /// Ready sockets to `addr`, and connects to it in flight.
+    pub fn count(&self, addr: SocketAddr) -> usize {
+        let connecting = self.connecting.iter().flatten();
+        self.ready.get(&addr).map_or(0, VecDeque::len)
+            + connecting
+                .filter(|c| c.addr == addr && c.given_up.is_none())
+                .count()
+    }
+
+    /// Tunnels that were given a warm socket to `addr`.
+    pub fn used(&self, addr: SocketAddr) -> u64 {
+        self.used.get(&addr).copied().unwrap_or(0)
+    }
+
+    /// A ready socket to `addr` for a new tunnel, if one is alive.
+    pub fn take(&mut self, addr: SocketAddr) -> Option<OwnedFd> {
+        let q = self.ready.get_mut(&addr)?;
+        while let Some((s, _)) = q.pop_front() {
+            if alive(&s) {
+                *self.used.entry(addr).or_default() += 1;
+                return Some(s.into());
+            }
+        }
+        None
+    }
+
+    /// Drops what is too old or no longer wanted (connects in flight for longer than
+    /// `connect_timeout` too) and starts the connects that bring each origin back to its share.
+    pub fn refill(
+        &mut self,
+        routes: &RouteTable,
+        pools: &mut Pools,
+        ring: &mut Ring,
+        connect_timeout: Duration,
+        now: Instant,
+    ) {
+        let mut wanted: HashMap<SocketAddr, (usize, Duration)> = HashMap::new();
+        for pool in routes.routes().iter().filter_map(|r| r.pool.as_ref()) {
+            if pool.warm == 0 {
+                continue;
+            }
+            let share = pools.share(pool.warm) as usize;
+            for o in pool.origins.iter().filter(|o| !o.backup) {
+                let w = wanted.entry(o.addr).or_insert((0, pool.warm_max_age));
+                w.0 = w.0.max(share);
+                w.1 = w.1.min(pool.warm_max_age);
+            }
+        }
+        for (addr, q) in &mut self.ready {
+            match wanted.get(addr) {
+                Some(&(_, max_age)) if pools.in_rotation(*addr, now) => {
+                    q.retain(|(_, born)| now.saturating_duration_since(*born) < max_age);
+                }
+                _ => q.clear(),
+            }
+        }
+        self.ready.retain(|_, q| !q.is_empty());
+        for (i, c) in self.connecting.iter_mut().enumerate() {
+            let Some(c) = c.as_mut().filter(|c| c.given_up.is_none()) else {
+                continue;
+            };
+            let why = if !wanted.contains_key(&c.addr) || !pools.in_rotation(c.addr, now) {
+                GiveUp::NotWanted
+            } else if now.saturating_duration_since(c.started) >= connect_timeout {
+                GiveUp::TimedOut
+            } else {
+                continue;
+            };
+            c.given_up = Some(why);
+            let key = Key {
+                idx: i as u32,
+                gen: c.gen,
+            };
+            ring.cancel(c.op, tag(Op::Cancel, Side::Origin, key));
+        }
+        for (addr, (share, _)) in wanted {
+            if !pools.in_rotation(addr, now) {
+                continue;
+            }
+            // Warm sockets count toward the origin's connection limit.
+            let room = routes_pool(routes, addr).map_or(usize::MAX, |p| pools.room(p, addr));
+            let have = self.count(addr);
+            let want = share.min(room);
+            for _ in have..want.min(have + STARTS_PER_TICK) {
+                self.start(addr, ring, now);
+            }
+        }
+    }
+
+    fn start(&mut self, addr: SocketAddr, ring: &mut Ring, now: Instant) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.nonblocking().cloexec(),
+            Some(socket2::Protocol::TCP),
+        );
+        let Ok(socket) = socket else { return };
+        let _ = socket.set_nodelay(true);
+        let stream: TcpStream = socket.into();
+        let idx = match self.connecting.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.connecting.push(None);
+                self.connecting.len() - 1
+            }
+        };
+        self.gen = (self.gen + 1) & GEN_MASK;
+        let key = Key {
+            idx: idx as u32,
+            gen: self.gen,
+        };
+        let op = ring.connect(
+            stream.as_raw_fd(),
+            addr,
+            tag(Op::WarmConnect, Side::Origin, key),
+        );
+        self.connecting[idx] = Some(Connecting {
+            addr,
+            stream,
+            gen: self.gen,
+            started: now,
+            op,
+            given_up: None,
+        });
+    }
+
+    /// Closes every ready socket (shutting down; connects in flight keep theirs until their
+    /// completion).
+    pub fn drop_ready(&mut self) {
+        self.ready.clear();
+    }
+
+    /// A warm connect completed with `result`.
+    pub fn on_connected(
+        &mut self,
+        key: Key,
+        result: i32,
+        routes: &RouteTable,
+        pools: &mut Pools,
+        now: Instant,
+    ) {
+        let Some(slot) = self.connecting.get_mut(key.idx as usize) else {
+            return;
+        };
+        if slot.as_ref().is_none_or(|c| c.gen != key.gen) {
+            return;
+        }
+        let Some(c) = slot.take() else { return };
+        let pool = routes_pool(routes, c.addr);
+        match c.given_up {
+            Some(GiveUp::TimedOut) if result < 0 => {
+                pools.connect_failed(c.addr, "warm connect timed out", now);
+                return;
+            }
+            Some(_) => return, // closes it, connected or not
+            None => {}
+        }
+        if result < 0 {
+            let why = std::io::Error::from_raw_os_error(-result).to_string();
+            pools.connect_failed(c.addr, &format!("warm connect: {why}"), now);
+            return;
+        }
+        pools.connected(c.addr);
+        if let Some(pool) = pool {
+            pools.connect_time(pool, c.addr, now - c.started, true, now);
+        }
+        self.ready
+            .entry(c.addr)
+            .or_default()
+            .push_back((c.stream, now));
+    }
+}
+
+/// The first pool of `routes` that lists `addr` (for its peers and limits).
+fn routes_pool(routes: &RouteTable, addr: SocketAddr) -> Option<&OriginPool> {
+    routes
+        .routes()
+        .iter()
+        .filter_map(|r| r.pool.as_ref())
+        .find(|p| p.origins.iter().any(|o| o.addr == addr))
+}
+
+/// Whether a ready socket is still connected: nothing to read (or bytes the origin sent first),
+/// not an end or an error.
+fn alive(s: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match s.peek(&mut b) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn a_socket_the_origin_closed_is_not_alive() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let (peer, _) = l.accept().unwrap();
+        assert!(alive(&s), "connected, nothing to read");
+        std::io::Write::write_all(&mut &peer, b"hi").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(alive(&s), "bytes the origin sent first are the tunnel's");
+        let s2 = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        s2.set_nonblocking(true).unwrap();
+        drop(l.accept().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!alive(&s2), "the origin closed it");
+    }
+}
