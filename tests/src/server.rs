@@ -125,11 +125,33 @@ impl Ringway {
         Self::spawn_env(&all, None, &[])
     }
 
+    /// Like [`Ringway::start`], run through `wrapper` (a program and its arguments that end by
+    /// executing the ringway binary, given as their last argument, with the rest of the
+    /// command line: `unshare --mount -- sh -c '...; exec "$0" "$@"'`, say).
+    pub fn start_wrapped(config: &str, wrapper: &[&str]) -> Ringway {
+        let config_path = write_config(config);
+        let args = [
+            "run",
+            "--config",
+            config_path.to_str().expect("utf-8 temp path"),
+        ];
+        Self::spawn_with(Some(wrapper), &args, Some(config_path.clone()), &[])
+    }
+
     fn spawn(args: &[&str], config_path: Option<PathBuf>) -> Ringway {
         Self::spawn_env(args, config_path, &[])
     }
 
     fn spawn_env(args: &[&str], config_path: Option<PathBuf>, env: &[(&str, &str)]) -> Ringway {
+        Self::spawn_with(None, args, config_path, env)
+    }
+
+    fn spawn_with(
+        wrapper: Option<&[&str]>,
+        args: &[&str],
+        config_path: Option<PathBuf>,
+        env: &[(&str, &str)],
+    ) -> Ringway {
         let log_path = temp_path("log");
         let log = fs::File::create(&log_path).expect("create server log file");
         let given = env.iter().find(|(k, _)| *k == "RINGWAY_CONTROL");
@@ -140,7 +162,15 @@ impl Ringway {
                 (dir.join("control.sock"), Some(dir))
             }
         };
-        let mut child = Command::new(binary())
+        let mut cmd = match wrapper {
+            Some([program, rest @ ..]) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+            _ => Command::new(binary()),
+        };
+        let mut child = cmd
             .env("RINGWAY_CONTROL", &control)
             .envs(env.iter().copied())
             .args(args)

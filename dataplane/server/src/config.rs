@@ -259,6 +259,10 @@ struct ControlSection {
     socket: Option<String>,
     #[serde(default)]
     state: Option<String>,
+    /// How often origin host names are resolved again, in milliseconds (0: only when the routes
+    /// are loaded or applied).
+    #[serde(default)]
+    resolve_ms: Option<u64>,
 }
 
 /// The control plane's files, resolved.
@@ -271,6 +275,9 @@ pub struct ControlFiles {
     /// next to the socket (each instance has its own socket, so its own state). `state = ""`:
     /// none.
     pub state: Option<PathBuf>,
+    /// `[control] resolve_ms`: how often the control thread resolves origin host names again
+    /// (`None`: only at load and apply). Default 30 s.
+    pub resolve_every: Option<Duration>,
 }
 
 fn listener_tables<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Listener>, D::Error> {
@@ -1012,7 +1019,16 @@ fn control_files(src: &Source<'_>, c: ControlSection) -> ControlFiles {
         Some(p) => Some(path(p)),
         None => Some(socket.with_file_name("routes.toml")),
     };
-    ControlFiles { socket, state }
+    let resolve_every = match c.resolve_ms {
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms.max(100))),
+        None => Some(Duration::from_secs(30)),
+    };
+    ControlFiles {
+        socket,
+        state,
+        resolve_every,
+    }
 }
 
 /// `path` as the route table keys it: without a trailing `/`, except the root.

@@ -282,6 +282,9 @@ pub fn start(
         next_query: 1,
         commands: rx,
         stop: stop.clone(),
+        table: table.clone(),
+        resolve_every: files.resolve_every,
+        next_resolve: Instant::now() + files.resolve_every.unwrap_or_default(),
     };
     plane.register()?;
     let thread = std::thread::Builder::new()
@@ -464,6 +467,11 @@ struct Plane {
     next_query: u64,
     commands: mpsc::Receiver<Command>,
     stop: Arc<AtomicBool>,
+    /// The newest table sent to the workers, and how often (and when next) its origins' host
+    /// names are resolved again.
+    table: Arc<RouteTable>,
+    resolve_every: Option<Duration>,
+    next_resolve: Instant,
 }
 
 impl Plane {
@@ -480,11 +488,15 @@ impl Plane {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = if self.pending.is_empty() && self.queries.is_empty() {
-                Some(Duration::from_secs(1)) // idle clients are looked at every second
+            let mut timeout = if self.pending.is_empty() && self.queries.is_empty() {
+                Duration::from_secs(1) // idle clients are looked at every second
             } else {
-                Some(Duration::from_millis(50))
+                Duration::from_millis(50)
             };
+            if self.resolve_every.is_some() {
+                timeout = timeout.min(self.next_resolve.saturating_duration_since(Instant::now()));
+            }
+            let timeout = Some(timeout);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     warn!("control socket: poll failed: {e}; control plane stopped");
@@ -512,7 +524,62 @@ impl Plane {
             self.settle(now);
             self.settle_queries(now);
             self.drop_idle(now);
+            if let Some(every) = self.resolve_every.filter(|_| now >= self.next_resolve) {
+                self.resolve_again();
+                self.next_resolve = Instant::now() + every;
+            }
         }
+    }
+
+    /// Resolves the routes' origin host names again; when an address changed, the workers get
+    /// the new table (new tunnels go to the new address, open ones keep theirs). Resolution
+    /// blocks this thread (a slow DNS delays `ringctl` answers, never a worker).
+    fn resolve_again(&mut self) {
+        let named = |a: &str| !a.is_empty() && a.parse::<std::net::SocketAddr>().is_err();
+        let any = self
+            .specs
+            .iter()
+            .any(|s| named(&s.origin) || s.origins.iter().any(|o| named(&o.addr)));
+        if !any {
+            return;
+        }
+        let version = self.version + 1;
+        let table = match config::build_routes(&self.specs, version) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!("origin names not resolved again ({e}); the addresses in use are kept");
+                return;
+            }
+        };
+        if table.routes() == self.table.routes() {
+            return;
+        }
+        for (new, old) in table.routes().iter().zip(self.table.routes()) {
+            let addrs = |r: &ringway_proto::route::Route| -> Vec<std::net::SocketAddr> {
+                match &r.pool {
+                    Some(p) => p.origins.iter().map(|o| o.addr).collect(),
+                    None => vec![r.origin],
+                }
+            };
+            let (now, was) = (addrs(new), addrs(old));
+            if now != was {
+                info!(
+                    version,
+                    route = new.name,
+                    now = ?now,
+                    was = ?was,
+                    "origin address changed: new tunnels go to the new address"
+                );
+            }
+        }
+        let table = Arc::new(table);
+        for w in &self.workers {
+            if w.tx.send(ToWorker::Routes(table.clone())).is_ok() {
+                let _ = rustix::io::write(&w.wake, &1u64.to_ne_bytes());
+            }
+        }
+        self.version = version;
+        self.table = table;
     }
 
     fn accept(&mut self) {
@@ -865,6 +932,7 @@ impl Plane {
             }
         }
         let table = Arc::new(table);
+        self.table = table.clone();
         let sent = Instant::now();
         for w in &self.workers {
             // A worker that has exited (shutdown) no longer receives: it serves nothing new.
@@ -1248,6 +1316,7 @@ mod tests {
                 .join(format!("ringway-ctl-test-{}", std::process::id()))
                 .join("control.sock"),
             state: None,
+            resolve_every: None,
         };
         let table = Arc::new(config::build_routes(&[spec("/a", "127.0.0.1:1")], 1).unwrap());
         let (handle, mut links) =
