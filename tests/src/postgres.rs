@@ -39,8 +39,8 @@ impl Postgres {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let data = dir.join("data");
         let pg = Postgres { port, dir, bin };
+        let data = pg.dir.join("data");
         pg.run(
             "initdb",
             &[
@@ -54,25 +54,39 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        pg.run(
+        pg.start_again();
+        pg
+    }
+
+    /// Starts the (stopped) server again on its port; waits until it accepts connections.
+    pub fn start_again(&self) {
+        let data = self.dir.join("data");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
                 path(&data),
                 "-l",
-                path(&pg.dir.join("server.log")),
+                path(&self.dir.join("server.log")),
                 "-w",
                 "-t",
                 "60",
                 "-o",
                 &format!(
-                    "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
-                    path(&pg.dir)
+                    "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+                    self.port,
+                    path(&self.dir)
                 ),
                 "start",
             ],
         );
-        pg
+    }
+
+    /// Stops the server as an operator would for maintenance (`pg_ctl stop -m fast`: open
+    /// sessions are ended, new connections refused); returns once it is down.
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        self.run("pg_ctl", &["-D", path(&data), "-m", "fast", "-w", "stop"]);
     }
 
     /// The server's log, for failure messages.
