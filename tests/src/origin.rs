@@ -147,6 +147,12 @@ enum Behaviour {
     EchoThenClose(usize),
     Greet(&'static str),
     SslRefusing(u8),
+    /// Answers each SSLRequest only after this long.
+    SlowSsl(Duration, u8),
+    /// Accepts, reads and never writes.
+    Mute,
+    /// Reads this many bytes, then resets the connection.
+    ResetAfter(usize),
 }
 
 /// PostgreSQL's `SSLRequest`.
@@ -174,6 +180,24 @@ impl Origin {
     /// without TLS does), and echoes anything else.
     pub async fn ssl_refusing(answer: u8) -> Origin {
         Self::spawn(Behaviour::SslRefusing(answer)).await
+    }
+
+    /// Like [`Origin::ssl_refusing`], answering each request only after `delay`: a server too
+    /// slow for its health check's timeout.
+    pub async fn slow_ssl_refusing(delay: Duration, answer: u8) -> Origin {
+        Self::spawn(Behaviour::SlowSsl(delay, answer)).await
+    }
+
+    /// Accepts every connection and reads it, and never writes a byte: a hung server whose
+    /// TCP stack still completes connects.
+    pub async fn mute() -> Origin {
+        Self::spawn(Behaviour::Mute).await
+    }
+
+    /// Reads `n` bytes of each connection, then resets it (SO_LINGER 0): a backend that dies
+    /// as soon as it is asked anything.
+    pub async fn reset_after(n: usize) -> Origin {
+        Self::spawn(Behaviour::ResetAfter(n)).await
     }
 
     /// An address where nothing listens: a port bound and immediately released.
@@ -226,6 +250,15 @@ impl Drop for Origin {
 }
 
 async fn serve(stream: TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
+    if let Behaviour::ResetAfter(n) = behaviour {
+        let mut stream = stream;
+        let mut buf = vec![0u8; n];
+        stream.read_exact(&mut buf).await?;
+        // Linger 0: close(2) resets at once (it never blocks).
+        socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+        drop(stream);
+        return Ok(());
+    }
     let (mut rd, mut wr) = stream.into_split();
     match behaviour {
         Behaviour::Greet(name) => {
@@ -235,6 +268,29 @@ async fn serve(stream: TcpStream, behaviour: Behaviour) -> std::io::Result<()> {
         }
         Behaviour::Echo => {
             tokio::io::copy(&mut rd, &mut wr).await?;
+            wr.shutdown().await?;
+        }
+        Behaviour::ResetAfter(_) => {}
+        Behaviour::Mute => {
+            let mut sink = [0u8; 4096];
+            for _ in 0..100_000 {
+                if rd.read(&mut sink).await? == 0 {
+                    break;
+                }
+            }
+        }
+        Behaviour::SlowSsl(delay, answer) => {
+            let mut buf = [0u8; 8];
+            for _ in 0..10_000 {
+                if rd.read_exact(&mut buf).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                match buf == SSL_REQUEST {
+                    true => wr.write_all(&[answer]).await?,
+                    false => wr.write_all(&buf).await?,
+                }
+            }
             wr.shutdown().await?;
         }
         Behaviour::SslRefusing(answer) => {

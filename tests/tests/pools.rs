@@ -333,36 +333,43 @@ async fn a_partial_staller_is_raced_and_ejected_as_a_latency_outlier_then_return
 
 /// Active health checks find origins no tunnel has tried: with `health_check = "postgres"`, an
 /// origin that answers the SSLRequest with something other than S or N (not PostgreSQL, or a
-/// port taken by another service) and one that never answers are out of rotation before the
-/// first tunnel, each logged with its evidence; tunnels go straight to the one that answers
+/// port taken by another service), one whose connects never complete, one that accepts and
+/// never answers (a hung server whose TCP stack still works: connects alone would pass it) and
+/// one that answers slower than the check's timeout are out of rotation before the first tunnel, each logged with its evidence; tunnels go straight to the one that answers
 /// `N`, with no failed connect and no race on the way. `ringctl stats` shows who is out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_take_out_origins_before_any_tunnel_tries_them() {
     let wrong = Origin::greeting("HTTP/1.1 400 Bad Request\r\n\r\n").await;
     let silent = Unanswering::start().await;
+    let mute = Origin::mute().await;
+    let slow = Origin::slow_ssl_refusing(Duration::from_millis(400), b'N').await;
     let pg = Origin::ssl_refusing(b'N').await;
+    let list: Vec<String> = [wrong.addr, silent.addr, mute.addr, slow.addr, pg.addr]
+        .iter()
+        .map(|a| format!("{{ addr = \"{a}\" }}"))
+        .collect();
     let config = format!(
         "workers = 2\n[[listener]]\naddr = \"127.0.0.1:0\"\n[[route]]\npath = \"/db\"\n\
-         origins = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n\
-         max_ejected_percent = 100\nhealth_check = \"postgres\"\n\
+         origins = [{}]\nmax_ejected_percent = 100\nhealth_check = \"postgres\"\n\
          health_interval_ms = 100\nhealth_timeout_ms = 100\nwarm_connections = 2\n",
-        wrong.addr, silent.addr, pg.addr
+        list.join(", ")
     );
     let server = Ringway::start(&config);
-    for addr in [wrong.addr, silent.addr] {
+    for (addr, why) in [
+        (wrong.addr, "not S or N"),
+        (silent.addr, "no answer within 100 ms"),
+        (mute.addr, "no answer within 100 ms"),
+        (slow.addr, "no answer within 100 ms"),
+    ] {
         let line = server
             .await_log_line(&["fails its health checks", &addr.to_string()], STEP)
             .await
             .unwrap_or_else(|| panic!("{addr} is checked out: {}", server.log()));
-        let why = match addr == wrong.addr {
-            true => "not S or N",
-            false => "no answer within 100 ms",
-        };
         assert!(line.contains(why), "{line}");
     }
-    // Both workers have both out (each checks on its own).
+    // Both workers have all four out (each checks on its own).
     let deadline = Instant::now() + STEP;
-    while server.log().matches("fails its health checks").count() < 4 && Instant::now() < deadline {
+    while server.log().matches("fails its health checks").count() < 8 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for _ in 0..20 {
@@ -388,6 +395,8 @@ async fn health_checks_take_out_origins_before_any_tunnel_tries_them() {
         [
             (wrong.addr, "ejected"),
             (silent.addr, "ejected"),
+            (mute.addr, "ejected"),
+            (slow.addr, "ejected"),
             (pg.addr, "healthy"),
         ]
         .iter()
@@ -505,6 +514,43 @@ async fn warm_connections_are_used_and_refreshed() {
         b"still",
         "not cut by a refresh"
     );
+}
+
+/// An origin that resets each tunnel before its first byte (a backend that dies as soon as it is
+/// asked anything) while its connects succeed: three such tunnels eject it (passive health sees
+/// more than connects), and from then on tunnels go to its peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_resets_before_its_first_byte_is_ejected() {
+    let resetter = Origin::reset_after(8).await;
+    let pg = Origin::ssl_refusing(b'N').await;
+    let server = Ringway::start(&pool_config(
+        1,
+        "failover",
+        &[(resetter.addr, false), (pg.addr, false)],
+    ));
+    let mut failed = 0;
+    for _ in 0..12 {
+        let mut ws = connect(&server.url("/db")).await;
+        ws.send(Message::binary(SSL_REQUEST.to_vec()))
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(STEP, futures_util::StreamExt::next(&mut ws)).await;
+        match answer {
+            Ok(Some(Ok(Message::Binary(b)))) if b.as_ref() == b"N" => {}
+            _ => failed += 1,
+        }
+    }
+    assert_eq!(
+        failed,
+        3,
+        "the tunnels before its ejection: {}",
+        server.log()
+    );
+    let line = server
+        .await_log_line(&["origin ejected", &resetter.addr.to_string()], STEP)
+        .await
+        .expect("ejected");
+    assert!(line.contains("before its first byte"), "{line}");
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub struct Conn {
     opened: bool,
     /// A byte from the origin was received.
     origin_spoke: bool,
+    /// The client ended its stream (EOF or an error).
+    client_ended: bool,
     /// An L4 connection's splice state, once a large read moved a direction to splicing.
     splicing: Option<Box<Splicing>>,
     /// A pooled route's origins to try, in order, and the one connected.
@@ -185,6 +187,7 @@ impl Conn {
             connect_started: None,
             opened: false,
             origin_spoke: false,
+            client_ended: false,
             splicing: None,
             failover: None,
             admitted: None,
@@ -483,6 +486,9 @@ impl Conn {
                         if side == Side::Origin && !self.origin_spoke {
                             self.origin_spoke = true;
                             self.sample(stats, Phase::FirstByte, now - self.started);
+                            if let Some(addr) = self.failover.as_ref().and_then(|f| f.held) {
+                                res.pools.answered(addr);
+                            }
                         }
                         self.consider_splicing(side, buf.len(), pipes);
                         self.on_bytes(side, buf, ring, pool, now);
@@ -493,6 +499,7 @@ impl Conn {
                 }
                 match c.result {
                     0 if self.socket(side).on_eof() => {
+                        self.ended(side, "closed", &mut res.pools, now);
                         self.session.handle_eof(side == Side::Origin, now);
                     }
                     r if r == -libc::ENOBUFS => {
@@ -501,6 +508,8 @@ impl Conn {
                     }
                     r if r == -libc::ECANCELED => {}
                     r if r < 0 && self.socket(side).on_recv_error() => {
+                        let why = std::io::Error::from_raw_os_error(-r).to_string();
+                        self.ended(side, &why, &mut res.pools, now);
                         self.session.handle_error(side == Side::Origin, r, now);
                     }
                     _ => {}
@@ -582,6 +591,22 @@ impl Conn {
             | Op::Check
             | Op::WarmConnect
             | Op::Wake => {}
+        }
+    }
+
+    /// `side` ended its stream (`how`: closed, or the error). A pooled origin that ends a tunnel
+    /// before its first byte while the client is still there (a backend that dies at once, a
+    /// port that resets: a gray failure a connect cannot see) is a bad signal for its health.
+    fn ended(&mut self, side: Side, how: &str, pools: &mut Pools, now: Instant) {
+        if side == Side::Client {
+            self.client_ended = true;
+            return;
+        }
+        if self.origin_spoke || self.client_ended {
+            return;
+        }
+        if let Some(addr) = self.failover.as_ref().and_then(|f| f.held) {
+            pools.connect_failed(addr, &format!("{how} before its first byte"), now);
         }
     }
 

@@ -5,8 +5,9 @@
 //! tunnel tries the next when a connect fails, so a client sees 502 only once every eligible
 //! origin refused). Backups come after every other origin.
 //!
-//! Health here is passive, from live traffic: a refused or failed connect, or a connect that
-//! timed out, is a bad signal; a connect that succeeds is a good one. Latency is watched too:
+//! Health here is passive, from live traffic: a refused or failed connect, a connect that timed
+//! out, and a tunnel the origin ended before its first byte (while the client was still there)
+//! are bad signals; a first byte from the origin is a good one. Latency is watched too:
 //! each origin keeps its last `WINDOW` connect times (a connect that lost a race or timed out
 //! counts with the time it had taken so far), and an origin with a share of its connects over
 //! `OUTLIER_FACTOR` times its peers' typical connect time (its p95 and p99 many times theirs;
@@ -366,9 +367,14 @@ impl Pools {
 
     /// A connect to `addr` succeeded: a good signal.
     pub fn connected(&mut self, addr: SocketAddr) {
-        let s = self.origins.entry(addr).or_default();
-        s.connects += 1;
-        s.bad_run = 0;
+        self.origins.entry(addr).or_default().connects += 1;
+    }
+
+    /// A tunnel to `addr` received its first byte from it: the good signal that ends a run of
+    /// bad ones (a connect alone is not: an origin that accepts and then resets every tunnel
+    /// before answering is as broken as one that refuses).
+    pub fn answered(&mut self, addr: SocketAddr) {
+        self.origins.entry(addr).or_default().bad_run = 0;
     }
 
     /// A tunnel to `addr` (or its connect) ended.
@@ -711,7 +717,10 @@ mod tests {
             let up = (now - t0).as_secs() % 2 == 0;
             if p.order(&pool, now).contains(&addr(1)) {
                 match up {
-                    true => p.connected(addr(1)),
+                    true => {
+                        p.connected(addr(1));
+                        p.answered(addr(1));
+                    }
                     false => {
                         let was = p.is_ejected(addr(1), now);
                         p.connect_failed(addr(1), "refused", now);
