@@ -80,6 +80,57 @@ async fn failover_moves_new_tunnels_to_the_standby_while_the_primary_refuses() {
     assert!((3..=6).contains(&failed), "{text}");
     let s = row(standby.addr);
     assert_eq!((s[1].as_str(), s[4].as_str()), ("healthy", "40"), "{text}");
+    // A table without the pool: its origins leave the figures (no stale ejected origin for an
+    // alert to fire on).
+    let file = ringway_e2e::server::temp_path("toml");
+    let table = format!(
+        "[[route]]\npath = \"/other\"\norigin = \"{}\"\n",
+        standby.addr
+    );
+    std::fs::write(&file, table).unwrap();
+    let out = server.ringctl(&["routes", "apply", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = connect(&server.url("/other")).await;
+    let out = server.ringctl(&["stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(&primary.to_string()), "{text}");
+    let _ = std::fs::remove_file(file);
+}
+
+/// Warm connections never take the descriptors tunnels need: under an open-files limit of 400,
+/// `warm_connections = 1000` is capped (a tenth of the worker's share, logged once), and
+/// tunnels on the pooled route and on another route are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_connections_are_capped_by_the_open_files_limit() {
+    let origin = CountingOrigin::echo().await;
+    let config = format!(
+        "workers = 1\n[[listener]]\naddr = \"127.0.0.1:0\"\n[[route]]\npath = \"/db\"\n\
+         origins = [{{ addr = \"{0}\" }}]\nwarm_connections = 1000\n\
+         [[route]]\npath = \"/plain\"\norigin = \"{0}\"\n",
+        origin.addr
+    );
+    let server = Ringway::start_wrapped(&config, &["prlimit", "--nofile=400:400", "--"]);
+    server
+        .await_log_line(&["warm origin connections capped", "cap=40"], STEP)
+        .await
+        .unwrap_or_else(|| panic!("the cap is logged: {}", server.log()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        origin.accepted() <= 40,
+        "{} warm connections",
+        origin.accepted()
+    );
+    let mut open = Vec::new();
+    for path in ["/db", "/plain"].iter().cycle().take(40) {
+        let mut ws = connect(&server.url(path)).await;
+        ws.send(Message::binary(b"ok".to_vec())).await.unwrap();
+        assert_eq!(read_bytes(&mut ws, 2, STEP).await, b"ok");
+        open.push(ws);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,9 +659,9 @@ fn the_config_refuses_pools_that_cannot_work() {
             "longer than the interval",
         ),
         (
-            "origins = [{ addr = \"127.0.0.1:1\" }]\nhealth_check = \"tcp\"\nhealth_interval_ms = 1",
+            "origins = [{ addr = \"127.0.0.1:1\" }]\nhealth_check = \"tcp\"\nhealth_interval_ms = 50",
             "route.health_interval_ms",
-            "from 10 to",
+            "from 100 to",
         ),
         (
             "origins = [{ addr = \"127.0.0.1:1\" }]\nwarm_max_age_ms = 10",

@@ -884,15 +884,19 @@ fn route_origins(
 /// A pool's active health check, from `health_check`, `health_interval_ms` and
 /// `health_timeout_ms`.
 fn health_check(src: &Source<'_>, r: &RouteConfig) -> Result<Option<HealthCheck>, ConfigError> {
-    let ms = |v: &Option<Spanned<u64>>, key: &'static str, default: u64| match v {
+    let ms = |v: &Option<Spanned<u64>>, key: &'static str, least: u64, default: u64| match v {
         None => Ok(Duration::from_millis(default)),
-        Some(m) if (10..=3_600_000).contains(m.get_ref()) => {
+        Some(m) if (least..=3_600_000).contains(m.get_ref()) => {
             Ok(Duration::from_millis(*m.get_ref()))
         }
-        Some(m) => Err(src.at(m.span(), key, "must be from 10 to 3600000 (an hour)")),
+        Some(m) => {
+            let msg = format!("must be from {least} to 3600000 (an hour)");
+            Err(src.at(m.span(), key, msg))
+        }
     };
-    let interval = ms(&r.health_interval_ms, "route.health_interval_ms", 5000)?;
-    let timeout = ms(&r.health_timeout_ms, "route.health_timeout_ms", 1000)?;
+    // Checks start on the workers' 100 ms tick: a shorter interval could not be kept.
+    let interval = ms(&r.health_interval_ms, "route.health_interval_ms", 100, 5000)?;
+    let timeout = ms(&r.health_timeout_ms, "route.health_timeout_ms", 10, 1000)?;
     let kind = match &r.health_check {
         None => {
             let stray = [

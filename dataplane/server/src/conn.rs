@@ -245,7 +245,7 @@ impl Conn {
             race_at: None,
             race_due: false,
         }));
-        Some((first, res.warm.take(first)))
+        Some((first, res.warm.take(first, now)))
     }
 
     /// The pool of this connection's route, if it has one.

@@ -580,6 +580,7 @@ impl Plane {
         }
         self.version = version;
         self.table = table;
+        self.stats_cache = None;
     }
 
     fn accept(&mut self) {
@@ -933,6 +934,7 @@ impl Plane {
         }
         let table = Arc::new(table);
         self.table = table.clone();
+        self.stats_cache = None; // figures of the old table's routes and origins
         let sent = Instant::now();
         for w in &self.workers {
             // A worker that has exited (shutdown) no longer receives: it serves nothing new.

@@ -459,6 +459,28 @@ impl Pools {
         }
     }
 
+    /// A warm connection to `addr` connected after `took`: kept in its figures only (see
+    /// [`crate::warm`]).
+    pub fn warm_connect_time(&mut self, addr: SocketAddr, took: Duration) {
+        let s = self.origins.entry(addr).or_default();
+        let h = s
+            .connect_hist
+            .get_or_insert_with(|| Box::new(crate::stats::histogram()));
+        h.saturating_record(took.as_micros().max(1) as u64);
+    }
+
+    /// Forgets the origins no pool of `routes` lists any more (their figures leave `ringctl
+    /// stats` and `/metrics`).
+    pub fn retain(&mut self, routes: &ringway_proto::route::RouteTable) {
+        let listed: std::collections::HashSet<SocketAddr> = routes
+            .routes()
+            .iter()
+            .filter_map(|r| r.pool.as_ref())
+            .flat_map(|p| p.origins.iter().map(|o| o.addr))
+            .collect();
+        self.origins.retain(|a, _| listed.contains(a));
+    }
+
     /// How long a connect on `pool` waits before racing the next origin (`None`: no racing).
     pub fn race_delay(&self, pool: &OriginPool) -> Option<Duration> {
         match pool.race {

@@ -35,6 +35,11 @@ impl Deadlines {
         self.heap.pop().map(|Reverse(e)| e)
     }
 
+    /// The earliest entry's instant (perhaps a stale entry's).
+    pub fn next_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }

@@ -6,10 +6,14 @@
 //! ejected or failing its checks: those are dropped at once). A socket older than
 //! `warm_max_age_ms` is closed and replaced, so it never meets the origin's own limit on a
 //! connection that says nothing (PostgreSQL closes one that sends no startup packet within
-//! `authentication_timeout`, 60 s by default). A socket is looked at before it is handed out:
-//! one the origin closed meanwhile is dropped and the next one taken. Warm sockets count
-//! toward an origin's `max_connections`. A warm connect is a connect like any other for the
-//! origin's health: its failure is a bad signal, its time a sample.
+//! `authentication_timeout`, 60 s by default); the age is checked again when a socket is handed
+//! out. A socket is looked at before it is handed out: one the origin closed or reset meanwhile
+//! (even behind bytes it sent first, as a server that greets does) is dropped and the next one
+//! taken. Warm sockets count toward an origin's `max_connections`, and all of a worker's
+//! together to at most a tenth of its share of the open-files limit (so they can never take the
+//! descriptors tunnels need). A warm connect's failure is a bad signal for the origin's health;
+//! its time goes to the origin's figures, not to its latency window (a refill starts several at
+//! once, and their times say more about the worker's moment than about the origin).
 //!
 //! Invariant: a descriptor being connected stays open until its connect's completion (the
 //! ring names it); its slot is reused only then, with a new generation in the tag.
@@ -48,16 +52,43 @@ enum GiveUp {
 }
 
 /// One worker's warm origin connections.
-#[derive(Default)]
 pub struct Warm {
     ready: HashMap<SocketAddr, VecDeque<(TcpStream, Instant)>>,
+    /// The age past which each origin's ready sockets are replaced.
+    max_age: HashMap<SocketAddr, Duration>,
     connecting: Vec<Option<Connecting>>,
     gen: u32,
     /// Tunnels given a warm socket, per origin.
     used: HashMap<SocketAddr, u64>,
+    /// Warm sockets (ready or connecting) this worker may hold in all.
+    cap: usize,
+    /// The cap was reached (logged once per episode).
+    capped: bool,
 }
 
 impl Warm {
+    /// For one of `workers` workers: its cap is a tenth of its share of the open-files limit.
+    pub fn new(workers: usize) -> Warm {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(1 << 20);
+        let share = usize::try_from(limit).unwrap_or(usize::MAX) / workers.max(1);
+        Warm {
+            ready: HashMap::new(),
+            max_age: HashMap::new(),
+            connecting: Vec::new(),
+            gen: 0,
+            used: HashMap::new(),
+            cap: (share / 10).max(1),
+            capped: false,
+        }
+    }
+
+    /// Warm sockets held in all, ready or connecting.
+    fn total(&self) -> usize {
+        self.ready.values().map(VecDeque::len).sum::<usize>()
+            + self.connecting.iter().flatten().count()
+    }
     /// Ready sockets to `addr`, and connects to it in flight.
     pub fn count(&self, addr: SocketAddr) -> usize {
         let connecting = self.connecting.iter().flatten();
@@ -72,11 +103,12 @@ impl Warm {
         self.used.get(&addr).copied().unwrap_or(0)
     }
 
-    /// A ready socket to `addr` for a new tunnel, if one is alive.
-    pub fn take(&mut self, addr: SocketAddr) -> Option<OwnedFd> {
+    /// A ready socket to `addr` for a new tunnel, if one is alive and young enough.
+    pub fn take(&mut self, addr: SocketAddr, now: Instant) -> Option<OwnedFd> {
+        let max_age = self.max_age.get(&addr).copied().unwrap_or(Duration::MAX);
         let q = self.ready.get_mut(&addr)?;
-        while let Some((s, _)) = q.pop_front() {
-            if alive(&s) {
+        while let Some((s, born)) = q.pop_front() {
+            if now.saturating_duration_since(born) < max_age && alive(&s) {
                 *self.used.entry(addr).or_default() += 1;
                 return Some(s.into());
             }
@@ -106,6 +138,7 @@ impl Warm {
                 w.1 = w.1.min(pool.warm_max_age);
             }
         }
+        self.max_age = wanted.iter().map(|(a, w)| (*a, w.1)).collect();
         for (addr, q) in &mut self.ready {
             match wanted.get(addr) {
                 Some(&(_, max_age)) if pools.in_rotation(*addr, now) => {
@@ -142,18 +175,40 @@ impl Warm {
             let have = self.count(addr);
             let want = share.min(room);
             for _ in have..want.min(have + STARTS_PER_TICK) {
-                self.start(addr, ring, now);
+                if self.total() >= self.cap {
+                    if !self.capped {
+                        self.capped = true;
+                        tracing::warn!(
+                            cap = self.cap,
+                            "warm origin connections capped at a tenth of this worker's share \
+                             of the open-files limit; fewer than warm_connections are kept"
+                        );
+                    }
+                    return;
+                }
+                if !self.start(addr, ring, now) {
+                    return;
+                }
             }
         }
+        self.capped &= self.total() >= self.cap;
     }
 
-    fn start(&mut self, addr: SocketAddr, ring: &mut Ring, now: Instant) {
+    /// Starts a warm connect to `addr`; false when no socket could be made (out of
+    /// descriptors, say: tried again on the next tick).
+    fn start(&mut self, addr: SocketAddr, ring: &mut Ring, now: Instant) -> bool {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM.nonblocking().cloexec(),
             Some(socket2::Protocol::TCP),
         );
-        let Ok(socket) = socket else { return };
+        let socket = match socket {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(origin = %addr, "warm connection: no socket: {e}");
+                return false;
+            }
+        };
         let _ = socket.set_nodelay(true);
         let stream: TcpStream = socket.into();
         let idx = match self.connecting.iter().position(Option::is_none) {
@@ -181,6 +236,7 @@ impl Warm {
             op,
             given_up: None,
         });
+        true
     }
 
     /// Closes every ready socket (shutting down; connects in flight keep theirs until their
@@ -220,8 +276,8 @@ impl Warm {
             return;
         }
         pools.connected(c.addr);
-        if let Some(pool) = pool {
-            pools.connect_time(pool, c.addr, now - c.started, true, now);
+        if pool.is_some() {
+            pools.warm_connect_time(c.addr, now - c.started);
         }
         self.ready
             .entry(c.addr)
@@ -239,14 +295,18 @@ fn routes_pool(routes: &RouteTable, addr: SocketAddr) -> Option<&OriginPool> {
         .find(|p| p.origins.iter().any(|o| o.addr == addr))
 }
 
-/// Whether a ready socket is still connected: nothing to read (or bytes the origin sent first),
-/// not an end or an error.
+/// Whether a ready socket is still connected both ways: no end (FIN) from the origin, even
+/// behind bytes it sent first, no reset, no error.
 fn alive(s: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    match s.peek(&mut b) {
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(s, PollFlags::RDHUP)];
+    match poll(&mut fds, Some(&rustix::time::Timespec::default())) {
+        Ok(0) => true,
+        Ok(_) => {
+            let dead = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
+            !fds[0].revents().intersects(dead)
+        }
+        Err(_) => false,
     }
 }
 
@@ -266,6 +326,9 @@ mod tests {
         std::io::Write::write_all(&mut &peer, b"hi").unwrap();
         std::thread::sleep(Duration::from_millis(20));
         assert!(alive(&s), "bytes the origin sent first are the tunnel's");
+        drop(peer);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!alive(&s), "an end behind bytes the origin sent first");
         let s2 = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         s2.set_nonblocking(true).unwrap();
         drop(l.accept().unwrap());

@@ -38,6 +38,9 @@ use crate::transport::Transport;
 use crate::warm::Warm;
 
 const TICK: Duration = Duration::from_millis(100);
+/// A deadline this close gets a wake-up of its own (see [`Worker::wake_by`]); the rest wait for
+/// a tick to bring them this close.
+const WAKE_HORIZON: Duration = Duration::from_secs(1);
 /// Pool buffers one socket's recv may fill between two loop turns.
 const RECV_BURST_BUFFERS: usize = 4;
 /// Key used in tags that name no connection (tick, accept, listener cancels).
@@ -131,9 +134,7 @@ pub struct Worker {
     balance: Option<Arc<Balance>>,
     /// Active health checks of pooled origins.
     checks: Checks,
-    /// When the latest tick ran, and the earliest one-shot wake-up in flight (for deadlines
-    /// due before the next tick).
-    last_tick: Instant,
+    /// The earliest one-shot wake-up in flight (see [`Worker::wake_by`]).
     wakeup: Option<Instant>,
 }
 
@@ -196,12 +197,11 @@ impl Worker {
             res: Resources {
                 pipes: Pipes::new(cfg.splice),
                 pools: Pools::new(cfg.id, cfg.workers),
-                warm: Warm::default(),
+                warm: Warm::new(cfg.workers),
                 route_tunnels: Vec::new(),
             },
             balance: cfg.balance,
             checks: Checks::default(),
-            last_tick: Instant::now(),
             wakeup: None,
         })
     }
@@ -313,6 +313,7 @@ impl Worker {
                 .map(|r| r.name.as_str())
                 .collect();
             self.stats.retire_absent(&names);
+            self.res.pools.retain(&self.routes);
         }
         for q in queries {
             let answer = self.answer(q, now);
@@ -481,12 +482,14 @@ impl Worker {
         }
     }
 
-    /// Deadlines run on the tick; one due before the next tick (a connect race, a short
-    /// timeout) gets a one-shot ring timer of its own, unless one at least as early is in
-    /// flight. Such timers are never cancelled (a cancel costs a scan of the ring's timers):
-    /// one that fires with nothing due finds nothing to do.
+    /// Deadlines run when due, not on the next tick: the earliest within `WAKE_HORIZON` gets a
+    /// one-shot ring timer, unless one at least as early is in flight (after each run of
+    /// deadlines, the next earliest gets one: see [`Worker::expire`]). Such timers are never
+    /// cancelled (a cancel costs a scan of the ring's timers): one that fires with nothing due
+    /// finds nothing to do. Later deadlines wait for a tick to come within the horizon.
     fn wake_by(&mut self, at: Instant, now: Instant) {
-        if at >= self.last_tick + TICK || self.wakeup.is_some_and(|w| w <= at) {
+        if at.saturating_duration_since(now) > WAKE_HORIZON || self.wakeup.is_some_and(|w| w <= at)
+        {
             return;
         }
         self.wakeup = Some(at);
@@ -496,7 +499,6 @@ impl Worker {
     }
 
     fn on_tick(&mut self, now: Instant) {
-        self.last_tick = now;
         if !self.tick_armed {
             self.ring.tick(TICK, tag(Op::Tick, Side::Client, NO_CONN));
             self.tick_armed = true;
@@ -553,6 +555,9 @@ impl Worker {
             conn.scheduled = None;
             conn.handle_timeouts(now);
             self.pump(key, now);
+        }
+        if let Some(next) = self.deadlines.next_at() {
+            self.wake_by(next, now);
         }
     }
 
