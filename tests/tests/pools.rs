@@ -307,10 +307,11 @@ async fn batch(server: &std::sync::Arc<Ringway>, n: usize) -> Vec<(Duration, Res
 
 /// A primary whose path stalls 3 connects in 10 (its SYNs dropped; it never refuses), in a
 /// pool of three. Without racing and ejection (`race_after_ms = 0`, and
-/// `max_ejected_percent = 0`, which turns health off), a stalled tunnel waits out the connect timeout and gets 504. With
-/// them, no client sees an error, the slowest 101 is bounded by the race delay, and the primary
-/// is ejected as a latency outlier (its health looks fine: it answers most connects); once its
-/// path heals it is back in rotation after the ejection and stays.
+/// `max_ejected_percent = 0`, which turns health off), a stalled tunnel waits out the connect
+/// timeout and gets 504. With them, no client sees an error, the slowest 101 is bounded by the
+/// race delay, and the primary is ejected as a latency outlier while its TCP health checks pass
+/// (it answers most connects); once its path heals it is back in rotation after the ejection
+/// and stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_staller_is_raced_and_ejected_as_a_latency_outlier_then_returns() {
     let mut staller = Staller::start("S", 3).await;
@@ -334,7 +335,10 @@ async fn a_partial_staller_is_raced_and_ejected_as_a_latency_outlier_then_return
     );
     drop(off);
 
-    let on = std::sync::Arc::new(Ringway::start(&config("")));
+    // With TCP health checks, which the staller passes (7 connects in 10 complete).
+    let on = std::sync::Arc::new(Ringway::start(&config(
+        "health_check = \"tcp\"\nhealth_interval_ms = 1000\nhealth_timeout_ms = 500",
+    )));
     let mut runs = Vec::new();
     let staller_addr = staller.addr.to_string();
     for _ in 0..50 {
@@ -349,6 +353,11 @@ async fn a_partial_staller_is_raced_and_ejected_as_a_latency_outlier_then_return
         .find(|l| l.contains("origin ejected") && l.contains(&staller_addr))
         .unwrap_or_else(|| panic!("the staller is ejected after {} tunnels: {log}", runs.len()));
     assert!(ejected.contains("connects took over"), "{ejected}");
+    let before = &log[..log.find(ejected).unwrap()];
+    assert!(
+        !before.contains("fails its health checks"),
+        "ejected by its latency while its health checks pass: {log}"
+    );
     let errors = runs.iter().filter(|r| r.1.is_err()).count();
     let mut times: Vec<Duration> = runs.iter().map(|r| r.0).collect();
     times.sort();
@@ -602,6 +611,32 @@ async fn an_origin_that_resets_before_its_first_byte_is_ejected() {
         .await
         .expect("ejected");
     assert!(line.contains("before its first byte"), "{line}");
+}
+
+/// Two origins whose connects hang at the head of a pool of three: each race delay gives the
+/// racing connect up for the next origin, so every tunnel reaches the third within a few race
+/// delays instead of getting 504 at the connect timeout (before either is ejected, and after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hung_origins_cost_two_race_delays_not_the_connect_timeout() {
+    let (h0, h1) = (Unanswering::start().await, Unanswering::start().await);
+    let a = Origin::greeting("A").await;
+    let config = format!(
+        "workers = 1\n[timeouts]\nconnect_ms = 3000\n[[listener]]\naddr = \"127.0.0.1:0\"\n\
+         [[route]]\npath = \"/db\"\norigins = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}, \
+         {{ addr = \"{}\" }}]\nrace_after_ms = 20\n",
+        h0.addr, h1.addr, a.addr
+    );
+    let server = std::sync::Arc::new(Ringway::start(&config));
+    let runs = batch(&server, 12).await;
+    let slowest = runs.iter().map(|r| r.0).max().unwrap();
+    assert!(
+        runs.iter().all(|r| r.1.as_deref() == Ok("A")),
+        "every tunnel reaches the live origin: {runs:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(1000),
+        "within a few race delays, not the 3 s connect timeout: {slowest:?}"
+    );
 }
 
 #[test]

@@ -130,6 +130,21 @@ struct Failover {
     race_due: bool,
 }
 
+/// The tag side of a racing connect in `slot` (the origin keeps two racing slots).
+fn race_side(slot: usize) -> Side {
+    match slot {
+        0 => Side::Origin,
+        _ => Side::Client,
+    }
+}
+
+fn race_slot(side: Side) -> usize {
+    match side {
+        Side::Origin => 0,
+        Side::Client => 1,
+    }
+}
+
 /// Index of a direction by its source socket (see [`Splicing`]).
 fn dir(from: Side) -> usize {
     match from {
@@ -297,15 +312,27 @@ impl Conn {
         let Some(f) = self.failover.as_mut() else {
             return;
         };
-        if !f.race_due
-            || self.session.is_closed()
-            || self.origin.pending_connect().is_none()
-            || self.origin.racing().is_some()
-        {
+        if !f.race_due || self.session.is_closed() || self.origin.pending_connect().is_none() {
             return;
         }
         f.race_due = false;
         let Some(&next) = f.order.get(f.next) else {
+            return;
+        };
+        // A racing connect that has not answered either is given up for the next origin: two
+        // dead origins at the head of an order cost two race delays, not the connect timeout.
+        if let Some((addr, op, started)) = self.origin.abandon_race() {
+            pools.released(addr);
+            if let Some(op) = op {
+                ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
+            }
+            if let Some((routes, i)) = self.pool() {
+                if let Some(pool) = routes.routes()[i].pool.as_ref() {
+                    pools.connect_time(pool, addr, now - started, false, now);
+                }
+            }
+        }
+        let Some(f) = self.failover.as_mut() else {
             return;
         };
         match self.origin.begin_race(next, now) {
@@ -318,11 +345,11 @@ impl Conn {
                     "cannot race the next origin: {e}"
                 );
             }
-            Ok(fd) => {
+            Ok((slot, fd)) => {
                 f.next += 1;
                 pools.connecting(next);
-                let id = ring.connect(fd, next, tag(Op::RaceConnect, Side::Origin, key));
-                self.origin.race_submitted(id);
+                let id = ring.connect(fd, next, tag(Op::RaceConnect, race_side(slot), key));
+                self.origin.race_submitted(slot, id);
                 debug!(
                     target: LOG_TARGET,
                     route = self.route_name(),
@@ -330,6 +357,8 @@ impl Conn {
                     racing = %next,
                     "origin connect slow; racing the next origin of the pool"
                 );
+                // And again after another delay, if origins are left.
+                self.arm_race(pools, now);
             }
         }
     }
@@ -341,7 +370,7 @@ impl Conn {
             f.race_due = false;
             f.race_at = None;
         }
-        if let Some((addr, op)) = self.origin.abandon_race() {
+        if let Some((addr, op, _)) = self.origin.abandon_race() {
             pools.released(addr);
             if let Some(op) = op {
                 ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
@@ -352,13 +381,14 @@ impl Conn {
     /// A racing connect completed with `result`.
     fn on_race_completed(
         &mut self,
+        slot: usize,
         result: i32,
         ring: &mut Ring,
         res: &mut Resources,
         stats: &mut WorkerStats,
         now: Instant,
     ) {
-        match self.origin.on_race_completed(result) {
+        match self.origin.on_race_completed(slot, result) {
             RaceEnd::Abandoned => {}
             RaceEnd::Failed { addr, .. } => {
                 let why = std::io::Error::from_raw_os_error(result.abs()).to_string();
@@ -389,7 +419,7 @@ impl Conn {
                 }
                 // Adopted first: the racer is the tunnel's now, not a race to give up.
                 let limits = self.client.limits();
-                if let Some(op) = self.origin.adopt_racer(limits, now) {
+                if let Some(op) = self.origin.adopt_racer(slot, limits, now) {
                     ring.cancel(op, tag(Op::Cancel, Side::Origin, self.key));
                 }
                 self.stop_racing(ring, &mut res.pools);
@@ -581,7 +611,10 @@ impl Conn {
                     }
                 }
             }
-            Op::RaceConnect => self.on_race_completed(c.result, ring, res, stats, now),
+            Op::RaceConnect => {
+                let slot = race_slot(side);
+                self.on_race_completed(slot, c.result, ring, res, stats, now)
+            }
             Op::Close => self.socket(side).on_close_completion(),
             Op::Cancel
             | Op::Tick

@@ -26,8 +26,9 @@ pub struct Origin {
     attempts: u32,
     /// Where the latest connect went.
     addr: Option<SocketAddr>,
-    /// A connect racing the socket's own.
-    racer: Option<Racer>,
+    /// Connects racing the socket's own: at most one not given up; a given-up one keeps its
+    /// slot until its completion.
+    racers: [Option<Racer>; 2],
     /// The descriptor whose connect lost a race, until that connect's completion.
     loser: Option<OwnedFd>,
 }
@@ -71,7 +72,7 @@ impl Origin {
             connect: None,
             attempts: 0,
             addr: None,
-            racer: None,
+            racers: [None, None],
             loser: None,
         }
     }
@@ -127,13 +128,24 @@ impl Origin {
         self.attempts
     }
 
-    /// Creates the socket of a connect racing the origin's own, to `addr`; the caller submits
-    /// the connect and reports its id with [`Origin::race_submitted`].
-    pub fn begin_race(&mut self, addr: SocketAddr, now: Instant) -> std::io::Result<RawFd> {
-        debug_assert!(self.racer.is_none());
+    /// Creates the socket of a connect racing the origin's own, to `addr`, in a free racing
+    /// slot (there are two: a racer given up keeps its slot until its completion); the caller
+    /// submits the connect, tagged with the slot, and reports its id with
+    /// [`Origin::race_submitted`].
+    pub fn begin_race(
+        &mut self,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> std::io::Result<(usize, RawFd)> {
+        debug_assert!(self.racing().is_none());
+        let Some(slot) = self.racers.iter().position(Option::is_none) else {
+            return Err(std::io::Error::other(
+                "both racing slots wait for a cancelled connect",
+            ));
+        };
         let fd = tcp_socket(addr)?;
         let raw = fd.as_raw_fd();
-        self.racer = Some(Racer {
+        self.racers[slot] = Some(Racer {
             fd,
             addr,
             started: now,
@@ -141,38 +153,43 @@ impl Origin {
             abandoned: false,
         });
         self.attempts += 1;
-        Ok(raw)
+        Ok((slot, raw))
     }
 
-    pub fn race_submitted(&mut self, id: OpId) {
-        if let Some(r) = self.racer.as_mut() {
+    pub fn race_submitted(&mut self, slot: usize, id: OpId) {
+        if let Some(r) = self.racers.get_mut(slot).and_then(Option::as_mut) {
             r.connect = Some(id);
         }
     }
 
+    /// The racing connect in flight (not given up), if any.
+    fn active(&self) -> Option<&Racer> {
+        self.racers.iter().flatten().find(|r| !r.abandoned)
+    }
+
     /// A racing connect is in flight (and not given up): where it goes.
     pub fn racing(&self) -> Option<SocketAddr> {
-        self.racer.as_ref().filter(|r| !r.abandoned).map(|r| r.addr)
+        self.active().map(|r| r.addr)
     }
 
-    /// Gives the racing connect up: its address (for the pool's open count) and the operation
-    /// to cancel. Its completion then only closes it.
-    pub fn abandon_race(&mut self) -> Option<(SocketAddr, Option<OpId>)> {
-        let r = self.racer.as_mut().filter(|r| !r.abandoned)?;
+    /// Gives the racing connect up: its address (for the pool's open count), the operation to
+    /// cancel, and when it started. Its completion then only closes it.
+    pub fn abandon_race(&mut self) -> Option<(SocketAddr, Option<OpId>, Instant)> {
+        let r = self.racers.iter_mut().flatten().find(|r| !r.abandoned)?;
         r.abandoned = true;
-        Some((r.addr, r.connect))
+        Some((r.addr, r.connect, r.started))
     }
 
-    /// The racing connect completed with `result`.
-    pub fn on_race_completed(&mut self, result: i32) -> RaceEnd {
-        let Some(r) = self.racer.as_mut() else {
+    /// The racing connect in `slot` completed with `result`.
+    pub fn on_race_completed(&mut self, slot: usize, result: i32) -> RaceEnd {
+        let Some(r) = self.racers.get_mut(slot).and_then(Option::as_mut) else {
             return RaceEnd::Abandoned;
         };
         r.connect = None;
         let (addr, started) = (r.addr, r.started);
         if r.abandoned || result != 0 {
             let abandoned = r.abandoned;
-            self.racer = None; // closes its descriptor: no operation names it any more
+            self.racers[slot] = None; // closes its descriptor: no operation names it any more
             return match abandoned {
                 true => RaceEnd::Abandoned,
                 false => RaceEnd::Failed { addr, started },
@@ -181,11 +198,11 @@ impl Origin {
         RaceEnd::Won { addr, started }
     }
 
-    /// The racing connect won: its descriptor becomes the origin socket, connected. Returns the
-    /// losing connect to cancel, if the socket's own was still in flight (its descriptor is kept
-    /// until [`Origin::take_loser`]).
-    pub fn adopt_racer(&mut self, limits: SocketLimits, now: Instant) -> Option<OpId> {
-        let r = self.racer.take()?;
+    /// The racing connect in `slot` won: its descriptor becomes the origin socket, connected.
+    /// Returns the losing connect to cancel, if the socket's own was still in flight (its
+    /// descriptor is kept until [`Origin::take_loser`]).
+    pub fn adopt_racer(&mut self, slot: usize, limits: SocketLimits, now: Instant) -> Option<OpId> {
+        let r = self.racers.get_mut(slot)?.take()?;
         let losing = self.connect.take();
         let old = std::mem::replace(&mut self.socket, Socket::new(None, limits, now));
         let old_fd = old.into_fd();
@@ -213,7 +230,7 @@ impl Origin {
 
     /// No racing or losing connect is in flight.
     pub fn races_settled(&self) -> bool {
-        self.racer.is_none() && self.loser.is_none()
+        self.racers.iter().all(Option::is_none) && self.loser.is_none()
     }
 }
 
@@ -273,18 +290,18 @@ mod tests {
         let own = o.begin_connect(slow).unwrap();
         let own_id = ring.connect(own, slow, 1);
         o.connect_submitted(own_id);
-        let raced = o.begin_race(fast, now).unwrap();
-        o.race_submitted(ring.connect(raced, fast, 2));
+        let (slot, raced) = o.begin_race(fast, now).unwrap();
+        o.race_submitted(slot, ring.connect(raced, fast, 2));
         assert_eq!(o.racing(), Some(fast));
         assert_eq!(
-            o.on_race_completed(0),
+            o.on_race_completed(slot, 0),
             RaceEnd::Won {
                 addr: fast,
                 started: now
             }
         );
         assert_eq!(
-            o.adopt_racer(LIMITS, now),
+            o.adopt_racer(slot, LIMITS, now),
             Some(own_id),
             "the losing connect, to cancel"
         );
@@ -304,16 +321,25 @@ mod tests {
         let mut o = Origin::new(LIMITS, now);
         let addr = SocketAddr::from(([127, 0, 0, 1], 9));
         let mut ring = ringway_uring::Ring::new(8, 8, 4096).unwrap();
-        let fd = o.begin_race(addr, now).unwrap();
+        let (slot, fd) = o.begin_race(addr, now).unwrap();
         let id = ring.connect(fd, addr, 3);
-        o.race_submitted(id);
-        assert_eq!(o.abandon_race(), Some((addr, Some(id))));
+        o.race_submitted(slot, id);
+        assert_eq!(o.abandon_race(), Some((addr, Some(id), now)));
         assert_eq!(o.abandon_race(), None, "given up once");
-        assert_eq!(o.on_race_completed(0), RaceEnd::Abandoned);
-        assert!(o.races_settled());
-        o.begin_race(addr, now).unwrap();
+        // The next race takes the other slot while the given-up one waits for its completion.
+        let (other, _) = o.begin_race(addr, now).unwrap();
+        assert_ne!(other, slot);
+        assert!(o.abandon_race().is_some());
+        assert!(o.begin_race(addr, now).is_err(), "both slots wait");
+        assert_eq!(o.on_race_completed(slot, 0), RaceEnd::Abandoned);
         assert_eq!(
-            o.on_race_completed(-libc::ECONNREFUSED),
+            o.on_race_completed(other, -libc::ECANCELED),
+            RaceEnd::Abandoned
+        );
+        assert!(o.races_settled());
+        let (slot, _) = o.begin_race(addr, now).unwrap();
+        assert_eq!(
+            o.on_race_completed(slot, -libc::ECONNREFUSED),
             RaceEnd::Failed { addr, started: now }
         );
         assert!(o.races_settled() && o.racing().is_none());
