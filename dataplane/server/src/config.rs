@@ -754,35 +754,27 @@ fn routes(
     Ok((table, specs))
 }
 
+/// Where an optional key was written, with its name (for an error about it).
+fn written<T>(v: &Option<Spanned<T>>, key: &'static str) -> Option<(Range<usize>, &'static str)> {
+    v.as_ref().map(|m| (m.span(), key))
+}
+
 /// A route's origin, and its pool when it lists `origins`: exactly one of `origin` and
 /// `origins`, every address resolvable, the policy and ejection share valid.
 fn route_origins(
     src: &Source<'_>,
     r: &RouteConfig,
 ) -> Result<(SocketAddr, Option<OriginPool>), ConfigError> {
+    // The keys only a pool has, where they were written.
     let pool_keys = [
-        r.policy.as_ref().map(|p| (p.span(), "route.policy")),
-        r.max_ejected_percent
-            .as_ref()
-            .map(|m| (m.span(), "route.max_ejected_percent")),
-        r.race_after_ms
-            .as_ref()
-            .map(|m| (m.span(), "route.race_after_ms")),
-        r.health_check
-            .as_ref()
-            .map(|m| (m.span(), "route.health_check")),
-        r.health_interval_ms
-            .as_ref()
-            .map(|m| (m.span(), "route.health_interval_ms")),
-        r.health_timeout_ms
-            .as_ref()
-            .map(|m| (m.span(), "route.health_timeout_ms")),
-        r.warm_connections
-            .as_ref()
-            .map(|m| (m.span(), "route.warm_connections")),
-        r.warm_max_age_ms
-            .as_ref()
-            .map(|m| (m.span(), "route.warm_max_age_ms")),
+        written(&r.policy, "route.policy"),
+        written(&r.max_ejected_percent, "route.max_ejected_percent"),
+        written(&r.race_after_ms, "route.race_after_ms"),
+        written(&r.health_check, "route.health_check"),
+        written(&r.health_interval_ms, "route.health_interval_ms"),
+        written(&r.health_timeout_ms, "route.health_timeout_ms"),
+        written(&r.warm_connections, "route.warm_connections"),
+        written(&r.warm_max_age_ms, "route.warm_max_age_ms"),
     ];
     let list = match (&r.origin, &r.origins) {
         (Some(o), None) => {
@@ -900,12 +892,8 @@ fn health_check(src: &Source<'_>, r: &RouteConfig) -> Result<Option<HealthCheck>
     let kind = match &r.health_check {
         None => {
             let stray = [
-                r.health_interval_ms
-                    .as_ref()
-                    .map(|m| (m.span(), "route.health_interval_ms")),
-                r.health_timeout_ms
-                    .as_ref()
-                    .map(|m| (m.span(), "route.health_timeout_ms")),
+                written(&r.health_interval_ms, "route.health_interval_ms"),
+                written(&r.health_timeout_ms, "route.health_timeout_ms"),
             ];
             if let Some((span, key)) = stray.into_iter().flatten().next() {
                 let msg = "needs `health_check = \"tcp\"` or `\"postgres\"`";

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use ringway_proto::route::{CheckKind, HealthCheck, RouteTable};
 use ringway_uring::{OpId, Ring};
 
+use crate::origin::tcp_socket;
 use crate::pools::Pools;
-use crate::slab::{Key, GEN_MASK};
+use crate::slab::{vacant, Key};
 use crate::token::{tag, Op, Side};
 
 /// PostgreSQL's `SSLRequest`: length 8, request code 80877103.
@@ -99,30 +100,15 @@ impl Checks {
     }
 
     fn start(&mut self, addr: SocketAddr, check: HealthCheck, ring: &mut Ring, now: Instant) {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM.nonblocking().cloexec(),
-            Some(socket2::Protocol::TCP),
-        );
-        let stream: TcpStream = match socket {
-            Ok(s) => s.into(),
+        let stream: TcpStream = match tcp_socket(addr) {
+            Ok(fd) => fd.into(),
             Err(e) => {
                 tracing::debug!(origin = %addr, "health check socket: {e}");
                 return;
             }
         };
-        let idx = match self.slots.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-        };
-        self.gen = (self.gen + 1) & GEN_MASK;
-        let key = Key {
-            idx: idx as u32,
-            gen: self.gen,
-        };
+        let key = vacant(&mut self.slots, &mut self.gen);
+        let idx = key.idx as usize;
         let io = ring.connect(stream.as_raw_fd(), addr, tag(Op::Check, Side::Client, key));
         let timer = ring.timeout(check.timeout, tag(Op::Check, Side::Origin, key));
         self.slots[idx] = Some(Check {

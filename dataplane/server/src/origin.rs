@@ -54,8 +54,8 @@ pub enum RaceEnd {
     Won { addr: SocketAddr, started: Instant },
 }
 
-/// A non-blocking TCP socket for a connect to `addr`.
-fn tcp_socket(addr: SocketAddr) -> std::io::Result<OwnedFd> {
+/// A non-blocking TCP socket (no Nagle delay) for a connect to `addr`.
+pub(crate) fn tcp_socket(addr: SocketAddr) -> std::io::Result<OwnedFd> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM.nonblocking().cloexec(),

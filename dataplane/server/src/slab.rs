@@ -16,6 +16,24 @@ pub struct Key {
 /// Bits of a generation.
 pub const GEN_MASK: u32 = 0xFF_FFFF;
 
+/// For the worker's small side tables (health checks, warm connects) whose operations are
+/// tagged with a slot and a generation: the index of a free slot of `slots` (a new one at the
+/// end if none is), and the next generation after `gen`.
+pub fn vacant<T>(slots: &mut Vec<Option<T>>, gen: &mut u32) -> Key {
+    let idx = match slots.iter().position(Option::is_none) {
+        Some(i) => i,
+        None => {
+            slots.push(None);
+            slots.len() - 1
+        }
+    };
+    *gen = (*gen + 1) & GEN_MASK;
+    Key {
+        idx: idx as u32,
+        gen: *gen,
+    }
+}
+
 struct Slot<T> {
     gen: u32,
     val: Option<T>,

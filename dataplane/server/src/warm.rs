@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use ringway_proto::route::{OriginPool, RouteTable};
 use ringway_uring::{OpId, Ring};
 
+use crate::origin::tcp_socket;
 use crate::pools::Pools;
-use crate::slab::{Key, GEN_MASK};
+use crate::slab::{vacant, Key};
 use crate::token::{tag, Op, Side};
 
 /// Warm connects a worker starts per origin per tick at most (a refill after an origin comes
@@ -197,32 +198,15 @@ impl Warm {
     /// Starts a warm connect to `addr`; false when no socket could be made (out of
     /// descriptors, say: tried again on the next tick).
     fn start(&mut self, addr: SocketAddr, ring: &mut Ring, now: Instant) -> bool {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM.nonblocking().cloexec(),
-            Some(socket2::Protocol::TCP),
-        );
-        let socket = match socket {
-            Ok(s) => s,
+        let stream: TcpStream = match tcp_socket(addr) {
+            Ok(fd) => fd.into(),
             Err(e) => {
                 tracing::debug!(origin = %addr, "warm connection: no socket: {e}");
                 return false;
             }
         };
-        let _ = socket.set_nodelay(true);
-        let stream: TcpStream = socket.into();
-        let idx = match self.connecting.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.connecting.push(None);
-                self.connecting.len() - 1
-            }
-        };
-        self.gen = (self.gen + 1) & GEN_MASK;
-        let key = Key {
-            idx: idx as u32,
-            gen: self.gen,
-        };
+        let key = vacant(&mut self.connecting, &mut self.gen);
+        let idx = key.idx as usize;
         let op = ring.connect(
             stream.as_raw_fd(),
             addr,
