@@ -26,6 +26,13 @@ pub struct Origin {
     attempts: u32,
     /// Where the latest connect went.
     addr: Option<SocketAddr>,
+    /// Racing state, allocated by the tunnel's first race and freed once it has settled (most
+    /// tunnels never race: it costs them one pointer).
+    races: Option<Box<Races>>,
+}
+
+#[derive(Default)]
+struct Races {
     /// Connects racing the socket's own: at most one not given up; a given-up one keeps its
     /// slot until its completion.
     racers: [Option<Racer>; 2],
@@ -72,8 +79,7 @@ impl Origin {
             connect: None,
             attempts: 0,
             addr: None,
-            racers: [None, None],
-            loser: None,
+            races: None,
         }
     }
 
@@ -138,14 +144,15 @@ impl Origin {
         now: Instant,
     ) -> std::io::Result<(usize, RawFd)> {
         debug_assert!(self.racing().is_none());
-        let Some(slot) = self.racers.iter().position(Option::is_none) else {
+        let races = self.races.get_or_insert_with(Box::default);
+        let Some(slot) = races.racers.iter().position(Option::is_none) else {
             return Err(std::io::Error::other(
                 "both racing slots wait for a cancelled connect",
             ));
         };
         let fd = tcp_socket(addr)?;
         let raw = fd.as_raw_fd();
-        self.racers[slot] = Some(Racer {
+        races.racers[slot] = Some(Racer {
             fd,
             addr,
             started: now,
@@ -157,14 +164,19 @@ impl Origin {
     }
 
     pub fn race_submitted(&mut self, slot: usize, id: OpId) {
-        if let Some(r) = self.racers.get_mut(slot).and_then(Option::as_mut) {
+        if let Some(r) = self.racer_mut(slot) {
             r.connect = Some(id);
         }
     }
 
     /// The racing connect in flight (not given up), if any.
     fn active(&self) -> Option<&Racer> {
-        self.racers.iter().flatten().find(|r| !r.abandoned)
+        self.races
+            .as_ref()?
+            .racers
+            .iter()
+            .flatten()
+            .find(|r| !r.abandoned)
     }
 
     /// A racing connect is in flight (and not given up): where it goes.
@@ -175,21 +187,31 @@ impl Origin {
     /// Gives the racing connect up: its address (for the pool's open count), the operation to
     /// cancel, and when it started. Its completion then only closes it.
     pub fn abandon_race(&mut self) -> Option<(SocketAddr, Option<OpId>, Instant)> {
-        let r = self.racers.iter_mut().flatten().find(|r| !r.abandoned)?;
+        let r = self
+            .races
+            .as_mut()?
+            .racers
+            .iter_mut()
+            .flatten()
+            .find(|r| !r.abandoned)?;
         r.abandoned = true;
         Some((r.addr, r.connect, r.started))
     }
 
     /// The racing connect in `slot` completed with `result`.
     pub fn on_race_completed(&mut self, slot: usize, result: i32) -> RaceEnd {
-        let Some(r) = self.racers.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(r) = self.racer_mut(slot) else {
             return RaceEnd::Abandoned;
         };
         r.connect = None;
         let (addr, started) = (r.addr, r.started);
         if r.abandoned || result != 0 {
             let abandoned = r.abandoned;
-            self.racers[slot] = None; // closes its descriptor: no operation names it any more
+            // Closes its descriptor: no operation names it any more.
+            if let Some(races) = self.races.as_mut() {
+                races.racers[slot] = None;
+            }
+            self.tidy();
             return match abandoned {
                 true => RaceEnd::Abandoned,
                 false => RaceEnd::Failed { addr, started },
@@ -202,14 +224,16 @@ impl Origin {
     /// Returns the losing connect to cancel, if the socket's own was still in flight (its
     /// descriptor is kept until [`Origin::take_loser`]).
     pub fn adopt_racer(&mut self, slot: usize, limits: SocketLimits, now: Instant) -> Option<OpId> {
-        let r = self.racers.get_mut(slot)?.take()?;
+        let races = self.races.as_mut()?;
+        let r = races.racers.get_mut(slot)?.take()?;
         let losing = self.connect.take();
         let old = std::mem::replace(&mut self.socket, Socket::new(None, limits, now));
         let old_fd = old.into_fd();
         if losing.is_some() {
-            self.loser = old_fd;
+            races.loser = old_fd;
         }
         self.adopt(r.fd, r.addr, limits, now);
+        self.tidy();
         losing
     }
 
@@ -225,12 +249,27 @@ impl Origin {
     /// A completion of the origin socket's connect: true if it is the one that lost a race (its
     /// descriptor is closed now; nothing else to do).
     pub fn take_loser(&mut self) -> bool {
-        self.loser.take().is_some()
+        let taken = self.races.as_mut().and_then(|r| r.loser.take()).is_some();
+        self.tidy();
+        taken
     }
 
     /// No racing or losing connect is in flight.
     pub fn races_settled(&self) -> bool {
-        self.racers.iter().all(Option::is_none) && self.loser.is_none()
+        self.races
+            .as_ref()
+            .is_none_or(|r| r.racers.iter().all(Option::is_none) && r.loser.is_none())
+    }
+
+    fn racer_mut(&mut self, slot: usize) -> Option<&mut Racer> {
+        self.races.as_mut()?.racers.get_mut(slot)?.as_mut()
+    }
+
+    /// Frees the racing state once nothing is left in it.
+    fn tidy(&mut self) {
+        if self.races.is_some() && self.races_settled() {
+            self.races = None;
+        }
     }
 }
 
