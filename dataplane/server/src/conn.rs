@@ -125,6 +125,8 @@ struct Failover {
     /// When the next race starts (set for the first connect and kept across a failover: a
     /// refused connect is quick).
     race_at: Option<Instant>,
+    /// `race_at` was handed to the worker's race wake-ups.
+    race_told: bool,
     /// A race is due: its time came, or a racing connect failed while the socket's own still
     /// runs.
     race_due: bool,
@@ -258,6 +260,7 @@ impl Conn {
             next: 1,
             held: Some(first),
             race_at: None,
+            race_told: false,
             race_due: false,
         }));
         Some((first, res.warm.take(first, now)))
@@ -304,6 +307,7 @@ impl Conn {
             return;
         }
         f.race_at = pools.race_delay(pool).map(|d| now + d);
+        f.race_told = false;
     }
 
     /// Starts the due race: a connect to the next origin of the order, beside the socket's own.
@@ -1142,6 +1146,17 @@ impl Conn {
         if let Err(tx) = self.client.queue(tx, now) {
             ring.recycle_tx(tx);
         }
+    }
+
+    /// A race deadline the worker has not been told of yet (it wakes for these on time; every
+    /// other deadline waits for its tick).
+    pub fn new_race_deadline(&mut self) -> Option<Instant> {
+        let f = self.failover.as_mut()?;
+        if f.race_told {
+            return None;
+        }
+        f.race_told = true;
+        f.race_at
     }
 
     /// Runs whatever deadline passed: the session's, and each socket's linger or stall.

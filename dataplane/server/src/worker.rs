@@ -38,8 +38,8 @@ use crate::transport::Transport;
 use crate::warm::Warm;
 
 const TICK: Duration = Duration::from_millis(100);
-/// A deadline this close gets a wake-up of its own (see [`Worker::wake_by`]); the rest wait for
-/// a tick to bring them this close.
+/// A race deadline this close gets a wake-up of its own (see [`Worker::wake_by`]); a later one
+/// waits for a tick to bring it this close.
 const WAKE_HORIZON: Duration = Duration::from_secs(1);
 /// Pool buffers one socket's recv may fill between two loop turns.
 const RECV_BURST_BUFFERS: usize = 4;
@@ -93,6 +93,8 @@ pub struct Worker {
     cpu: Option<usize>,
     conns: Slab<Conn>,
     deadlines: Deadlines,
+    /// Connect race deadlines, which get one-shot wake-ups (see [`Worker::wake_by`]).
+    races: Deadlines,
     listeners: Vec<Option<OwnedFd>>,
     tls_shared: Arc<SharedTls>,
     access: Option<Arc<AccessSetup>>,
@@ -164,6 +166,7 @@ impl Worker {
             cpu: cfg.cpu,
             conns: Slab::default(),
             deadlines: Deadlines::default(),
+            races: Deadlines::default(),
             listeners: cfg.listeners.into_iter().map(Some).collect(),
             tls: cfg.tls.current(),
             tls_shared: cfg.tls,
@@ -394,7 +397,7 @@ impl Worker {
                 if self.wakeup.is_some_and(|w| w <= now) {
                     self.wakeup = None;
                 }
-                self.expire(now);
+                self.run_races(now);
             }
             Op::WarmConnect => {
                 let (routes, res) = (&self.routes, &mut self.res);
@@ -477,16 +480,21 @@ impl Worker {
             if conn.scheduled.is_none_or(|s| at < s) {
                 conn.scheduled = Some(at);
                 self.deadlines.push(at, key);
-                self.wake_by(at, now);
             }
+        }
+        if let Some(at) = conn.new_race_deadline() {
+            self.races.push(at, key);
+            self.wake_by(at, now);
         }
     }
 
-    /// Deadlines run when due, not on the next tick: the earliest within `WAKE_HORIZON` gets a
-    /// one-shot ring timer, unless one at least as early is in flight (after each run of
-    /// deadlines, the next earliest gets one: see [`Worker::expire`]). Such timers are never
-    /// cancelled (a cancel costs a scan of the ring's timers): one that fires with nothing due
-    /// finds nothing to do. Later deadlines wait for a tick to come within the horizon.
+    /// Connection deadlines run on the tick (100 ms is close enough for timeouts of seconds);
+    /// connect race deadlines (tens of milliseconds) run when due: the earliest within
+    /// `WAKE_HORIZON` gets a one-shot ring timer, unless one at least as early is in flight, and
+    /// after each run of races the next gets one ([`Worker::run_races`], also run on each
+    /// tick). Such timers are never cancelled (a cancel costs a scan of the ring's timers): one
+    /// that fires with nothing due finds nothing to do. Only races get them: a wake-up per
+    /// deadline of every tunnel would cost thousands of timers a second at a high setup rate.
     fn wake_by(&mut self, at: Instant, now: Instant) {
         if at.saturating_duration_since(now) > WAKE_HORIZON || self.wakeup.is_some_and(|w| w <= at)
         {
@@ -541,6 +549,7 @@ impl Worker {
             self.tls = tls;
         }
         self.expire(now);
+        self.run_races(now);
     }
 
     /// Runs every deadline that is due (cost: what expires, not what exists).
@@ -556,7 +565,17 @@ impl Worker {
             conn.handle_timeouts(now);
             self.pump(key, now);
         }
-        if let Some(next) = self.deadlines.next_at() {
+    }
+
+    /// Runs the race deadlines that are due, then wakes for the next one.
+    fn run_races(&mut self, now: Instant) {
+        while let Some((_, key)) = self.races.pop_due(now) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.handle_timeouts(now);
+                self.pump(key, now);
+            }
+        }
+        if let Some(next) = self.races.next_at() {
             self.wake_by(next, now);
         }
     }
