@@ -330,11 +330,7 @@ impl Conn {
             if let Some(op) = op {
                 ring.cancel(op, tag(Op::Cancel, Side::Origin, key));
             }
-            if let Some((routes, i)) = self.pool() {
-                if let Some(pool) = routes.routes()[i].pool.as_ref() {
-                    pools.connect_time(pool, addr, now - started, false, now);
-                }
-            }
+            self.connect_time(pools, addr, now - started, false, now);
         }
         let Some(f) = self.failover.as_mut() else {
             return;

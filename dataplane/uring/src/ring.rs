@@ -545,24 +545,17 @@ impl Ring {
 
     /// A repeating timer: a completion every `interval` (multishot; re-arm on `more == false`).
     pub fn tick(&mut self, interval: Duration, tag: u64) {
-        let ts = Box::new(
-            types::Timespec::new()
-                .sec(interval.as_secs())
-                .nsec(interval.subsec_nanos()),
-        );
-        let ptr: *const types::Timespec = &*ts;
-        let ud = self.insert(tag, Owned::Time(ts));
-        let mut op = opcode::Timeout::new(ptr);
-        if self.features.timeout_multi {
-            op = op.flags(types::TimeoutFlags::MULTISHOT);
-        }
-        // SAFETY: I1 — the timespec lives in the Box owned by in-flight entry `ud`.
-        unsafe { self.push(op.build().user_data(ud)) };
+        let multishot = self.features.timeout_multi;
+        self.timer(interval, multishot, tag);
     }
 
     /// A one-shot timer: completes (with `-ETIME`) after `after`, or with `-ECANCELED` when
     /// cancelled through its id.
     pub fn timeout(&mut self, after: Duration, tag: u64) -> OpId {
+        self.timer(after, false, tag)
+    }
+
+    fn timer(&mut self, after: Duration, multishot: bool, tag: u64) -> OpId {
         let ts = Box::new(
             types::Timespec::new()
                 .sec(after.as_secs())
@@ -570,8 +563,12 @@ impl Ring {
         );
         let ptr: *const types::Timespec = &*ts;
         let ud = self.insert(tag, Owned::Time(ts));
+        let mut op = opcode::Timeout::new(ptr);
+        if multishot {
+            op = op.flags(types::TimeoutFlags::MULTISHOT);
+        }
         // SAFETY: I1 — the timespec lives in the Box owned by in-flight entry `ud`.
-        unsafe { self.push(opcode::Timeout::new(ptr).build().user_data(ud)) };
+        unsafe { self.push(op.build().user_data(ud)) };
         OpId(ud)
     }
 
