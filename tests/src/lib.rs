@@ -19,6 +19,7 @@ pub mod postgres;
 pub mod raw;
 pub mod server;
 pub mod tls;
+pub mod tls_ws;
 pub mod ws;
 
 use std::time::Duration;

@@ -182,6 +182,10 @@ impl Conn {
                     .as_socket()
             })
             .flatten();
+        let mut client = Socket::new(fd, limits, now);
+        if !transport.passes_bytes_through() {
+            client.set_records();
+        }
         Conn {
             peer,
             key,
@@ -190,7 +194,7 @@ impl Conn {
             origin_transport: Transport::Plain,
             edge_tls: None,
             tls_error: None,
-            client: Socket::new(fd, limits, now),
+            client,
             origin: Origin::new(limits, now),
             routes,
             started: now,
@@ -791,6 +795,11 @@ impl Conn {
             let was_handshaking = tls.is_handshaking();
             let opened = tls.open(&ring.slot(&buf)[payload]);
             ring.recycle(buf);
+            if side == Side::Client {
+                // Record headers and tags (and handshake messages) cost work as frame headers
+                // do: charged to the same budget.
+                self.session.charge_transport_overhead(opened.framing, now);
+            }
             if was_handshaking && !tls.is_handshaking() {
                 self.tls_done = Some(now);
                 if let Some(name) = tls.server_name() {
@@ -894,9 +903,11 @@ impl Conn {
                     }
                 }
                 Intent::SendClient(v) => self.queue_client_frame(ring, v, now),
-                // Under TLS a pong is sealed at once and sent in order like any record.
+                // Under TLS a pong is sealed and sent in order like any record, one at a time.
                 Intent::SendPong(v) if !self.transport.passes_bytes_through() => {
-                    self.queue_client_frame(ring, v, now)
+                    if let Some(v) = self.client.hold_pong(v, now) {
+                        self.queue_sealed_pong(ring, v, now);
+                    }
                 }
                 Intent::SendPong(v) => self.client.queue_pong(v, now),
                 Intent::SendOrigin(v) => {
@@ -957,6 +968,10 @@ impl Conn {
             self.origin.socket.request_close(now);
         } else {
             self.race(ring, &mut res.pools, now);
+        }
+        // Under TLS, a pong held behind a sealed one goes once that one has been sent.
+        if let Some(v) = self.client.take_held_pong() {
+            self.queue_sealed_pong(ring, v, now);
         }
         let buffers_ok = pool.may_rearm(ring);
         // The client's reads feed the origin (data) and the client itself (pongs, Close).
@@ -1140,6 +1155,17 @@ impl Conn {
         }
         let tx = self.transport.on_send(bytes);
         if let Err(tx) = self.client.queue(tx, now) {
+            ring.recycle_tx(tx);
+        }
+    }
+
+    /// Under TLS: seals a pong and queues it to the client.
+    fn queue_sealed_pong(&mut self, ring: &mut Ring, frame: Vec<u8>, now: Instant) {
+        let Some(tls) = self.transport.tls_mut() else {
+            return;
+        };
+        let sealed = tls.seal(&frame);
+        if let Err(tx) = self.client.queue_sealed_pong(sealed, now) {
             ring.recycle_tx(tx);
         }
     }

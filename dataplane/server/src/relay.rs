@@ -69,7 +69,7 @@ pub fn forward(
         match ring.slot(&buf).get(range) {
             Some(bytes) => {
                 let sealed = tls.seal(bytes);
-                if let Err(tx) = dest.queue(TxBuf::owned(sealed), now) {
+                if let Err(tx) = dest.queue_sealed(sealed, now) {
                     ring.recycle_tx(tx);
                 }
             }

@@ -131,6 +131,11 @@ pub struct Socket<I = OpId> {
     reset: bool,
     cancelled: bool,
     sending: bool,
+    /// The peer's transport frames bytes into records (TLS): a pong cannot be sent as it is
+    /// nor replaced once sealed, so the owner seals it ([`Socket::hold_pong`]).
+    records: bool,
+    /// Records: bytes still to send up to the end of the last sealed pong (0: none unsent).
+    pong_left: u32,
     /// Pool buffers held by the queue and the send in flight.
     slots: u32,
     out: SendQueue,
@@ -171,6 +176,8 @@ impl<I: Copy + Eq> Socket<I> {
             reset: false,
             cancelled: false,
             sending: false,
+            records: false,
+            pong_left: 0,
             slots: 0,
             out: SendQueue::default(),
             pong: None,
@@ -321,6 +328,56 @@ impl<I: Copy + Eq> Socket<I> {
         }
     }
 
+    /// This socket's transport seals bytes into records (TLS): pongs go through
+    /// [`Socket::hold_pong`].
+    pub fn set_records(&mut self) {
+        self.records = true;
+    }
+
+    /// Records: a pong for the owner to seal and queue now ([`Socket::queue_sealed_pong`]), or
+    /// `None` when a sealed pong is still unsent: then this one is held, replacing one held
+    /// before (RFC 6455 §5.5.3), and the client's reads pause ([`Socket::has_pending_pong`])
+    /// until [`Socket::take_held_pong`] gives it back. A client that floods pings and never
+    /// reads so holds one sealed pong and one held, as over plain TCP it holds one.
+    pub fn hold_pong(&mut self, frame: Vec<u8>, now: Instant) -> Option<Vec<u8>> {
+        if self.pong_left == 0 && self.pong.is_none() {
+            return Some(frame);
+        }
+        self.queue_pong(frame, now);
+        None
+    }
+
+    /// Records: queues a sealed pong and remembers where it ends.
+    pub fn queue_sealed_pong(&mut self, sealed: Vec<u8>, now: Instant) -> Result<(), TxBuf> {
+        self.queue_sealed(sealed, now)?;
+        self.pong_left = u32::try_from(self.flow.queued()).unwrap_or(u32::MAX);
+        Ok(())
+    }
+
+    /// Queues sealed records (TLS). Behind a backlog, small ones are copied into the queue's
+    /// last owned buffer (16 KiB chunks), so many small records cost their bytes, as copies do
+    /// (the memory bound in ARCHITECTURE.md); with nothing queued the buffer goes as it is.
+    pub fn queue_sealed(&mut self, sealed: Vec<u8>, now: Instant) -> Result<(), TxBuf> {
+        if self.out.is_empty() || sealed.len() > COALESCE_BYTES / 2 {
+            return self.queue(TxBuf::owned(sealed), now);
+        }
+        if !self.takes_bytes() {
+            return Err(TxBuf::owned(sealed));
+        }
+        self.queue_copy(&sealed, now);
+        Ok(())
+    }
+
+    /// Records: the held pong, once the sealed one before it has been sent.
+    pub fn take_held_pong(&mut self) -> Option<Vec<u8>> {
+        if !self.records || self.pong_left > 0 || !self.takes_bytes() {
+            return None;
+        }
+        let p = self.pong.take()?;
+        self.flow.sent(p.len());
+        Some(p.into_vec())
+    }
+
     /// Queues a pong, replacing one not yet sent (RFC 6455 §5.5.3: only the latest ping needs
     /// an answer).
     pub fn queue_pong(&mut self, frame: Vec<u8>, now: Instant) {
@@ -435,6 +492,9 @@ impl<I: Copy + Eq> Socket<I> {
             // peer that still reads keeps its bytes.
             self.since = now;
             self.flow.sent(n);
+            self.pong_left = self
+                .pong_left
+                .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
             out.waited = self.queued_at.map(|t| now.saturating_duration_since(t));
             if tx.is_empty() {
                 if tx.is_pool() {
@@ -591,8 +651,15 @@ impl<I: Copy + Eq> Socket<I> {
         if self.stage == Stage::Closed {
             return None;
         }
+        if self.records && !self.takes_bytes() {
+            // Nothing is sealed after the Close or close_notify: a held pong is never sent.
+            if let Some(p) = self.pong.take() {
+                self.flow.sent(p.len());
+            }
+        }
         if !self.sending && self.up {
-            let next = match self.pong.take() {
+            let pong = if self.records { None } else { self.pong.take() };
+            let next = match pong {
                 Some(p) => Some(TxBuf::owned(p.into_vec())),
                 None => self.out.pop_front(),
             };

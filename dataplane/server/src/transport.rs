@@ -50,6 +50,7 @@ impl Transport {
             conn,
             notified: false,
             hello_version: None,
+            framing: 0,
         }))
     }
 
@@ -85,6 +86,10 @@ pub struct Tls {
     /// The ClientHello's `client_version`, when the first record was one (for the log when
     /// the handshake fails: a client that offers only TLS 1.1 or older).
     hello_version: Option<u16>,
+    /// Ciphertext read minus plaintext given out minus framing reported: positive while a
+    /// read's records are still partly unreported framing, negative while bytes of a record
+    /// begun in an earlier read (already reported) are being decrypted.
+    framing: i64,
 }
 
 /// What one read of ciphertext gave.
@@ -99,6 +104,11 @@ pub struct Opened {
     /// The session failed (bad record, handshake refused...): send `reply` (the alert), then
     /// close.
     pub failed: Option<String>,
+    /// Bytes of this read that carried no plaintext: record headers and tags, handshake
+    /// messages, alerts (a record split over two reads counts whole in the first; its
+    /// plaintext is credited in the next, so the sum stays the true framing plus at most one
+    /// record).
+    pub framing: usize,
 }
 
 impl Tls {
@@ -112,6 +122,7 @@ impl Tls {
             }
         }
         let mut out = Opened::default();
+        let read = ciphertext.len();
         // The plaintext is at most the ciphertext plus the part of a record an earlier read
         // left in rustls: one allocation in the common case.
         out.plain.reserve(ciphertext.len());
@@ -138,6 +149,11 @@ impl Tls {
             }
         }
         out.reply = self.take_tls();
+        self.framing += read as i64 - out.plain.len() as i64;
+        if self.framing > 0 {
+            out.framing = self.framing as usize;
+            self.framing = 0;
+        }
         out
     }
 

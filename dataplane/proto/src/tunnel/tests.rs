@@ -638,6 +638,24 @@ fn a_ping_flood_pauses_the_client_until_its_overhead_drains() {
 }
 
 #[test]
+fn transport_overhead_counts_toward_the_pause() {
+    let mut p = Pair::relaying();
+    // 1-byte data frames: 7 bytes each, 6 of them overhead.
+    let mut small = Vec::new();
+    for i in 0..20_000u32 {
+        small.extend_from_slice(&frame(true, 0x2, &[i as u8]));
+    }
+    p.client_sends(&small); // 120,000 bytes of headers: under the burst
+    assert_eq!(p.tunnel.client_paused_until(), None);
+    // The same frames each in a TLS 1.3 record: 22 more bytes apiece.
+    p.tunnel.charge_transport_overhead(20_000 * 22, p.now);
+    assert!(
+        p.tunnel.client_paused_until().is_some(),
+        "records' overhead is charged like frames'"
+    );
+}
+
+#[test]
 fn a_client_that_half_closes_behind_its_pipelined_frames_still_gets_them_delivered() {
     let mut p = Pair::new(None);
     let mut bytes = UPGRADE.to_vec();

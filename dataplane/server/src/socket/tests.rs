@@ -143,9 +143,115 @@ fn only_the_latest_pong_waits() {
         s.queue_pong(i.to_be_bytes().to_vec(), now);
     }
     assert_eq!(s.queued(), 4 + 4, "one pending pong, whatever the flood");
+    assert!(
+        s.take_held_pong().is_none(),
+        "over plain TCP the socket sends its pong itself"
+    );
     s.on_send_completion(data, 4, now);
     let pong = take_send(ops(&mut s, now, false));
     assert_eq!(pong.owned_bytes(), Some(&999u32.to_be_bytes()[..]));
+}
+
+#[test]
+fn under_records_one_pong_is_sealed_and_one_held_whatever_the_flood() {
+    let now = Instant::now();
+    let mut s = open(now);
+    s.set_records();
+    ops(&mut s, now, false);
+    // The first pong is for the owner to seal and queue at once.
+    let first = s
+        .hold_pong(b"p0".to_vec(), now)
+        .expect("nothing unsent: seal now");
+    s.queue_sealed_pong([b"sealed-".as_ref(), &first].concat(), now)
+        .unwrap();
+    assert!(!s.has_pending_pong());
+    let sealed = take_send(ops(&mut s, now, false));
+    // Later pings while it is unsent: only the latest is held, and the client's reads pause.
+    for i in 1..1000u32 {
+        assert!(s.hold_pong(i.to_be_bytes().to_vec(), now).is_none());
+    }
+    assert!(
+        s.has_pending_pong(),
+        "a held pong pauses the client's reads"
+    );
+    assert_eq!(
+        s.queued(),
+        9 + 4,
+        "one sealed pong and one held, whatever the flood"
+    );
+    assert!(
+        ops(&mut s, now, false).is_empty(),
+        "a held pong is never sent as it is"
+    );
+    assert!(
+        s.take_held_pong().is_none(),
+        "not before the sealed one is out"
+    );
+    // A short send leaves part of the sealed pong unsent: still held.
+    let sent = s.on_send_completion(sealed, 5, now);
+    assert!(sent.done.is_none());
+    assert!(s.take_held_pong().is_none());
+    let rest = take_send(ops(&mut s, now, false));
+    s.on_send_completion(rest, 4, now);
+    assert_eq!(
+        s.take_held_pong().as_deref(),
+        Some(&999u32.to_be_bytes()[..]),
+        "the latest, once the sealed one is out"
+    );
+    assert!(!s.has_pending_pong());
+}
+
+#[test]
+fn under_records_a_held_pong_is_dropped_when_the_socket_closes() {
+    let now = Instant::now();
+    let mut s = open(now);
+    s.set_records();
+    ops(&mut s, now, false);
+    let first = s.hold_pong(b"p0".to_vec(), now).unwrap();
+    s.queue_sealed_pong(first, now).unwrap();
+    let sealed = take_send(ops(&mut s, now, false));
+    assert!(s.hold_pong(b"p1".to_vec(), now).is_none());
+    s.request_close(now);
+    s.on_send_completion(sealed, 2, now);
+    assert!(
+        s.take_held_pong().is_none(),
+        "nothing is sealed after the close"
+    );
+    assert_eq!(kinds(&ops(&mut s, now, false)), ["shutdown"]);
+    assert_eq!(s.queued(), 0);
+}
+
+#[test]
+fn sealed_records_behind_a_backlog_coalesce() {
+    let now = Instant::now();
+    let mut s = Socket::<u32>::new(
+        Some(fd()),
+        SocketLimits {
+            backpressure: 1 << 20,
+            ..LIMITS
+        },
+        now,
+    );
+    ops(&mut s, now, false);
+    // Nothing queued: the sealed buffer goes as it is.
+    s.queue_sealed(vec![1; 100], now).unwrap();
+    let first = take_send(ops(&mut s, now, false));
+    assert_eq!(first.len(), 100);
+    // Behind it, 1,000 small records share 16 KiB chunks instead of a buffer each.
+    for _ in 0..1000 {
+        s.queue_sealed(vec![2; 40], now).unwrap();
+    }
+    s.on_send_completion(first, 100, now);
+    let mut sends = Vec::new();
+    while let Some(op) = s.poll_op(now, false, true) {
+        if let SocketOp::Send(t, _) = op {
+            sends.push(t.len());
+            s.on_send_completion(t, sends[sends.len() - 1] as i32, now);
+        }
+        assert!(sends.len() < 100, "bounded");
+    }
+    assert_eq!(sends.iter().sum::<usize>(), 40_000);
+    assert!(sends.len() <= 4, "1,000 records in {} sends", sends.len());
 }
 
 #[test]

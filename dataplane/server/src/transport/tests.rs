@@ -215,3 +215,45 @@ fn missing_unreadable_and_mismatched_files_are_named() {
         "a certificate not valid for its SNI name: {e}"
     );
 }
+
+#[test]
+fn framing_is_what_records_add_even_when_reads_split_them() {
+    let cert = TestCert::new("framing");
+    let config = server_config(&cert.files()).expect("load the test certificate");
+    let mut server = tls(&config);
+    let mut client = cert.client();
+    handshake(&mut client, &mut server);
+    // 1,000 tiny records: 22 bytes of framing each under TLS 1.3 (header, type, tag).
+    let mut wire = Vec::new();
+    for i in 0..1000u32 {
+        client.writer().write_all(&[i as u8]).unwrap();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+    }
+    let opened = server.open(&wire);
+    assert_eq!(opened.plain.len(), 1000);
+    assert_eq!(opened.framing, 22_000);
+    // Bulk: four 16 KiB records read in pieces that split them. A split record counts whole in
+    // the read that began it and is credited in the next, so the reads together report the
+    // records' framing plus at most one record, not a record's worth per read.
+    let bulk = vec![7u8; 4 * 16_384];
+    client.writer().write_all(&bulk).unwrap();
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).unwrap();
+    }
+    let (mut plain, mut framing) = (0, 0);
+    for piece in wire.chunks(10_000) {
+        let opened = server.open(piece);
+        plain += opened.plain.len();
+        framing += opened.framing;
+    }
+    assert_eq!(plain, bulk.len());
+    assert!(
+        framing <= wire.len() - bulk.len() + 16_384 + 22,
+        "framing {framing} for {} bytes of records of {} plaintext",
+        wire.len(),
+        bulk.len()
+    );
+}

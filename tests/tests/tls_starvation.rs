@@ -1,0 +1,268 @@
+//! The starvation attack of `starvation.rs` over wss://: 50 TLS clients that write frames and
+//! never read (2 KiB receive windows) and Ping floods from TLS clients that never read their
+//! Pongs, one flood of full 125-byte Pings and one of empty Pings (the smallest records, where
+//! a record's overhead and each buffer's bookkeeping weigh most against the bytes counted). On
+//! one worker, normal wss tunnels must keep their echo p99 under 10 ms, new TLS connections must
+//! be served, and the server's RSS must stay under the bound ARCHITECTURE.md states for TLS
+//! tunnels ("Memory bound").
+//!
+//! Invariants: the server listens on port 0; every client socket has read and write timeouts;
+//! attackers stop at a flag or a hard deadline, and a blocked write is ended by shutting the
+//! socket down; every loop is bounded in count and time.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringway_e2e::attack::{frames, rss_bytes};
+use ringway_e2e::config::ConfigToml;
+use ringway_e2e::origin::Origin;
+use ringway_e2e::server::Ringway;
+use ringway_e2e::tls::TestPki;
+use ringway_e2e::tls_ws::{client_config, TlsWs};
+
+const BUFFERS: u64 = 1024;
+const BUFFER_SIZE: u64 = 65_536;
+const BACKPRESSURE: u64 = 262_144;
+/// The TLS state ARCHITECTURE.md allows a tunnel on top of a plain one (rustls's session and
+/// its buffer for one partial record).
+const TLS_STATE: u64 = 32 * 1024;
+
+const SLOW_READERS: usize = 50;
+/// Payload bytes of each flood's Pings: full-size and empty.
+const PING_FLOODS: [usize; 2] = [125, 0];
+const NORMAL_TUNNELS: usize = 4;
+const TINY_RCVBUF: u32 = 2048;
+const RAMP: Duration = Duration::from_millis(500);
+const WINDOW: Duration = Duration::from_secs(5);
+const ROUND_TRIP_BOUND: Duration = Duration::from_secs(1);
+const P99_LIMIT: Duration = Duration::from_millis(10);
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_BOUND: Duration = Duration::from_secs(2);
+const HARD_LIMIT: Duration = Duration::from_secs(30);
+const NAME: &str = "localhost";
+
+fn payload(tunnel: usize, round: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64);
+    p.push(tunnel as u8);
+    p.extend_from_slice(&round.to_be_bytes());
+    p.extend((0..55u64).map(|i| (round.wrapping_mul(31) ^ (i * 7 + tunnel as u64)) as u8));
+    p
+}
+
+#[test]
+fn slow_readers_and_ping_floods_over_tls_do_not_starve_a_worker() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let origin = rt.block_on(Origin::echo());
+    let pki = TestPki::new();
+    let leaf = pki.leaf("server", NAME, &[NAME]);
+    let config = ConfigToml::echo(origin.addr)
+        .workers(1)
+        .tls(&leaf.toml())
+        .limit("backpressure_bytes", BACKPRESSURE)
+        .timeout("send_stall_ms", 60_000);
+    let server = Ringway::start(&format!(
+        "{}[engine]\nbuffers = {BUFFERS}\nbuffer_size = {BUFFER_SIZE}\n",
+        config.build()
+    ));
+    let port = server.port;
+    let pid = server.pid();
+    let tls = client_config(&pki.ca());
+    let connect = |rcvbuf| TlsWs::connect(port, &tls, NAME, "/echo", rcvbuf, ROUND_TRIP_BOUND);
+
+    let mut warm = connect(None).expect("a first tunnel");
+    warm.round_trip(&payload(99, 0)).expect("a first echo");
+    warm.close();
+    let baseline = rss_bytes(pid).expect("read the server's VmRSS");
+    let normal: Vec<TlsWs> = (0..NORMAL_TUNNELS)
+        .map(|i| {
+            let mut ws = connect(None).unwrap_or_else(|e| panic!("tunnel {i}: {e}"));
+            ws.round_trip(&payload(i, u64::MAX))
+                .unwrap_or_else(|e| panic!("tunnel {i} before the attack: {e}"));
+            ws
+        })
+        .collect();
+
+    // The attackers: upgraded first, then all driven by one thread with non-blocking sockets
+    // (as `starvation.rs` drives its attackers on one thread), so they take at most one core
+    // from the server and the measuring clients.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + HARD_LIMIT;
+    let slow_batch = frames(0x2, &[0x5a; 300], 16);
+    let mut attack = Vec::new();
+    for i in 0..SLOW_READERS + PING_FLOODS.len() {
+        let ws = connect(Some(TINY_RCVBUF))
+            .unwrap_or_else(|e| panic!("attack connection {i} did not upgrade: {e}"));
+        ws.set_nonblocking().expect("O_NONBLOCK");
+        let batch = match i.checked_sub(SLOW_READERS) {
+            None => slow_batch.clone(),
+            Some(f) => frames(0x9, &vec![0xa5; PING_FLOODS[f]], 64),
+        };
+        attack.push(Some((ws, batch)));
+    }
+    let attacker = {
+        let (stop, written) = (stop.clone(), written.clone());
+        std::thread::spawn(move || {
+            // Ends at `stop` or the deadline; the count bound is far beyond the deadline.
+            for _ in 0..100_000_000u64 {
+                if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    break;
+                }
+                let mut progress = 0;
+                for slot in attack.iter_mut() {
+                    let Some((ws, batch)) = slot else { continue };
+                    match ws.feed(batch) {
+                        Ok(n) => progress += n,
+                        // The server closed the tunnel: hold nothing more for it.
+                        Err(_) => *slot = None,
+                    }
+                }
+                written.fetch_add(progress as u64, Ordering::Relaxed);
+                if progress == 0 {
+                    // Every socket is full: the server stopped reading them all.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            // Never read; the sockets close when the attack ends.
+            drop(attack);
+        })
+    };
+
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut max = 0u64;
+            for _ in 0..2_000 {
+                if !sampling.load(Ordering::Relaxed) {
+                    break;
+                }
+                max = max.max(rss_bytes(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            max
+        })
+    };
+
+    std::thread::sleep(RAMP);
+    let until = Instant::now() + WINDOW;
+    let measurers: Vec<_> = normal
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                for round in 0..10_000_000u64 {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    let started = Instant::now();
+                    if let Err(e) = ws.round_trip(&payload(i, round)) {
+                        return (latencies, Some(format!("tunnel {i}, round {round}: {e}")));
+                    }
+                    latencies.push(started.elapsed());
+                }
+                ws.close();
+                (latencies, None)
+            })
+        })
+        .collect();
+    let prober = {
+        let tls = tls.clone();
+        std::thread::spawn(move || {
+            let mut results = Vec::new();
+            for n in 0..16 {
+                let next = Instant::now() + PROBE_EVERY;
+                if next > until {
+                    break;
+                }
+                let started = Instant::now();
+                let result = TlsWs::connect(port, &tls, NAME, "/echo", None, PROBE_BOUND)
+                    .and_then(|mut ws| {
+                        ws.round_trip(&payload(200 + n, 0))?;
+                        ws.close();
+                        Ok(())
+                    })
+                    .and_then(|()| match started.elapsed() {
+                        t if t <= PROBE_BOUND => Ok(t),
+                        t => Err(format!("took {t:?}")),
+                    })
+                    .map_err(|e| format!("probe {n}: {e}"));
+                results.push(result);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            results
+        })
+    };
+
+    let mut latencies = Vec::new();
+    let mut failures = Vec::new();
+    for m in measurers {
+        let (l, failure) = m.join().expect("a measuring thread panicked");
+        latencies.extend(l);
+        failures.extend(failure);
+    }
+    let probes = prober.join().expect("the probe thread panicked");
+    stop.store(true, Ordering::Relaxed);
+    attacker.join().expect("the attack thread panicked");
+    sampling.store(false, Ordering::Relaxed);
+    let max_rss = sampler.join().expect("the sampler panicked");
+
+    latencies.sort();
+    let p99 = (!latencies.is_empty()).then(|| latencies[(latencies.len() * 99).div_ceil(100) - 1]);
+    let opened = 1 + NORMAL_TUNNELS + SLOW_READERS + PING_FLOODS.len() + probes.len();
+    // ARCHITECTURE.md "Memory bound": the pool, plus per tunnel two directions of at most
+    // 2 × (backpressure + 4 receive buffers) + 16 KiB of queue memory, 4 KiB of fixed state and,
+    // under TLS, the session's state.
+    let per_direction = 2 * (BACKPRESSURE + 4 * BUFFER_SIZE) + 16 * 1024;
+    let per_tunnel = 2 * per_direction + 4 * 1024 + TLS_STATE;
+    let bound = baseline + BUFFERS * BUFFER_SIZE + opened as u64 * per_tunnel;
+    let probe_failures: Vec<&String> = probes.iter().filter_map(|p| p.as_ref().err()).collect();
+    eprintln!(
+        "under attack over TLS: {} round trips, p50 {:?}, p99 {p99:?}, max {:?}; {} of {} new \
+         connections served; RSS baseline {} KiB, max {} KiB, bound {} KiB ({opened} \
+         connections); the attackers wrote {} KiB",
+        latencies.len(),
+        latencies.get(latencies.len() / 2),
+        latencies.last(),
+        probes.len() - probe_failures.len(),
+        probes.len(),
+        baseline / 1024,
+        max_rss / 1024,
+        bound / 1024,
+        written.load(Ordering::Relaxed) / 1024,
+    );
+    assert!(
+        failures.is_empty(),
+        "normal tunnels starved or corrupted under attack: {failures:?}"
+    );
+    assert!(
+        !probes.is_empty() && probe_failures.is_empty(),
+        "new TLS connections were not served under attack: {probe_failures:?}"
+    );
+    let p99 = p99.expect("no round trip completed under attack");
+    assert!(
+        p99 < P99_LIMIT,
+        "p99 round trip {p99:?} under attack (limit {P99_LIMIT:?}, {} samples)",
+        latencies.len()
+    );
+    assert!(
+        max_rss < bound,
+        "server RSS reached {} KiB under attack; bound {} KiB = baseline {} KiB + buffers × \
+         buffer_size + {opened} tunnels × {} KiB",
+        max_rss / 1024,
+        bound / 1024,
+        baseline / 1024,
+        per_tunnel / 1024
+    );
+    let mut after = connect(None).expect("a tunnel after the attack");
+    after
+        .round_trip(&payload(98, 1))
+        .expect("an echo after the attack");
+    after.close();
+}
