@@ -269,3 +269,102 @@ impl Drop for CountingOrigin {
         self.accept.abort();
     }
 }
+
+/// 64 bytes that differ for every tunnel and round trip.
+pub fn payload(tunnel: usize, round: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64);
+    p.push(tunnel as u8);
+    p.extend_from_slice(&round.to_be_bytes());
+    p.extend((0..55u64).map(|i| (round.wrapping_mul(31) ^ (i * 7 + tunnel as u64)) as u8));
+    p
+}
+
+/// ARCHITECTURE.md "Memory bound" per tunnel: two directions of at most 2 × (backpressure + 4
+/// receive buffers) + 16 KiB of queue memory, and 4 KiB of fixed state.
+pub fn tunnel_memory_bound(backpressure: u64, buffer_size: u64) -> u64 {
+    let per_direction = 2 * (backpressure + 4 * buffer_size) + 16 * 1024;
+    2 * per_direction + 4 * 1024
+}
+
+/// What the normal tunnels and the fresh connections saw during an attack, and the server's
+/// memory; [`UnderAttack::judge`] prints it and asserts the fairness and memory promises.
+pub struct UnderAttack {
+    /// Which attack, for the messages.
+    pub name: &'static str,
+    /// Round trips of the normal tunnels under attack.
+    pub latencies: Vec<Duration>,
+    /// Why a normal tunnel stopped measuring early (starved or corrupted).
+    pub failures: Vec<String>,
+    /// Each fresh connection tried during the attack: its time, or why it failed.
+    pub probes: Vec<Result<Duration, String>>,
+    pub p99_limit: Duration,
+    pub baseline_rss: u64,
+    pub max_rss: u64,
+    /// The receive pool: buffers × buffer_size.
+    pub pool: u64,
+    /// Every connection the test opened to the server.
+    pub opened: usize,
+    /// The memory bound of one of them.
+    pub per_tunnel: u64,
+    /// What the attackers did, for the report line.
+    pub attackers: String,
+}
+
+impl UnderAttack {
+    pub fn judge(mut self) {
+        self.latencies.sort();
+        let l = &self.latencies;
+        let p99 = (!l.is_empty()).then(|| l[(l.len() * 99).div_ceil(100) - 1]);
+        let bound = self.baseline_rss + self.pool + self.opened as u64 * self.per_tunnel;
+        let probe_failures: Vec<&String> = self
+            .probes
+            .iter()
+            .filter_map(|p| p.as_ref().err())
+            .collect();
+        eprintln!(
+            "{}: {} round trips, p50 {:?}, p99 {p99:?}, max {:?}; {} of {} new connections \
+             served; RSS baseline {} KiB, max {} KiB, bound {} KiB ({} connections); {}",
+            self.name,
+            l.len(),
+            l.get(l.len() / 2),
+            l.last(),
+            self.probes.len() - probe_failures.len(),
+            self.probes.len(),
+            self.baseline_rss / 1024,
+            self.max_rss / 1024,
+            bound / 1024,
+            self.opened,
+            self.attackers,
+        );
+        assert!(
+            self.failures.is_empty(),
+            "{}: normal tunnels starved or corrupted: {:?}",
+            self.name,
+            self.failures
+        );
+        assert!(
+            !self.probes.is_empty() && probe_failures.is_empty(),
+            "{}: new connections were not served: {probe_failures:?}",
+            self.name
+        );
+        let p99 = p99.unwrap_or_else(|| panic!("{}: no round trip completed", self.name));
+        assert!(
+            p99 < self.p99_limit,
+            "{}: p99 round trip {p99:?} (limit {:?}, {} samples)",
+            self.name,
+            self.p99_limit,
+            l.len()
+        );
+        assert!(
+            self.max_rss < bound,
+            "{}: server RSS reached {} KiB; bound {} KiB = baseline {} KiB + buffers × \
+             buffer_size + {} tunnels × {} KiB",
+            self.name,
+            self.max_rss / 1024,
+            bound / 1024,
+            self.baseline_rss / 1024,
+            self.opened,
+            self.per_tunnel / 1024
+        );
+    }
+}

@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use ringway_e2e::attack::{rss_bytes, Attack, AttackPlan, CountingOrigin};
+use ringway_e2e::attack::{
+    payload, rss_bytes, tunnel_memory_bound, Attack, AttackPlan, CountingOrigin, UnderAttack,
+};
 use ringway_e2e::config::ConfigToml;
 use ringway_e2e::origin::Origin;
 use ringway_e2e::raw::{masked, Ending, RawConn, RawError};
@@ -52,15 +54,6 @@ fn with_engine(config: &ConfigToml) -> String {
         "{}[engine]\nbuffers = {BUFFERS}\nbuffer_size = {BUFFER_SIZE}\n",
         config.build()
     )
-}
-
-/// 64 bytes that differ for every tunnel and round trip.
-fn payload(tunnel: usize, round: u64) -> Vec<u8> {
-    let mut p = Vec::with_capacity(64);
-    p.push(tunnel as u8);
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend((0..55u64).map(|i| (round.wrapping_mul(31) ^ (i * 7 + tunnel as u64)) as u8));
-    p
 }
 
 /// Sends `data` as one Binary message and reads the echo back across however it is framed.
@@ -248,57 +241,27 @@ async fn slow_readers_and_ping_flood_do_not_starve_a_worker() {
         .expect("sampler did not stop")
         .expect("sampler panicked");
 
-    latencies.sort();
-    let p99 = (!latencies.is_empty()).then(|| latencies[(latencies.len() * 99).div_ceil(100) - 1]);
-    let p50 = latencies.get(latencies.len() / 2).copied();
     // Every connection the test opened to the server: the warm-up, the measuring tunnels, the
     // attackers and each probe.
     let opened = 1 + NORMAL_TUNNELS + SLOW_READERS + PING_FLOODERS + probes.len();
-    // The bound ARCHITECTURE.md states ("Memory bound"): the pool, plus per tunnel two
-    // directions of at most 2 × (backpressure + 4 receive buffers) + 16 KiB of queue memory and
-    // 4 KiB of fixed state.
-    let per_direction = 2 * (BACKPRESSURE + 4 * BUFFER_SIZE) + 16 * 1024;
-    let per_tunnel = 2 * per_direction + 4 * 1024;
-    let bound = baseline + BUFFERS * BUFFER_SIZE + opened as u64 * per_tunnel;
-    let probe_failures: Vec<&String> = probes.iter().filter_map(|p| p.as_ref().err()).collect();
-    eprintln!(
-        "under attack: {} round trips, p50 {p50:?}, p99 {p99:?}, max {:?}; {} of {} new \
-         connections served; RSS baseline {} KiB, max {} KiB, bound {} KiB ({opened} \
-         connections); the attackers wrote {} KiB of binary frames and {} KiB of pings",
-        latencies.len(),
-        latencies.last(),
-        probes.len() - probe_failures.len(),
-        probes.len(),
-        baseline / 1024,
-        max_rss / 1024,
-        bound / 1024,
-        stats.slow_bytes / 1024,
-        stats.ping_bytes / 1024,
-    );
-
-    assert!(
-        failures.is_empty(),
-        "normal tunnels starved or corrupted under attack: {failures:?}"
-    );
-    assert!(
-        !probes.is_empty() && probe_failures.is_empty(),
-        "new connections were not served under attack: {probe_failures:?}"
-    );
-    let p99 = p99.expect("no round trip completed under attack");
-    assert!(
-        p99 < P99_LIMIT,
-        "p99 round trip {p99:?} under attack (limit {P99_LIMIT:?}, {} samples)",
-        latencies.len()
-    );
-    assert!(
-        max_rss < bound,
-        "server RSS reached {} KiB under attack; bound {} KiB = baseline {} KiB + buffers × \
-         buffer_size + {opened} tunnels × {} KiB",
-        max_rss / 1024,
-        bound / 1024,
-        baseline / 1024,
-        per_tunnel / 1024
-    );
+    UnderAttack {
+        name: "under attack",
+        latencies,
+        failures,
+        probes,
+        p99_limit: P99_LIMIT,
+        baseline_rss: baseline,
+        max_rss,
+        pool: BUFFERS * BUFFER_SIZE,
+        opened,
+        per_tunnel: tunnel_memory_bound(BACKPRESSURE, BUFFER_SIZE),
+        attackers: format!(
+            "the attackers wrote {} KiB of binary frames and {} KiB of pings",
+            stats.slow_bytes / 1024,
+            stats.ping_bytes / 1024
+        ),
+    }
+    .judge();
     assert_still_serves(server.port).await;
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringway_e2e::attack::{frames, rss_bytes};
+use ringway_e2e::attack::{frames, payload, rss_bytes, tunnel_memory_bound, UnderAttack};
 use ringway_e2e::config::ConfigToml;
 use ringway_e2e::origin::Origin;
 use ringway_e2e::server::Ringway;
@@ -41,14 +41,6 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_BOUND: Duration = Duration::from_secs(2);
 const HARD_LIMIT: Duration = Duration::from_secs(30);
 const NAME: &str = "localhost";
-
-fn payload(tunnel: usize, round: u64) -> Vec<u8> {
-    let mut p = Vec::with_capacity(64);
-    p.push(tunnel as u8);
-    p.extend_from_slice(&round.to_be_bytes());
-    p.extend((0..55u64).map(|i| (round.wrapping_mul(31) ^ (i * 7 + tunnel as u64)) as u8));
-    p
-}
 
 #[test]
 fn slow_readers_and_ping_floods_over_tls_do_not_starve_a_worker() {
@@ -213,53 +205,25 @@ fn slow_readers_and_ping_floods_over_tls_do_not_starve_a_worker() {
     sampling.store(false, Ordering::Relaxed);
     let max_rss = sampler.join().expect("the sampler panicked");
 
-    latencies.sort();
-    let p99 = (!latencies.is_empty()).then(|| latencies[(latencies.len() * 99).div_ceil(100) - 1]);
     let opened = 1 + NORMAL_TUNNELS + SLOW_READERS + PING_FLOODS.len() + probes.len();
-    // ARCHITECTURE.md "Memory bound": the pool, plus per tunnel two directions of at most
-    // 2 × (backpressure + 4 receive buffers) + 16 KiB of queue memory, 4 KiB of fixed state and,
-    // under TLS, the session's state.
-    let per_direction = 2 * (BACKPRESSURE + 4 * BUFFER_SIZE) + 16 * 1024;
-    let per_tunnel = 2 * per_direction + 4 * 1024 + TLS_STATE;
-    let bound = baseline + BUFFERS * BUFFER_SIZE + opened as u64 * per_tunnel;
-    let probe_failures: Vec<&String> = probes.iter().filter_map(|p| p.as_ref().err()).collect();
-    eprintln!(
-        "under attack over TLS: {} round trips, p50 {:?}, p99 {p99:?}, max {:?}; {} of {} new \
-         connections served; RSS baseline {} KiB, max {} KiB, bound {} KiB ({opened} \
-         connections); the attackers wrote {} KiB",
-        latencies.len(),
-        latencies.get(latencies.len() / 2),
-        latencies.last(),
-        probes.len() - probe_failures.len(),
-        probes.len(),
-        baseline / 1024,
-        max_rss / 1024,
-        bound / 1024,
-        written.load(Ordering::Relaxed) / 1024,
-    );
-    assert!(
-        failures.is_empty(),
-        "normal tunnels starved or corrupted under attack: {failures:?}"
-    );
-    assert!(
-        !probes.is_empty() && probe_failures.is_empty(),
-        "new TLS connections were not served under attack: {probe_failures:?}"
-    );
-    let p99 = p99.expect("no round trip completed under attack");
-    assert!(
-        p99 < P99_LIMIT,
-        "p99 round trip {p99:?} under attack (limit {P99_LIMIT:?}, {} samples)",
-        latencies.len()
-    );
-    assert!(
-        max_rss < bound,
-        "server RSS reached {} KiB under attack; bound {} KiB = baseline {} KiB + buffers × \
-         buffer_size + {opened} tunnels × {} KiB",
-        max_rss / 1024,
-        bound / 1024,
-        baseline / 1024,
-        per_tunnel / 1024
-    );
+    UnderAttack {
+        name: "under attack over TLS",
+        latencies,
+        failures,
+        probes,
+        p99_limit: P99_LIMIT,
+        baseline_rss: baseline,
+        max_rss,
+        pool: BUFFERS * BUFFER_SIZE,
+        opened,
+        // ARCHITECTURE.md "Memory bound", with the TLS session's share.
+        per_tunnel: tunnel_memory_bound(BACKPRESSURE, BUFFER_SIZE) + TLS_STATE,
+        attackers: format!(
+            "the attackers wrote {} KiB",
+            written.load(Ordering::Relaxed) / 1024
+        ),
+    }
+    .judge();
     let mut after = connect(None).expect("a tunnel after the attack");
     after
         .round_trip(&payload(98, 1))

@@ -25,6 +25,18 @@ fn open(now: Instant) -> Socket<u32> {
     Socket::new(Some(fd()), LIMITS, now)
 }
 
+/// An open socket whose backpressure cap (1 MiB) does not get in the way.
+fn roomy(now: Instant) -> Socket<u32> {
+    Socket::new(
+        Some(fd()),
+        SocketLimits {
+            backpressure: 1 << 20,
+            ..LIMITS
+        },
+        now,
+    )
+}
+
 /// Drains `poll_op`, reporting recv ids as the worker does (ids start at 1).
 fn ops(s: &mut Socket<u32>, now: Instant, paused: bool) -> Vec<Op> {
     let mut out = Vec::new();
@@ -109,14 +121,7 @@ fn backpressure_pauses_reads_and_resumes_at_half() {
 #[test]
 fn copies_coalesce_up_to_the_limit() {
     let now = Instant::now();
-    let mut s = Socket::<u32>::new(
-        Some(fd()),
-        SocketLimits {
-            backpressure: 1 << 20,
-            ..LIMITS
-        },
-        now,
-    );
+    let mut s = roomy(now);
     for _ in 0..64 {
         s.queue_copy(&[1; 1000], now);
     }
@@ -224,14 +229,7 @@ fn under_records_a_held_pong_is_dropped_when_the_socket_closes() {
 #[test]
 fn sealed_records_behind_a_backlog_coalesce() {
     let now = Instant::now();
-    let mut s = Socket::<u32>::new(
-        Some(fd()),
-        SocketLimits {
-            backpressure: 1 << 20,
-            ..LIMITS
-        },
-        now,
-    );
+    let mut s = roomy(now);
     ops(&mut s, now, false);
     // Nothing queued: the sealed buffer goes as it is.
     s.queue_sealed(vec![1; 100], now).unwrap();
