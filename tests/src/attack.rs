@@ -368,3 +368,40 @@ impl UnderAttack {
         );
     }
 }
+
+/// The shape of the starvation attack, shared by `starvation.rs` and `tls_starvation.rs` so the
+/// two run the same attack over ws:// and wss://.
+pub mod shape {
+    use std::time::Duration;
+
+    use crate::config::ConfigToml;
+
+    /// `[engine] buffers`, `buffer_size` and `[limits] backpressure_bytes`, set explicitly so the
+    /// memory bound can be computed from them.
+    pub const BUFFERS: u64 = 1024;
+    pub const BUFFER_SIZE: u64 = 65_536;
+    pub const BACKPRESSURE: u64 = 262_144;
+    /// Clients that write and never read.
+    pub const SLOW_READERS: usize = 50;
+    pub const NORMAL_TUNNELS: usize = 4;
+    /// SO_RCVBUF of every client that never reads (the kernel doubles it).
+    pub const TINY_RCVBUF: u32 = 2048;
+    /// The attack runs this long before the measurement starts, so it is at full strength.
+    pub const RAMP: Duration = Duration::from_millis(500);
+    /// How long the normal tunnels measure round trips under attack.
+    pub const WINDOW: Duration = Duration::from_secs(5);
+    /// A round trip that takes longer counts as hung (and ends that tunnel's measurement).
+    pub const ROUND_TRIP_BOUND: Duration = Duration::from_secs(1);
+    pub const P99_LIMIT: Duration = Duration::from_millis(10);
+    /// New connections tried during the window, one per this interval.
+    pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+    pub const PROBE_BOUND: Duration = Duration::from_secs(2);
+
+    /// `config` plus an `[engine]` section with the attack's pool size.
+    pub fn with_engine(config: &ConfigToml) -> String {
+        format!(
+            "{}[engine]\nbuffers = {BUFFERS}\nbuffer_size = {BUFFER_SIZE}\n",
+            config.build()
+        )
+    }
+}

@@ -337,7 +337,8 @@ impl RawConn {
     }
 }
 
-fn parse_head(raw: &[u8]) -> Result<ResponseHead, RawError> {
+/// Parses an HTTP response head (through the blank line).
+pub fn parse_head(raw: &[u8]) -> Result<ResponseHead, RawError> {
     let text = String::from_utf8_lossy(raw).into_owned();
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -363,7 +364,7 @@ fn parse_head(raw: &[u8]) -> Result<ResponseHead, RawError> {
 
 /// Parses one frame from the front of `buf`: `Ok(None)` if more bytes are needed, otherwise the
 /// frame and how many bytes it used.
-fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, RawError> {
+pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, RawError> {
     if buf.len() < 2 {
         return Ok(None);
     }

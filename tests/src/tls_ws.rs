@@ -15,7 +15,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::raw::masked;
+use crate::raw::{masked, parse_frame, parse_head, upgrade_request, Frame, SAMPLE_ACCEPT};
 
 /// A client config that trusts only `ca` (PEM), ALPN http/1.1.
 pub fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
@@ -76,32 +76,22 @@ impl TlsWs {
             tls: rustls::StreamOwned::new(conn, tcp),
             buf: Vec::new(),
         };
-        ws.upgrade(name, path)?;
+        ws.upgrade(path)?;
         Ok(ws)
     }
 
-    fn upgrade(&mut self, host: &str, path: &str) -> Result<(), String> {
-        let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        self.tls
-            .write_all(request.as_bytes())
-            .and_then(|_| self.tls.flush())
+    fn upgrade(&mut self, path: &str) -> Result<(), String> {
+        self.send(upgrade_request(path).as_bytes())
             .map_err(|e| format!("TLS handshake or upgrade request: {e}"))?;
-        let mut head = Vec::new();
         let mut chunk = [0u8; 4096];
         // A response head is a few hundred bytes: a bounded number of reads.
         for _ in 0..64 {
-            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                self.buf = head.split_off(end + 4);
-                let text = String::from_utf8_lossy(&head);
-                // RFC 6455 §1.3: the accept value for the sample nonce.
-                if !text.starts_with("HTTP/1.1 101")
-                    || !text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let raw: Vec<u8> = self.buf.drain(..end + 4).collect();
+                let head = parse_head(&raw).map_err(|e| format!("upgrade response: {e}"))?;
+                if head.status != 101 || head.header("sec-websocket-accept") != Some(SAMPLE_ACCEPT)
                 {
-                    return Err(format!("upgrade refused:\n{text}"));
+                    return Err(format!("upgrade refused:\n{}", head.raw));
                 }
                 return Ok(());
             }
@@ -112,21 +102,16 @@ impl TlsWs {
             if n == 0 {
                 return Err("connection ended before the upgrade response".into());
             }
-            head.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&chunk[..n]);
         }
         Err("no end of the upgrade response head".into())
     }
 
-    /// Writes bytes that are already frames (masked), sealed into records, and never reads:
-    /// rustls's stream would read whatever the server sent whenever it writes, so an attacker
-    /// built on it would read its pongs after all.
-    pub fn write_frames(&mut self, frames: &[u8]) -> std::io::Result<()> {
-        self.tls.conn.writer().write_all(frames)?;
-        // Each write_tls writes at least one byte or fails: bounded by the bytes sealed.
-        while self.tls.conn.wants_write() {
-            self.tls.conn.write_tls(&mut self.tls.sock)?;
-        }
-        Ok(())
+    /// Writes bytes (frames, masked) through TLS, blocking; rustls's stream may read what the
+    /// server sent meanwhile, so attackers that must never read use [`TlsWs::feed`].
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.tls.write_all(bytes)?;
+        self.tls.flush()
     }
 
     /// From now on writes never block ([`TlsWs::feed`]).
@@ -157,7 +142,7 @@ impl TlsWs {
     /// Sends `data` as one masked Binary frame and reads frames until as many payload bytes came
     /// back (control frames skipped); the echo must equal `data`.
     pub fn round_trip(&mut self, data: &[u8]) -> Result<(), String> {
-        self.write_frames(&masked(0x2, data))
+        self.send(&masked(0x2, data))
             .map_err(|e| format!("send: {e}"))?;
         let mut got = Vec::with_capacity(data.len());
         // At most one frame per byte, plus control frames.
@@ -165,11 +150,11 @@ impl TlsWs {
             if got.len() >= data.len() {
                 break;
             }
-            let (opcode, payload) = self.read_frame()?;
-            match opcode {
-                0x0 | 0x2 => got.extend_from_slice(&payload),
+            let frame = self.read_frame()?;
+            match frame.opcode {
+                0x0 | 0x2 => got.extend_from_slice(&frame.payload),
                 0x9 | 0xa => {}
-                0x8 => return Err(format!("Close instead of the echo: {payload:?}")),
+                0x8 => return Err(format!("Close instead of the echo: {:?}", frame.payload)),
                 other => return Err(format!("unexpected opcode {other:#x}")),
             }
         }
@@ -183,16 +168,16 @@ impl TlsWs {
         Ok(())
     }
 
-    /// The next frame from the server (unmasked): opcode and payload.
-    pub fn read_frame(&mut self) -> Result<(u8, Vec<u8>), String> {
+    /// The next frame from the server.
+    pub fn read_frame(&mut self) -> Result<Frame, String> {
         // Enough reads for the largest frame the tests see; every read has the socket timeout.
         for _ in 0..10_000 {
-            if let Some((opcode, start, len)) = parse_head(&self.buf)? {
-                if self.buf.len() >= start + len {
-                    let payload = self.buf[start..start + len].to_vec();
-                    self.buf.drain(..start + len);
-                    return Ok((opcode, payload));
+            if let Some((frame, used)) = parse_frame(&self.buf).map_err(|e| e.to_string())? {
+                if frame.masked {
+                    return Err("the server masked a frame".into());
                 }
+                self.buf.drain(..used);
+                return Ok(frame);
             }
             let mut chunk = [0u8; 16 * 1024];
             let n = self
@@ -209,33 +194,12 @@ impl TlsWs {
 
     /// Sends a Close 1000 and waits (bounded by the socket timeout) for the server's.
     pub fn close(mut self) {
-        let _ = self.write_frames(&masked(0x8, &1000u16.to_be_bytes()));
+        let _ = self.send(&masked(0x8, &1000u16.to_be_bytes()));
         for _ in 0..64 {
             match self.read_frame() {
-                Ok((0x8, _)) | Err(_) => return,
-                Ok(_) => {}
+                Ok(f) if f.opcode != 0x8 => {}
+                _ => return,
             }
         }
     }
-}
-
-/// A server frame's opcode, payload offset and length, once its header is complete.
-fn parse_head(b: &[u8]) -> Result<Option<(u8, usize, usize)>, String> {
-    if b.len() < 2 {
-        return Ok(None);
-    }
-    if b[1] & 0x80 != 0 {
-        return Err("the server masked a frame".into());
-    }
-    let (len, at) = match b[1] & 0x7f {
-        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-        127 if b.len() >= 10 => {
-            let mut n = [0u8; 8];
-            n.copy_from_slice(&b[2..10]);
-            (u64::from_be_bytes(n) as usize, 10)
-        }
-        126 | 127 => return Ok(None),
-        n => (n as usize, 2),
-    };
-    Ok(Some((b[0] & 0x0f, at, len)))
 }

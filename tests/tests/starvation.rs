@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use ringway_e2e::attack::shape::*;
 use ringway_e2e::attack::{
     payload, rss_bytes, tunnel_memory_bound, Attack, AttackPlan, CountingOrigin, UnderAttack,
 };
@@ -26,35 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-/// `[engine] buffers`, `buffer_size` and `[limits] backpressure_bytes` of the starvation test,
-/// set explicitly so the memory bound can be computed from them.
-const BUFFERS: u64 = 1024;
-const BUFFER_SIZE: u64 = 65_536;
-const BACKPRESSURE: u64 = 262_144;
-
-const SLOW_READERS: usize = 50;
 const PING_FLOODERS: usize = 2;
-const NORMAL_TUNNELS: usize = 4;
-/// SO_RCVBUF of every client that never reads (the kernel doubles it).
-const TINY_RCVBUF: u32 = 2048;
-/// The attack runs this long before the measurement starts, so it is at full strength.
-const RAMP: Duration = Duration::from_millis(500);
-/// How long the normal tunnels measure round trips under attack.
-const WINDOW: Duration = Duration::from_secs(5);
-/// A round trip that takes longer counts as hung (and ends that tunnel's measurement).
-const ROUND_TRIP_BOUND: Duration = Duration::from_secs(1);
-const P99_LIMIT: Duration = Duration::from_millis(10);
-/// New connections tried during the window, one per this interval.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-const PROBE_BOUND: Duration = Duration::from_secs(2);
-
-/// `config` plus an `[engine]` section with the test's pool size.
-fn with_engine(config: &ConfigToml) -> String {
-    format!(
-        "{}[engine]\nbuffers = {BUFFERS}\nbuffer_size = {BUFFER_SIZE}\n",
-        config.build()
-    )
-}
 
 /// Sends `data` as one Binary message and reads the echo back across however it is framed.
 async fn round_trip(ws: &mut ws::Client, data: &[u8]) -> Result<(), String> {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringway_e2e::attack::shape::*;
 use ringway_e2e::attack::{frames, payload, rss_bytes, tunnel_memory_bound, UnderAttack};
 use ringway_e2e::config::ConfigToml;
 use ringway_e2e::origin::Origin;
@@ -21,24 +22,12 @@ use ringway_e2e::server::Ringway;
 use ringway_e2e::tls::TestPki;
 use ringway_e2e::tls_ws::{client_config, TlsWs};
 
-const BUFFERS: u64 = 1024;
-const BUFFER_SIZE: u64 = 65_536;
-const BACKPRESSURE: u64 = 262_144;
 /// The TLS state ARCHITECTURE.md allows a tunnel on top of a plain one (rustls's session and
 /// its buffer for one partial record).
 const TLS_STATE: u64 = 32 * 1024;
 
-const SLOW_READERS: usize = 50;
 /// Payload bytes of each flood's Pings: full-size and empty.
 const PING_FLOODS: [usize; 2] = [125, 0];
-const NORMAL_TUNNELS: usize = 4;
-const TINY_RCVBUF: u32 = 2048;
-const RAMP: Duration = Duration::from_millis(500);
-const WINDOW: Duration = Duration::from_secs(5);
-const ROUND_TRIP_BOUND: Duration = Duration::from_secs(1);
-const P99_LIMIT: Duration = Duration::from_millis(10);
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-const PROBE_BOUND: Duration = Duration::from_secs(2);
 const HARD_LIMIT: Duration = Duration::from_secs(30);
 const NAME: &str = "localhost";
 
@@ -57,10 +46,7 @@ fn slow_readers_and_ping_floods_over_tls_do_not_starve_a_worker() {
         .tls(&leaf.toml())
         .limit("backpressure_bytes", BACKPRESSURE)
         .timeout("send_stall_ms", 60_000);
-    let server = Ringway::start(&format!(
-        "{}[engine]\nbuffers = {BUFFERS}\nbuffer_size = {BUFFER_SIZE}\n",
-        config.build()
-    ));
+    let server = Ringway::start(&with_engine(&config));
     let port = server.port;
     let pid = server.pid();
     let tls = client_config(&pki.ca());

@@ -19,6 +19,25 @@ def frame(payload, mask=b"\x01\x02\x03\x04"):
     return bytes([0x82, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 # ---- origins ---------------------------------------------------------------------------
+def serve_echo(owner, sel):
+    """Until owner.stop: accepts on the listeners registered with data "L" (counting
+    owner.accepts) and echoes on every accepted connection."""
+    import selectors
+    while not owner.stop:
+        for k, _ in sel.select(0.2):
+            if k.data == "L":
+                try: c, _ = k.fileobj.accept()
+                except OSError: continue
+                c.setblocking(False); owner.accepts += 1; sel.register(c, selectors.EVENT_READ, "C")
+            else:
+                c = k.fileobj
+                try: d = c.recv(65536)
+                except OSError: d = b""
+                if d:
+                    try: c.send(d)
+                    except OSError: pass
+                else: sel.unregister(c); c.close()
+
 class Echo:
     """Threaded accept loop, counts accepts, echoes on a thread per connection (cheap enough)."""
     def __init__(self, name, port=None, backlog=4096):
@@ -29,23 +48,8 @@ class Echo:
         self.t = threading.Thread(target=self._run, daemon=True); self.t.start()
     def _run(self):
         import selectors
-        sel = selectors.DefaultSelector(); sel.register(self.s, selectors.EVENT_READ)
-        self.sel = sel
-        while not self.stop:
-            for k, _ in sel.select(0.2):
-                if k.fileobj is self.s:
-                    try: c, _ = self.s.accept()
-                    except OSError: continue
-                    c.setblocking(False); self.accepts += 1; sel.register(c, selectors.EVENT_READ)
-                else:
-                    c = k.fileobj
-                    try: d = c.recv(65536)
-                    except OSError: d = b""
-                    if d:
-                        try: c.send(d)
-                        except OSError: pass
-                    else:
-                        sel.unregister(c); c.close()
+        self.sel = selectors.DefaultSelector(); self.sel.register(self.s, selectors.EVENT_READ, "L")
+        serve_echo(self, self.sel)
     def close(self):
         self.stop = True; self.t.join(2)
         for k in list(self.sel.get_map().values()):
@@ -229,21 +233,7 @@ class Staller:
     def full(self):
         return sum(struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0] >= 1 for s in self.stalled)
     def _run(self):
-        import selectors
-        while not self.stop:
-            for k, _ in self.sel.select(0.2):
-                if k.data == "L":
-                    try: c, _ = k.fileobj.accept()
-                    except OSError: continue
-                    c.setblocking(False); self.accepts += 1; self.sel.register(c, selectors.EVENT_READ, "C")
-                else:
-                    c = k.fileobj
-                    try: d = c.recv(65536)
-                    except OSError: d = b""
-                    if d:
-                        try: c.send(d)
-                        except OSError: pass
-                    else: self.sel.unregister(c); c.close()
+        serve_echo(self, self.sel)
     def close(self):
         self.stop = True; self.t.join(2)
         for k in list(self.sel.get_map().values()):
