@@ -124,6 +124,11 @@ pub struct Report {
     /// The proxy's CPU time per message (latency runs), µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_us_per_message: Option<f64>,
+    /// The proxy's and the client's CPU time per setup (connect runs), µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_setup: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cpu_us_per_setup: Option<f64>,
     pub errors: BTreeMap<String, u64>,
     pub error_total: u64,
     /// The first message seen for each error label.
@@ -175,6 +180,19 @@ impl Report {
         if let (Some(p), true) = (self.server_cpu_percent, tally.completed > 0) {
             self.server_cpu_us_per_message = Some(p / 100.0 * secs * 1e6 / tally.completed as f64);
         }
+    }
+
+    /// Fills `setups` (`tally.completed`), `setups_per_sec` over a window of `secs`, and the CPU
+    /// the proxy and the client spent per setup.
+    pub fn set_setups(&mut self, tally: &Tally, secs: f64) {
+        self.setups = Some(tally.completed);
+        self.setups_per_sec = Some(tally.completed as f64 / secs);
+        let per_setup = |p: Option<f64>| {
+            p.filter(|_| tally.completed > 0)
+                .map(|p| p / 100.0 * secs * 1e6 / tally.completed as f64)
+        };
+        self.server_cpu_us_per_setup = per_setup(self.server_cpu_percent);
+        self.client_cpu_us_per_setup = per_setup(self.client_cpu_percent);
     }
 
     pub fn to_json(&self) -> String {
@@ -297,6 +315,18 @@ impl Report {
             &mut t,
             "server cpu/msg",
             self.server_cpu_us_per_message,
+            "µs",
+        );
+        opt_f(
+            &mut t,
+            "server cpu/setup",
+            self.server_cpu_us_per_setup,
+            "µs",
+        );
+        opt_f(
+            &mut t,
+            "client cpu/setup",
+            self.client_cpu_us_per_setup,
             "µs",
         );
         row(&mut t, "errors", self.error_total.to_string());

@@ -120,6 +120,14 @@ const WORKLOADS: &[Workload] = &[
         target: "",
     },
     Workload {
+        key: "connect-origin-close",
+        title: "connect, origin closes: proxy CPU per setup",
+        metric: "server_cpu_us_per_setup",
+        unit: "µs CPU",
+        higher_is_better: false,
+        target: "",
+    },
+    Workload {
         key: "hold",
         title: "idle tunnels: RSS growth per tunnel",
         metric: "rss_per_tunnel_bytes",
@@ -207,7 +215,35 @@ const WORKLOADS: &[Workload] = &[
         higher_is_better: true,
         target: "≥ 1.2× HAProxy",
     },
+    Workload {
+        key: "l4-connect",
+        title: "L4 (tcp mode): connect + 64 B round trip + close",
+        metric: "setups_per_sec",
+        unit: "setups/s",
+        higher_is_better: true,
+        target: "",
+    },
+    Workload {
+        key: "l4-connect-origin-close",
+        title: "L4 (tcp mode): connect + 64 B round trip, origin closes",
+        metric: "setups_per_sec",
+        unit: "setups/s",
+        higher_is_better: true,
+        target: "",
+    },
+    Workload {
+        key: "l4-connect-origin-close",
+        title: "L4 (tcp mode): connect, origin closes: proxy CPU per setup",
+        metric: "server_cpu_us_per_setup",
+        unit: "µs CPU",
+        higher_is_better: false,
+        target: "",
+    },
 ];
+
+/// The same setups over WebSocket and over ringway's L4 relay, for the cost of the WebSocket
+/// protocol at setup (ringway only: the peers serve one of the two).
+const WS_SETUP_COST: (&str, &str) = ("connect-origin-close", "l4-connect-origin-close");
 
 /// Workloads with TLS and the same workload without, for the relay cost of TLS.
 const TLS_COST: (&str, &str) = ("wss-bulk8", "bulk8");
@@ -221,6 +257,7 @@ const CANDIDATES: &[&str] = &[
     "haproxy",
     "websocat",
     "websockify",
+    "socat",
 ];
 
 /// The previous ringway build, compared with `ringway` in the same run.
@@ -387,6 +424,7 @@ cores, so CPU spent per byte and per message decides these numbers.\n"
         writeln!(md, " {vs_peer} | {} |", w.target)?;
     }
     md.push_str(&tls_notes(&runs, &present));
+    md.push_str(&ws_setup_notes(&runs));
     writeln!(
         md,
         "\nRatios are ringway's figure divided by the other's: above 1 is better for rates and \
@@ -488,6 +526,53 @@ same run): {}.",
     if !out.is_empty() {
         out.push('\n');
     }
+    out
+}
+
+/// The paragraph about what the WebSocket protocol adds to a setup: ringway's own WebSocket
+/// setups against its own L4 relay of the same setups (the upgrade round trip and the Close frames
+/// are the whole difference), with the CPU that the proxy and the client spent per setup. Empty
+/// unless both ran.
+fn ws_setup_notes(runs: &Runs) -> String {
+    let (ws, l4) = WS_SETUP_COST;
+    let run = |wl: &str| {
+        median_run(
+            runs.get(&(wl.to_string(), "ringway".to_string()))?,
+            "setups_per_sec",
+        )
+    };
+    let (Some(w), Some(t)) = (run(ws), run(l4)) else {
+        return String::new();
+    };
+    let (Some(wr), Some(tr)) = (num(w, "setups_per_sec"), num(t, "setups_per_sec")) else {
+        return String::new();
+    };
+    if tr <= 0.0 {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n**What WebSocket adds to a setup** (ringway, origin closes, same run: WebSocket / its \
+own L4 relay of the same setups): {:.2}× the rate ({} vs {} setups/s)",
+        wr / tr,
+        fmt_value(wr),
+        fmt_value(tr)
+    );
+    for (field, who) in [
+        ("server_cpu_us_per_setup", "proxy"),
+        ("client_cpu_us_per_setup", "client"),
+    ] {
+        if let (Some(a), Some(b)) = (num(w, field), num(t, field)) {
+            out.push_str(&format!(
+                ", {who} CPU per setup {} vs {} µs",
+                fmt_value(a),
+                fmt_value(b)
+            ));
+        }
+    }
+    out.push_str(
+        ". The difference is the protocol: the upgrade's request and 101, and the Close frames, \
+each way.\n",
+    );
     out
 }
 
@@ -717,6 +802,58 @@ mod tests {
         );
         // The notes sit between the table and the ratios paragraph (bench/compare prints that span).
         assert!(text.find("Relay cost").unwrap() < text.find("Ratios are").unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn l4_setup_rows_and_what_websocket_adds_to_a_setup() {
+        let dir = std::env::temp_dir().join(format!("ringbench-l4-setup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let put = |name: String, v: Value| {
+            std::fs::write(dir.join(name), v.to_string()).unwrap();
+        };
+        // ringway: WebSocket and L4; haproxy and socat: L4 only (socat serves no WebSocket).
+        put(
+            "connect-origin-close__ringway__r1.json".into(),
+            serde_json::json!({"setups_per_sec": 9000.0, "server_cpu_us_per_setup": 70.0,
+                "client_cpu_us_per_setup": 50.0, "errors": {}}),
+        );
+        for (cand, rate, cpu) in [
+            ("direct", 26000.0, None),
+            ("ringway", 15000.0, Some(50.0)),
+            ("haproxy", 12000.0, Some(65.0)),
+            ("socat", 900.0, Some(400.0)),
+        ] {
+            let mut r = serde_json::json!({"setups_per_sec": rate, "client_cpu_us_per_setup": 33.0,
+                "errors": {}});
+            if let Some(c) = cpu {
+                r["server_cpu_us_per_setup"] = c.into();
+            }
+            put(format!("l4-connect-origin-close__{cand}__r1.json"), r);
+        }
+        let (md, svg) = (dir.join("B.md"), dir.join("p.svg"));
+        summarize(&dir, &md, &svg, "p.svg").unwrap();
+        let text = std::fs::read_to_string(&md).unwrap();
+        assert!(
+            text.contains("| workload | unit | direct | ringway | haproxy | socat | ringway / direct | ringway vs best peer | target |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| L4 (tcp mode): connect + 64 B round trip, origin closes | setups/s | 26000 | 15000 | 12000 | 900 | 0.58× | 1.25× haproxy |  |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| L4 (tcp mode): connect, origin closes: proxy CPU per setup | µs CPU | n/a | 50.0 | 65.0 | 400 | — | 0.77× haproxy |  |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| connect, origin closes: proxy CPU per setup | µs CPU | n/a | 70.0 | n/a | n/a | — | — |  |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("own L4 relay of the same setups): 0.60× the rate (9000 vs 15000 setups/s), proxy CPU per setup 70.0 vs 50.0 µs, client CPU per setup 50.0 vs 33.0 µs."),
+            "{text}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

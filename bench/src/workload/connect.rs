@@ -90,8 +90,7 @@ pub fn run(common: &Common, args: Connect) -> Report {
         "setups",
         |lane, gate| thread(lane, gate, args.close),
     );
-    r.setups = Some(m.tally.completed);
-    r.setups_per_sec = Some(m.tally.completed as f64 / m.window_secs);
+    r.set_setups(&m.tally, m.window_secs);
     if common.tls.is_some() {
         r.tls_resumed = Some(m.tally.tls_resumed);
         r.tls_resumed_percent =
