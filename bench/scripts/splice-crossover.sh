@@ -7,6 +7,8 @@
 # where `splice_min_bytes` belongs.
 #
 #   bench/scripts/splice-crossover.sh                     # L4 (mode = "tcp") listeners
+#   MODE=ws bench/scripts/splice-crossover.sh             # ws:// tunnels (origin -> client
+#                                                         # splices; client -> origin unmasks)
 #   SIZES="4096 65536" ROUNDS=5 bench/scripts/splice-crossover.sh
 #
 # Needs release builds (built with cargo when RINGWAY / RINGBENCH are unset).
@@ -15,6 +17,8 @@ cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-3}
 SIZES=${SIZES:-"1024 4096 16384 32768 65536 262144"}
+MODE=${MODE:-tcp}
+case $MODE in tcp | ws) ;; *) echo "MODE must be tcp or ws" >&2; exit 2 ;; esac
 if [ -z "${RINGWAY:-}" ] || [ -z "${RINGBENCH:-}" ]; then
   cargo build --release -p ringway -p ringway-bench >&2
 fi
@@ -30,8 +34,13 @@ declare -A PORT PID
 for mode in splice copy; do
   P=$(free_port); PORT[$mode]=$P
   min=1; [ "$mode" = copy ] && min=0
-  printf 'workers = 1\n[control]\nsocket = "%s/%s.sock"\nstate = ""\n[engine]\nsplice_min_bytes = %s\n[[listener]]\naddr = "127.0.0.1:%s"\nmode = "tcp"\norigin = "127.0.0.1:%s"\n' \
-    "$D" "$mode" "$min" "$P" "$OP" >"$D/$mode.toml"
+  if [ "$MODE" = tcp ]; then
+    printf 'workers = 1\n[control]\nsocket = "%s/%s.sock"\nstate = ""\n[engine]\nsplice_min_bytes = %s\n[[listener]]\naddr = "127.0.0.1:%s"\nmode = "tcp"\norigin = "127.0.0.1:%s"\n' \
+      "$D" "$mode" "$min" "$P" "$OP" >"$D/$mode.toml"
+  else
+    printf 'workers = 1\n[control]\nsocket = "%s/%s.sock"\nstate = ""\n[engine]\nsplice_min_bytes = %s\n[[listener]]\naddr = "127.0.0.1:%s"\n[[route]]\npath = "/echo"\norigin = "127.0.0.1:%s"\n' \
+      "$D" "$mode" "$min" "$P" "$OP" >"$D/$mode.toml"
+  fi
   RUST_LOG=warn "$RW" run --config "$D/$mode.toml" >/dev/null 2>&1 & PID[$mode]=$!; PIDS+=($!)
 done
 sleep 0.5
@@ -39,7 +48,7 @@ for size in $SIZES; do
   for round in $(seq 1 "$ROUNDS"); do
     for mode in splice copy; do
       "$RB" latency -c 8 -s "$size" -d "$DURATION" --warmup 0.5 --server-pid "${PID[$mode]}" \
-        --target "tcp://127.0.0.1:${PORT[$mode]}" --json "$D/$size-$mode-$round.json" >/dev/null 2>&1
+        --target "$([ "$MODE" = tcp ] && echo tcp://127.0.0.1:${PORT[$mode]} || echo ws://127.0.0.1:${PORT[$mode]}/echo)" --json "$D/$size-$mode-$round.json" >/dev/null 2>&1
     done
   done
 done

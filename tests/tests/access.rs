@@ -203,6 +203,10 @@ async fn access_errors_are_logged_in_words_and_end_only_that_connection() {
         .await
         .unwrap_or_else(|| panic!("no TLS line:\n{}", untrusted.log_tail()));
     assert!(line.contains("UnknownIssuer"), "{line}");
+    // And on the edge's side: the client's alert, in its close line.
+    edge.await_log_line(&["TLS session failed", "UnknownCA"], LOG_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no unknown-CA line at the edge:\n{}", edge.log_tail()));
 
     // A name the certificate does not carry.
     let wrong_name = Ringway::start_access(&[
@@ -222,6 +226,9 @@ async fn access_errors_are_logged_in_words_and_end_only_that_connection() {
         line.contains("not valid for name \\\"db.example\\\""),
         "{line}"
     );
+    edge.await_log_line(&["TLS session failed", "BadCertificate"], LOG_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no bad-certificate line at the edge:\n{}", edge.log_tail()));
 
     // An edge whose certificate expired.
     let old = pki.leaf_with("old", "old", &["localhost"], true);
@@ -238,6 +245,10 @@ async fn access_errors_are_logged_in_words_and_end_only_that_connection() {
         .await
         .unwrap_or_else(|| panic!("no expiry line:\n{}", stale.log_tail()));
     assert!(line.contains("expired"), "{line}");
+    stale_edge
+        .await_log_line(&["TLS session failed", "CertificateExpired"], LOG_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no expiry line at the edge:\n{}", stale_edge.log_tail()));
 
     // Nothing listens at the edge address.
     let dead = Origin::refused();
@@ -305,4 +316,187 @@ async fn warm_tunnels_are_open_before_the_local_connection_and_refilled() {
         line.contains("to_origin=4") && line.contains("to_client=4"),
         "{line}"
     );
+}
+
+/// Writes `msg` on `s` and reads its echo back within 10 s.
+async fn echo_on(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.expect("send");
+    let mut buf = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(buf, msg);
+}
+
+/// In one access process, a tunnel the edge refuses with a 5xx ends only that local connection,
+/// logged with the status and reason, while the tunnel already open keeps carrying bytes and a
+/// later connection is served once the edge has room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_tunnel_ends_only_its_own_connection_in_the_same_process() {
+    let pki = TestPki::new();
+    let leaf = pki.leaf("edge", "edge", &["localhost"]);
+    let origin = Origin::echo().await;
+    // The route takes one tunnel at a time: the second is refused with 503.
+    let config = format!(
+        "{}max_tunnels = 1\n",
+        ConfigToml::echo(origin.addr).tls(&leaf.toml()).build()
+    );
+    let edge = Ringway::start(&config);
+    let ca = pki.ca().display().to_string();
+    let url = format!("wss://localhost:{}/echo", edge.port);
+    let access = Ringway::start_access(&["--url", &url, "--ca", &ca]);
+
+    let mut first = TcpStream::connect(("127.0.0.1", access.port))
+        .await
+        .expect("connect");
+    echo_on(&mut first, b"the first tunnel").await;
+    assert!(local_session(access.port).await.is_empty());
+    let line = access
+        .await_log_line(&["tunnel closed", "503"], LOG_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no 503 line:\n{}", access.log_tail()));
+    assert!(
+        line.contains("the edge answered 503 Service Unavailable"),
+        "{line}"
+    );
+    echo_on(&mut first, b"still carried after the refusal").await;
+    drop(first);
+    // The edge has room again once the first tunnel is gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(("127.0.0.1", access.port))
+            .await
+            .expect("connect");
+        s.write_all(b"again").await.expect("send");
+        let mut buf = [0u8; 5];
+        let got = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await;
+        if matches!(got, Ok(Ok(_))) && &buf == b"again" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no tunnel after the first one closed:\n{}",
+            access.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `--header` lines reach the edge in the upgrade request (as an authorizing proxy would see
+/// them), and `--insecure-skip-verify` carries a tunnel to an edge whose CA nobody gave it,
+/// warning that it does so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_reach_the_edge_and_insecure_skip_verify_accepts_any_certificate() {
+    // A bare listener as the edge: it records the upgrade request.
+    let fake_edge = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let edge_addr = fake_edge.local_addr().expect("addr");
+    let access = Ringway::start_access(&[
+        "--url",
+        &format!("ws://{edge_addr}/db"),
+        "--header",
+        "Authorization: Bearer test-token",
+        "--header",
+        "X-Tenant: blue",
+    ]);
+    let mut local = TcpStream::connect(("127.0.0.1", access.port))
+        .await
+        .expect("connect");
+    local.write_all(b"hello").await.expect("send");
+    let (mut upstream, _) = tokio::time::timeout(Duration::from_secs(10), fake_edge.accept())
+        .await
+        .expect("access dials the edge in time")
+        .expect("accept");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), upstream.read_exact(&mut byte))
+            .await
+            .expect("request head in time")
+            .expect("request head");
+        head.push(byte[0]);
+        assert!(head.len() < 8192, "no end of the request head");
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("GET /db HTTP/1.1\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nAuthorization: Bearer test-token\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nX-Tenant: blue\r\n"), "{head}");
+
+    // An edge with a certificate from a CA the access client was not given.
+    let pki = TestPki::new();
+    let leaf = pki.leaf("edge", "edge", &["localhost"]);
+    let origin = Origin::echo().await;
+    let edge = Ringway::start(&ConfigToml::echo(origin.addr).tls(&leaf.toml()).build());
+    let insecure = Ringway::start_access(&[
+        "--url",
+        &format!("wss://localhost:{}/echo", edge.port),
+        "--insecure-skip-verify",
+    ]);
+    let mut s = TcpStream::connect(("127.0.0.1", insecure.port))
+        .await
+        .expect("connect");
+    echo_on(&mut s, b"no certificate check").await;
+    insecure
+        .await_log_line(&["--insecure-skip-verify"], LOG_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no warning:\n{}", insecure.log_tail()));
+}
+
+/// `--warm-refresh-secs`: an idle warm tunnel is replaced when it is that old (before the edge's
+/// idle timeout would end it), the old one closed by the client side, and a local connection
+/// still gets a tunnel that carries bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_tunnels_are_replaced_when_they_are_refresh_secs_old() {
+    let pki = TestPki::new();
+    let leaf = pki.leaf("edge", "edge", &["localhost"]);
+    let origin = Origin::echo().await;
+    let edge = Ringway::start_with(
+        &ConfigToml::echo(origin.addr).tls(&leaf.toml()).build(),
+        &[],
+        &[("RUST_LOG", "info,ringway::tunnel=debug")],
+    );
+    let ca = pki.ca().display().to_string();
+    let url = format!("wss://localhost:{}/echo", edge.port);
+    let access = Ringway::start_access(&[
+        "--url",
+        &url,
+        "--ca",
+        &ca,
+        "--warm",
+        "1",
+        "--warm-refresh-secs",
+        "1",
+    ]);
+    let count = |needle: &str| edge.log().lines().filter(|l| l.contains(needle)).count();
+    // One at the start, then one more each second: three opens and two closes within 5 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while (count("tunnel open") < 3 || count("tunnel closed") < 2)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        count("tunnel open") >= 3 && count("tunnel closed") >= 2,
+        "warm tunnels replaced every second:\n{}",
+        edge.log_tail()
+    );
+    let closed: Vec<String> = edge
+        .log()
+        .lines()
+        .filter(|l| l.contains("tunnel closed"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        closed.iter().all(|l| l.contains("closed_by=\"client\"")),
+        "the access side ends the old ones: {closed:?}"
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", access.port))
+        .await
+        .expect("connect");
+    echo_on(&mut s, b"after refreshes").await;
 }

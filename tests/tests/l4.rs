@@ -1,6 +1,7 @@
 //! `mode = "tcp"` listeners: plain TCP (L4) relays on the same engine. Bytes pass unchanged
 //! both ways (2 MiB of random bytes each way, 200 connections at once), a half-close is passed
-//! on (the origin answers after the client's FIN), a dead origin closes the client at once, a
+//! on either way (the origin answers after the client's FIN; the client still sends after the
+//! origin's), a dead origin closes the client at once, a
 //! shutdown delivers what was queued, and the config refuses what cannot work.
 //!
 //! Bulk directions splice (the figures count the spliced bytes); with splicing off nothing is
@@ -231,6 +232,45 @@ async fn a_half_close_is_passed_on() {
         .expect("the origin's FIN comes through")
         .unwrap();
     assert_eq!(back.len(), data.len(), "everything, then EOF");
+}
+
+/// The other way round: the origin half-closes first. Its FIN reaches the client after its bytes,
+/// and the client's direction stays open: everything the client sends after that EOF still
+/// reaches the origin, then the client's FIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_half_close_leaves_the_client_direction_open() {
+    let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = origin.local_addr().unwrap();
+    let counted = tokio::spawn(async move {
+        let (mut s, _) = origin.accept().await.unwrap();
+        s.write_all(b"bye").await.unwrap();
+        s.shutdown().await.unwrap(); // FIN first, then read until the client's
+        let mut got = Vec::new();
+        timeout(STEP, s.read_to_end(&mut got))
+            .await
+            .expect("the client's bytes and FIN come through")
+            .unwrap();
+        got
+    });
+    let server = Ringway::start(&tcp_config(addr, 1));
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
+    let mut first = Vec::new();
+    timeout(STEP, s.read_to_end(&mut first))
+        .await
+        .expect("the origin's FIN comes through")
+        .unwrap();
+    assert_eq!(first, b"bye");
+    let mut data = vec![0u8; 300_000];
+    rand::thread_rng().fill_bytes(&mut data);
+    s.write_all(&data).await.unwrap();
+    s.shutdown().await.unwrap();
+    let got = timeout(STEP, counted).await.expect("origin done").unwrap();
+    assert!(
+        got == data,
+        "{} of {} bytes, or changed",
+        got.len(),
+        data.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,13 +136,39 @@ async fn openssl_sees_the_chain_tls13_alpn_and_a_resumed_session() {
         again.contains("Reused, TLSv1.3"),
         "the ticket resumes the session:\n{again}"
     );
-    // TLS 1.2 works too.
+    // TLS 1.2 works too, and resumes as well.
+    let session12 = pki.dir.join("session12.pem").display().to_string();
     let tls12 = s_client(
         server.port,
-        &["-servername", "localhost", "-CAfile", &ca, "-tls1_2"],
+        &[
+            "-servername",
+            "localhost",
+            "-CAfile",
+            &ca,
+            "-tls1_2",
+            "-sess_out",
+            &session12,
+        ],
     )
     .await;
     assert!(tls12.contains("New, TLSv1.2"), "{tls12}");
+    let again12 = s_client(
+        server.port,
+        &[
+            "-servername",
+            "localhost",
+            "-CAfile",
+            &ca,
+            "-tls1_2",
+            "-sess_in",
+            &session12,
+        ],
+    )
+    .await;
+    assert!(
+        again12.contains("Reused, TLSv1.2"),
+        "a TLS 1.2 session resumes too:\n{again12}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,6 +346,35 @@ async fn sighup_reloads_certificates_while_open_tunnels_keep_theirs() {
         rest.contains("old first"),
         "the open tunnel kept its session: {rest}"
     );
+
+    // A reload that fails (the certificate file is no PEM now) keeps the certificates in use.
+    std::fs::write(&leaf.cert, "not a certificate\n").expect("break the certificate file");
+    server.signal("HUP");
+    let line = server
+        .await_log_line(
+            &["TLS certificates not reloaded, keeping the old ones"],
+            LOG_WAIT,
+        )
+        .await
+        .unwrap_or_else(|| panic!("no failed-reload line:\n{}", server.log_tail()));
+    assert!(
+        line.contains(&*leaf.cert.display().to_string()),
+        "names the file: {line}"
+    );
+    let still = s_client(
+        server.port,
+        &[
+            "-servername",
+            "localhost",
+            "-CAfile",
+            &pki.ca().display().to_string(),
+        ],
+    )
+    .await;
+    assert!(
+        still.contains("CN = second") && still.contains("Verify return code: 0 (ok)"),
+        "new connections still get the last good certificate:\n{still}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,6 +382,8 @@ async fn check_names_a_missing_or_mismatched_certificate_file() {
     let pki = TestPki::new();
     let a = pki.leaf("a", "a", &["localhost"]);
     let b = pki.leaf("b", "b", &["localhost"]);
+    let not_pem = pki.dir.join("not-pem.pem");
+    std::fs::write(&not_pem, "this is no certificate\n").expect("write");
     let origin = Origin::refused();
     let cases = [
         (
@@ -346,6 +403,34 @@ async fn check_names_a_missing_or_mismatched_certificate_file() {
             ),
             "b.key",
             "the key does not belong to the certificate",
+        ),
+        (
+            format!(
+                "cert = \"{}\", key = \"{}/missing.key\"",
+                a.cert.display(),
+                pki.dir.display()
+            ),
+            "missing.key",
+            "cannot read private key",
+        ),
+        (
+            format!(
+                "cert = \"{}\", key = \"{}\"",
+                not_pem.display(),
+                a.key.display()
+            ),
+            "not-pem.pem",
+            "no certificate in it",
+        ),
+        (
+            // A certificate where the key should be.
+            format!(
+                "cert = \"{}\", key = \"{}\"",
+                a.cert.display(),
+                a.cert.display()
+            ),
+            "a.pem",
+            "no PEM private key in it",
         ),
     ];
     for (tls, file, words) in cases {

@@ -99,7 +99,9 @@ fn a_stock_host_gets_each_fix_and_a_tuned_one_passes() {
         "fix: ethtool -L eth0 combined 2",
         "WARN  nic eth0 irqs: 2 IRQ(s) on CPUs 0 0",
         "WARN  cpu governor: 2 of 2 CPU(s) not on `performance`",
-        "1 error(s), 4 warning(s)",
+        "WARN  nic eth0 rps: RPS off",
+        "fix: echo 3 > /sys/class/net/eth0/queues/rx-<each queue>/rps_cpus",
+        "1 error(s), 5 warning(s)",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
@@ -153,5 +155,68 @@ fn an_invalid_config_is_exit_3() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[[listener]]"));
     let _ = std::fs::remove_file(bad);
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// The sysctl file and the systemd unit that tuning/ ships make `tune check` happy on the points
+/// they cover: a host whose /proc/sys holds exactly 99-ringway.conf's values and whose open-files
+/// limit is the unit's LimitNOFILE has no deviation there; and the unit runs what the runbook says.
+#[test]
+fn the_shipped_sysctl_file_and_unit_satisfy_the_check() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tuning");
+    let conf = std::fs::read_to_string(dir.join("99-ringway.conf")).expect("99-ringway.conf");
+    let unit = std::fs::read_to_string(dir.join("ringway.service")).expect("ringway.service");
+    let root = temp_path("shipped");
+    let mut keys = Vec::new();
+    for line in conf.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not `key = value`: {line:?}"));
+        let key = key.trim();
+        put(
+            &root,
+            &format!("/proc/sys/{}", key.replace('.', "/")),
+            &format!(
+                "{}\n",
+                value.split_whitespace().collect::<Vec<_>>().join("\t")
+            ),
+        );
+        keys.push(key.to_string());
+    }
+    assert!(keys.len() >= 5, "{keys:?}");
+    let nofile = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("LimitNOFILE="))
+        .expect("the unit sets LimitNOFILE");
+    put(
+        &root,
+        "/proc/self/limits",
+        &format!("Limit  Soft Limit  Hard Limit  Units\nMax open files            {nofile}                 {nofile}                files\n"),
+    );
+    let (_, text) = check(&root, &["--json"]);
+    let findings: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    for want in keys.iter().map(String::as_str).chain(["open-files"]) {
+        let f = findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == want)
+            .unwrap_or_else(|| panic!("no finding for {want}: {text}"));
+        assert_eq!(f["severity"], "ok", "{want}: {f}");
+    }
+    for line in [
+        "ExecStartPre=/usr/local/bin/ringway check --config /etc/ringway/ringway.toml",
+        "ExecStart=/usr/local/bin/ringway run --config /etc/ringway/ringway.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.trim() == line),
+            "the unit lacks {line:?}"
+        );
+    }
     std::fs::remove_dir_all(root).unwrap();
 }

@@ -22,6 +22,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+
 use crate::tunnel::{CloseReason, CloseRecord, Intent, Side, TunnelStats};
 use crate::ws::client::{
     mask_in_place, masked_control, parse_response, write_request, ClientRequest, ResponseError,
@@ -76,14 +79,15 @@ pub struct AccessTunnel {
     /// Local bytes that arrived before the 101.
     pending: Vec<u8>,
     local_eof: bool,
-    /// xorshift64* state for masking keys.
-    rng: u64,
+    /// Masking keys: a ChaCha12 stream seeded from the caller's random source, so no key tells
+    /// anything about the next (RFC 6455 §5.3). Boxed: a session enum holds this tunnel inline.
+    keys: Box<ChaCha12Rng>,
 }
 
 impl AccessTunnel {
     /// A tunnel for a freshly accepted local connection. `nonce` (the Sec-WebSocket-Key) and
-    /// `seed` (masking keys) come from the caller's random source.
-    pub fn new(config: Arc<AccessConfig>, nonce: [u8; 16], seed: u64, now: Instant) -> Self {
+    /// `seed` (of the masking keys' stream) come from the caller's strong random source.
+    pub fn new(config: Arc<AccessConfig>, nonce: [u8; 16], seed: [u8; 32], now: Instant) -> Self {
         let mut intents = VecDeque::new();
         intents.push_back(Intent::ConnectOrigin(config.edge));
         AccessTunnel {
@@ -102,7 +106,7 @@ impl AccessTunnel {
             key: [0; 24],
             pending: Vec::new(),
             local_eof: false,
-            rng: seed | 1,
+            keys: Box::new(ChaCha12Rng::from_seed(seed)),
         }
     }
 
@@ -163,13 +167,7 @@ impl AccessTunnel {
     }
 
     fn mask_key(&mut self) -> [u8; 4] {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (v >> 32).to_le_bytes()[..4].try_into().unwrap_or([0x5a; 4])
+        self.keys.next_u32().to_le_bytes()
     }
 
     fn control(&mut self, opcode: Opcode, payload: &[u8]) {
@@ -184,6 +182,11 @@ impl AccessTunnel {
 
     /// Ends everything at once (nothing to flush to the edge).
     fn fail(&mut self, by: Side, reason: CloseReason, why: Option<String>) {
+        self.end(by, reason, why, Intent::AbortOrigin);
+    }
+
+    /// Ends everything, the edge socket by `origin` (`AbortOrigin` or `CloseOrigin`).
+    fn end(&mut self, by: Side, reason: CloseReason, why: Option<String>, origin: Intent) {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
@@ -191,7 +194,7 @@ impl AccessTunnel {
         if why.is_some() {
             self.failure = why;
         }
-        self.intents.push_back(Intent::AbortOrigin);
+        self.intents.push_back(origin);
         self.intents.push_back(Intent::CloseClient);
         self.intents.push_back(Intent::Finished);
         self.phase = Phase::Closed;
@@ -238,11 +241,14 @@ impl AccessTunnel {
     }
 
     /// The edge's TLS session failed (verification, handshake): `why` in words.
+    /// The alert rustls queued goes out before the FIN (`CloseOrigin`, not an abort), so the
+    /// edge learns why the handshake ended rather than meeting a reset.
     pub fn handle_origin_tls_failed(&mut self, why: String) {
-        self.fail(
+        self.end(
             Side::Origin,
             CloseReason::OriginError(libc_eproto()),
             Some(why),
+            Intent::CloseOrigin,
         );
     }
 

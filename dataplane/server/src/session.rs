@@ -33,7 +33,12 @@ impl Session {
         Session::WebSocket(Tunnel::new(config, now))
     }
 
-    pub fn access(config: Arc<AccessConfig>, nonce: [u8; 16], seed: u64, now: Instant) -> Session {
+    pub fn access(
+        config: Arc<AccessConfig>,
+        nonce: [u8; 16],
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Session {
         Session::Access(AccessTunnel::new(config, nonce, seed, now))
     }
 

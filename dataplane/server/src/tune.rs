@@ -77,6 +77,7 @@ pub fn check(root: &Path, plan: &Plan) -> Vec<Finding> {
     out.push(host.port_range());
     out.extend(host.nics(plan));
     out.push(host.governor());
+    out.push(host.isolation(plan));
     out.push(host.thp());
     out.push(host.busy_poll(plan));
     out
@@ -300,6 +301,8 @@ impl Host<'_> {
                 format!("ethtool -L {nic} combined {workers} (or RPS: echo <cpu mask> > /sys/class/net/{nic}/queues/rx-0/rps_cpus)"),
                 "nic-queues",
             ));
+            out.extend(self.rps(&nic, queues, workers, plan));
+            out.extend(self.xps(&nic));
             // IRQs whose name mentions the NIC (eth0-TxRx-0, virtio0-input.0 for virtio_net).
             let irqs: Vec<&str> = interrupts
                 .lines()
@@ -333,6 +336,135 @@ impl Host<'_> {
             ));
         }
         out
+    }
+
+    /// Fewer receive queues than workers: RPS spreads the protocol work of each queue over the
+    /// worker CPUs in software, and RFS then processes each flow's packets on the CPU of the
+    /// worker that reads them. Nothing to check with a queue per worker.
+    fn rps(&self, nic: &str, queues: usize, workers: usize, plan: &Plan) -> Vec<Finding> {
+        if queues >= workers || queues == 0 {
+            return Vec::new();
+        }
+        let rps_on = (0..queues).any(|q| {
+            self.read(&format!("/sys/class/net/{nic}/queues/rx-{q}/rps_cpus"))
+                .is_some_and(|m| mask_is_set(&m))
+        });
+        let mask = worker_mask(plan);
+        let mut out = vec![finding(
+            &format!("nic {nic} rps"),
+            if rps_on { Severity::Ok } else { Severity::Warn },
+            if rps_on {
+                "RPS on".into()
+            } else {
+                "RPS off: one CPU's softirq does the protocol work of every packet".into()
+            },
+            "RPS over the worker CPUs",
+            format!("echo {mask} > /sys/class/net/{nic}/queues/rx-<each queue>/rps_cpus"),
+            "nic-queues",
+        )];
+        if rps_on {
+            let key = "net.core.rps_sock_flow_entries";
+            let entries = self
+                .sysctl(key)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            out.push(finding(
+                &format!("nic {nic} rfs"),
+                if entries > 0 { Severity::Ok } else { Severity::Warn },
+                format!("{key} = {entries}"),
+                "≥ 32768 (RFS: each flow's packets on the CPU of the worker reading it)",
+                format!(
+                    "sysctl -w {key}=32768; echo 32768 > /sys/class/net/{nic}/queues/rx-<each queue>/rps_flow_cnt"
+                ),
+                "nic-queues",
+            ));
+        }
+        out
+    }
+
+    /// Several transmit queues: XPS maps each CPU to its own, so sends from different workers
+    /// do not contend on one queue's lock.
+    fn xps(&self, nic: &str) -> Option<Finding> {
+        let dir = self.path(&format!("/sys/class/net/{nic}/queues"));
+        let tx: Vec<String> = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("tx-"))
+            .collect();
+        if tx.len() < 2 {
+            return None;
+        }
+        let unset = tx
+            .iter()
+            .filter(|q| {
+                !self
+                    .read(&format!("/sys/class/net/{nic}/queues/{q}/xps_cpus"))
+                    .is_some_and(|m| mask_is_set(&m))
+            })
+            .count();
+        Some(finding(
+            &format!("nic {nic} xps"),
+            if unset == 0 {
+                Severity::Ok
+            } else {
+                Severity::Warn
+            },
+            format!(
+                "{unset} of {} transmit queue(s) without an XPS CPU mask",
+                tx.len()
+            ),
+            "each transmit queue mapped to its CPU",
+            format!(
+                "for each queue i: echo <mask of CPU i> > /sys/class/net/{nic}/queues/tx-i/xps_cpus"
+            ),
+            "nic-queues",
+        ))
+    }
+
+    /// Dedicated worker cores: pinned workers on CPUs the scheduler keeps other work off. An
+    /// option for the lowest tail latency, not a fault: `info` at most.
+    fn isolation(&self, plan: &Plan) -> Finding {
+        let p = "/sys/devices/system/cpu/isolated";
+        let Some(text) = self.read(p) else {
+            return self.missing("cpu isolation", p, "cpu");
+        };
+        let isolated = parse_cpu_list(text.trim());
+        let pinned: Vec<usize> = plan.workers.iter().flatten().copied().collect();
+        let list = |cpus: &[usize]| {
+            cpus.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let all_isolated = !pinned.is_empty() && pinned.iter().all(|c| isolated.contains(c));
+        let found = match (pinned.is_empty(), isolated.is_empty()) {
+            (true, _) => "workers not pinned to CPUs".to_string(),
+            (false, true) => format!("workers on CPUs {}; no CPU isolated", list(&pinned)),
+            (false, false) => format!(
+                "workers on CPUs {}; isolated CPUs {}",
+                list(&pinned),
+                list(&isolated)
+            ),
+        };
+        let cpus = if pinned.is_empty() {
+            "<worker CPUs>".to_string()
+        } else {
+            list(&pinned)
+        };
+        finding(
+            "cpu isolation",
+            if all_isolated {
+                Severity::Ok
+            } else {
+                Severity::Info
+            },
+            found,
+            "dedicated worker cores (optional: for the lowest tail latency)",
+            format!(
+                "kernel command line: isolcpus={cpus} nohz_full={cpus} rcu_nocbs={cpus}, and `workers = [{cpus}]`"
+            ),
+            "cpu",
+        )
     }
 
     fn governor(&self) -> Finding {
@@ -404,13 +536,16 @@ impl Host<'_> {
 
     fn busy_poll(&self, plan: &Plan) -> Finding {
         let v = self.sysctl("net.core.busy_poll").unwrap_or_default();
+        let read = self.sysctl("net.core.busy_read");
         let sev = Severity::Info;
         finding(
             "net.core.busy_poll",
             if v.is_empty() { Severity::Ok } else { sev },
             format!(
-                "{} (ringway's own busy_poll_us = {})",
+                "{}{} (ringway's own busy_poll_us = {})",
                 if v.is_empty() { "not readable" } else { &v },
+                read.map(|r| format!(", net.core.busy_read {r}"))
+                    .unwrap_or_default(),
                 plan.busy_poll_us
             ),
             "0 on shared hosts; 50 with dedicated worker cores and a NIC with busy-poll support",
@@ -418,6 +553,42 @@ impl Host<'_> {
             "busy-poll",
         )
     }
+}
+
+/// Whether a sysfs CPU mask (`00000000,00000003`) names any CPU.
+fn mask_is_set(mask: &str) -> bool {
+    mask.trim()
+        .chars()
+        .any(|c| c.is_ascii_hexdigit() && c != '0')
+}
+
+/// The hex mask of the worker CPUs (unpinned workers: CPUs 0 to workers - 1).
+fn worker_mask(plan: &Plan) -> String {
+    let cpus: Vec<usize> = if plan.workers.iter().all(Option::is_some) {
+        plan.workers.iter().flatten().copied().collect()
+    } else {
+        (0..plan.workers.len().max(1)).collect()
+    };
+    if cpus.iter().any(|&c| c >= 128) {
+        return "<mask of the worker CPUs>".into();
+    }
+    format!("{:x}", cpus.iter().fold(0u128, |m, &c| m | 1 << c))
+}
+
+/// A kernel CPU list (`2-5,7`); empty for an empty file.
+fn parse_cpu_list(list: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    out.extend(a..=b.min(a + 4096));
+                }
+            }
+            None => out.extend(part.parse::<usize>().ok()),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -487,6 +658,19 @@ mod tests {
             "virtual NICs are skipped"
         );
         assert_eq!(by("cpu governor").severity, Severity::Warn);
+        assert_eq!(by("nic eth0 rps").severity, Severity::Warn);
+        assert!(
+            by("nic eth0 rps")
+                .fix
+                .contains("echo 3 > /sys/class/net/eth0/queues/rx-<each queue>/rps_cpus"),
+            "{:?}",
+            by("nic eth0 rps")
+        );
+        assert_eq!(
+            by("cpu isolation").severity,
+            Severity::Info,
+            "not readable here: info"
+        );
         assert_eq!(
             by("net.core.rmem_max").severity,
             Severity::Info,
@@ -504,5 +688,88 @@ mod tests {
         );
         assert!(text.contains("see tuning/RUNBOOK.md#nic-queues"), "{text}");
         std::fs::remove_dir_all(root).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod steering_tests {
+    use super::*;
+
+    fn put(root: &Path, p: &str, text: &str) {
+        let f = root.join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, text).unwrap();
+    }
+
+    #[test]
+    fn rps_rfs_xps_and_isolation_are_read_from_the_host() {
+        let root = std::env::temp_dir().join(format!("ringway-tune-rps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        put(&root, "/sys/class/net/eth0/device/vendor", "0x1af4\n");
+        put(
+            &root,
+            "/sys/class/net/eth0/queues/rx-0/rps_cpus",
+            "00000000,0000000c\n",
+        );
+        put(&root, "/proc/sys/net/core/rps_sock_flow_entries", "0\n");
+        put(&root, "/sys/class/net/eth0/queues/tx-0/xps_cpus", "4\n");
+        put(&root, "/sys/class/net/eth0/queues/tx-1/xps_cpus", "0\n");
+        put(&root, "/sys/devices/system/cpu/isolated", "2-3\n");
+        let plan = Plan {
+            workers: vec![Some(2), Some(3)],
+            ..Plan::default()
+        };
+        let f = check(&root, &plan);
+        let by = |name: &str| {
+            f.iter()
+                .find(|x| x.check == name)
+                .unwrap_or_else(|| panic!("{name}: {f:?}"))
+        };
+        assert_eq!(by("nic eth0 rps").severity, Severity::Ok);
+        assert_eq!(by("nic eth0 rfs").severity, Severity::Warn);
+        assert!(by("nic eth0 rfs")
+            .fix
+            .contains("sysctl -w net.core.rps_sock_flow_entries=32768"));
+        assert_eq!(by("nic eth0 xps").severity, Severity::Warn);
+        assert!(by("nic eth0 xps")
+            .found
+            .starts_with("1 of 2 transmit queue(s)"));
+        assert_eq!(
+            by("cpu isolation").severity,
+            Severity::Ok,
+            "{:?}",
+            by("cpu isolation")
+        );
+
+        // RFS on, every transmit queue mapped, a worker off the isolated CPUs.
+        put(&root, "/proc/sys/net/core/rps_sock_flow_entries", "32768\n");
+        put(&root, "/sys/class/net/eth0/queues/tx-1/xps_cpus", "8\n");
+        let plan = Plan {
+            workers: vec![Some(1), Some(3)],
+            ..Plan::default()
+        };
+        let f = check(&root, &plan);
+        let by = |name: &str| f.iter().find(|x| x.check == name).unwrap().clone();
+        assert_eq!(by("nic eth0 rfs").severity, Severity::Ok);
+        assert_eq!(by("nic eth0 xps").severity, Severity::Ok);
+        assert_eq!(by("cpu isolation").severity, Severity::Info);
+        assert_eq!(
+            by("cpu isolation").found,
+            "workers on CPUs 1,3; isolated CPUs 2,3"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn masks_and_cpu_lists_parse() {
+        assert!(!mask_is_set("00000000,00000000\n"));
+        assert!(mask_is_set("00000000,00000100"));
+        assert_eq!(parse_cpu_list("2-5,7"), vec![2, 3, 4, 5, 7]);
+        assert!(parse_cpu_list("").is_empty());
+        let unpinned = Plan {
+            workers: vec![None, None, None],
+            ..Plan::default()
+        };
+        assert_eq!(worker_mask(&unpinned), "7");
     }
 }

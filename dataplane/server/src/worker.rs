@@ -714,17 +714,14 @@ impl Worker {
         let (session, edge_tls) = match &self.access {
             None => (Session::websocket(self.tunnel.clone(), now), None),
             Some(a) => {
-                let mut random = [0u8; 24];
-                if self.random.fill(&mut random).is_err() {
+                let (mut nonce, mut seed) = ([0u8; 16], [0u8; 32]);
+                if self.random.fill(&mut nonce).is_err() || self.random.fill(&mut seed).is_err() {
                     warn!(
                         worker = self.id,
                         "no randomness for a WebSocket key; connection dropped"
                     );
                     return None;
                 }
-                let (nonce, seed) = random.split_at(16);
-                let nonce: [u8; 16] = nonce.try_into().unwrap_or([0; 16]);
-                let seed = u64::from_le_bytes(seed.try_into().unwrap_or([0; 8]));
                 let session = Session::access(a.config.clone(), nonce, seed, now);
                 (session, a.tls.clone())
             }

@@ -39,7 +39,7 @@ impl Driver {
     fn new() -> Driver {
         let now = Instant::now();
         let mut d = Driver {
-            t: AccessTunnel::new(config(), *b"the sample nonce", 42, now),
+            t: AccessTunnel::new(config(), *b"the sample nonce", [42; 32], now),
             now,
             to_edge: Vec::new(),
             to_local: Vec::new(),
@@ -256,8 +256,30 @@ fn an_edge_that_never_answers_times_out_and_too_much_early_data_is_refused() {
 
 #[test]
 fn masking_keys_change_from_frame_to_frame() {
-    let mut t = AccessTunnel::new(config(), [0; 16], 7, Instant::now());
+    let mut t = AccessTunnel::new(config(), [0; 16], [7; 32], Instant::now());
     let keys: Vec<[u8; 4]> = (0..64).map(|_| t.mask_key()).collect();
     let distinct: std::collections::HashSet<_> = keys.iter().collect();
     assert!(distinct.len() > 60, "{keys:?}");
+    // Another seed, another stream: keys are the seed's, not a counter's.
+    let mut u = AccessTunnel::new(config(), [0; 16], [8; 32], Instant::now());
+    let other: Vec<[u8; 4]> = (0..64).map(|_| u.mask_key()).collect();
+    assert_eq!(keys.iter().zip(&other).filter(|(a, b)| a == b).count(), 0);
+}
+
+#[test]
+fn a_tls_failure_closes_the_edge_socket_gracefully_so_the_alert_goes_out() {
+    let mut t = AccessTunnel::new(config(), [0; 16], [1; 32], Instant::now());
+    while t.poll_intent().is_some() {}
+    t.handle_origin_tls_failed("invalid peer certificate: UnknownIssuer".into());
+    let intents: Vec<Intent> = std::iter::from_fn(|| t.poll_intent()).collect();
+    assert!(
+        matches!(intents.first(), Some(Intent::CloseOrigin)),
+        "{intents:?}"
+    );
+    assert!(
+        !intents.iter().any(|i| matches!(i, Intent::AbortOrigin)),
+        "{intents:?}"
+    );
+    assert!(t.is_closed());
+    assert_eq!(t.failure(), Some("invalid peer certificate: UnknownIssuer"));
 }
