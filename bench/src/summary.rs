@@ -805,6 +805,19 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Runs the summary over `dir`; BENCHMARKS.md's text.
+    fn summary_of(dir: &Path) -> String {
+        let (md, svg) = (dir.join("B.md"), dir.join("p.svg"));
+        summarize(dir, &md, &svg, "p.svg").unwrap();
+        std::fs::read_to_string(&md).unwrap()
+    }
+
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(text.contains(line), "{line:?} missing in:\n{text}");
+        }
+    }
+
     #[test]
     fn l4_setup_rows_and_what_websocket_adds_to_a_setup() {
         let dir = std::env::temp_dir().join(format!("ringbench-l4-setup-{}", std::process::id()));
@@ -831,28 +844,15 @@ mod tests {
             }
             put(format!("l4-connect-origin-close__{cand}__r1.json"), r);
         }
-        let (md, svg) = (dir.join("B.md"), dir.join("p.svg"));
-        summarize(&dir, &md, &svg, "p.svg").unwrap();
-        let text = std::fs::read_to_string(&md).unwrap();
-        assert!(
-            text.contains("| workload | unit | direct | ringway | haproxy | socat | ringway / direct | ringway vs best peer | target |"),
-            "{text}"
-        );
-        assert!(
-            text.contains("| L4 (tcp mode): connect + 64 B round trip, origin closes | setups/s | 26000 | 15000 | 12000 | 900 | 0.58× | 1.25× haproxy |  |"),
-            "{text}"
-        );
-        assert!(
-            text.contains("| L4 (tcp mode): connect, origin closes: proxy CPU per setup | µs CPU | n/a | 50.0 | 65.0 | 400 | — | 0.77× haproxy |  |"),
-            "{text}"
-        );
-        assert!(
-            text.contains("| connect, origin closes: proxy CPU per setup | µs CPU | n/a | 70.0 | n/a | n/a | — | — |  |"),
-            "{text}"
-        );
-        assert!(
-            text.contains("own L4 relay of the same setups): 0.60× the rate (9000 vs 15000 setups/s), proxy CPU per setup 70.0 vs 50.0 µs, client CPU per setup 50.0 vs 33.0 µs."),
-            "{text}"
+        assert_lines(
+            &summary_of(&dir),
+            &[
+                "| workload | unit | direct | ringway | haproxy | socat | ringway / direct | ringway vs best peer | target |",
+                "| L4 (tcp mode): connect + 64 B round trip, origin closes | setups/s | 26000 | 15000 | 12000 | 900 | 0.58× | 1.25× haproxy |  |",
+                "| L4 (tcp mode): connect, origin closes: proxy CPU per setup | µs CPU | n/a | 50.0 | 65.0 | 400 | — | 0.77× haproxy |  |",
+                "| connect, origin closes: proxy CPU per setup | µs CPU | n/a | 70.0 | n/a | n/a | — | — |  |",
+                "own L4 relay of the same setups): 0.60× the rate (9000 vs 15000 setups/s), proxy CPU per setup 70.0 vs 50.0 µs, client CPU per setup 50.0 vs 33.0 µs.",
+            ],
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -261,10 +261,9 @@ async fn access_errors_are_logged_in_words_and_end_only_that_connection() {
     assert!(line.contains("Connection refused"), "{line}");
 }
 
-/// `--warm 2`: two tunnels are opened and upgraded before any local connection; a local
-/// connection takes one (its bytes flow at once) and another is opened in its place.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn warm_tunnels_are_open_before_the_local_connection_and_refilled() {
+/// A `wss://` edge in front of an echo origin that logs every tunnel it opens: its PKI and
+/// origin (kept alive by the caller), the edge, the CA file to trust and the URL of `/echo`.
+async fn logging_tls_edge() -> (TestPki, Origin, Ringway, String, String) {
     let pki = TestPki::new();
     let leaf = pki.leaf("edge", "edge", &["localhost"]);
     let origin = Origin::echo().await;
@@ -275,6 +274,14 @@ async fn warm_tunnels_are_open_before_the_local_connection_and_refilled() {
     );
     let ca = pki.ca().display().to_string();
     let url = format!("wss://localhost:{}/echo", edge.port);
+    (pki, origin, edge, ca, url)
+}
+
+/// `--warm 2`: two tunnels are opened and upgraded before any local connection; a local
+/// connection takes one (its bytes flow at once) and another is opened in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_tunnels_are_open_before_the_local_connection_and_refilled() {
+    let (_pki, _origin, edge, ca, url) = logging_tls_edge().await;
     let access = Ringway::start_access(&["--url", &url, "--ca", &ca, "--warm", "2"]);
     let opened = |log: &str| log.lines().filter(|l| l.contains("tunnel open")).count();
     let deadline = tokio::time::Instant::now() + LOG_WAIT;
@@ -452,16 +459,7 @@ async fn headers_reach_the_edge_and_insecure_skip_verify_accepts_any_certificate
 /// still gets a tunnel that carries bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_tunnels_are_replaced_when_they_are_refresh_secs_old() {
-    let pki = TestPki::new();
-    let leaf = pki.leaf("edge", "edge", &["localhost"]);
-    let origin = Origin::echo().await;
-    let edge = Ringway::start_with(
-        &ConfigToml::echo(origin.addr).tls(&leaf.toml()).build(),
-        &[],
-        &[("RUST_LOG", "info,ringway::tunnel=debug")],
-    );
-    let ca = pki.ca().display().to_string();
-    let url = format!("wss://localhost:{}/echo", edge.port);
+    let (_pki, _origin, edge, ca, url) = logging_tls_edge().await;
     let access = Ringway::start_access(&[
         "--url",
         &url,

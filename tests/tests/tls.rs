@@ -138,37 +138,25 @@ async fn openssl_sees_the_chain_tls13_alpn_and_a_resumed_session() {
     );
     // TLS 1.2 works too, and resumes as well.
     let session12 = pki.dir.join("session12.pem").display().to_string();
-    let tls12 = s_client(
-        server.port,
-        &[
-            "-servername",
-            "localhost",
-            "-CAfile",
-            &ca,
-            "-tls1_2",
-            "-sess_out",
-            &session12,
-        ],
-    )
-    .await;
-    assert!(tls12.contains("New, TLSv1.2"), "{tls12}");
-    let again12 = s_client(
-        server.port,
-        &[
-            "-servername",
-            "localhost",
-            "-CAfile",
-            &ca,
-            "-tls1_2",
-            "-sess_in",
-            &session12,
-        ],
-    )
-    .await;
-    assert!(
-        again12.contains("Reused, TLSv1.2"),
-        "a TLS 1.2 session resumes too:\n{again12}"
-    );
+    for (session_flag, want) in [
+        ("-sess_out", "New, TLSv1.2"),
+        ("-sess_in", "Reused, TLSv1.2"),
+    ] {
+        let out = s_client(
+            server.port,
+            &[
+                "-servername",
+                "localhost",
+                "-CAfile",
+                &ca,
+                "-tls1_2",
+                session_flag,
+                &session12,
+            ],
+        )
+        .await;
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

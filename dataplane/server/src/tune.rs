@@ -601,6 +601,13 @@ mod tests {
         std::fs::write(f, text).unwrap();
     }
 
+    /// The finding called `name`; panics with every finding when there is none.
+    fn named<'a>(f: &'a [Finding], name: &str) -> &'a Finding {
+        f.iter()
+            .find(|x| x.check == name)
+            .unwrap_or_else(|| panic!("{name}: {f:?}"))
+    }
+
     fn limits(hard: &str) -> String {
         format!(
             "Limit                     Soft Limit           Hard Limit           Units     \nMax open files            1024                 {hard}              files     \n"
@@ -637,11 +644,7 @@ mod tests {
             ..Plan::default()
         };
         let f = check(&root, &plan);
-        let by = |name: &str| {
-            f.iter()
-                .find(|x| x.check == name)
-                .unwrap_or_else(|| panic!("{name}: {f:?}"))
-        };
+        let by = |name: &str| named(&f, name);
         assert_eq!(by("open-files").severity, Severity::Error);
         assert_eq!(by("net.core.somaxconn").severity, Severity::Warn);
         assert!(by("net.core.somaxconn")
@@ -689,17 +692,6 @@ mod tests {
         assert!(text.contains("see tuning/RUNBOOK.md#nic-queues"), "{text}");
         std::fs::remove_dir_all(root).unwrap();
     }
-}
-
-#[cfg(test)]
-mod steering_tests {
-    use super::*;
-
-    fn put(root: &Path, p: &str, text: &str) {
-        let f = root.join(p.trim_start_matches('/'));
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, text).unwrap();
-    }
 
     #[test]
     fn rps_rfs_xps_and_isolation_are_read_from_the_host() {
@@ -720,11 +712,7 @@ mod steering_tests {
             ..Plan::default()
         };
         let f = check(&root, &plan);
-        let by = |name: &str| {
-            f.iter()
-                .find(|x| x.check == name)
-                .unwrap_or_else(|| panic!("{name}: {f:?}"))
-        };
+        let by = |name: &str| named(&f, name);
         assert_eq!(by("nic eth0 rps").severity, Severity::Ok);
         assert_eq!(by("nic eth0 rfs").severity, Severity::Warn);
         assert!(by("nic eth0 rfs")
@@ -749,7 +737,7 @@ mod steering_tests {
             ..Plan::default()
         };
         let f = check(&root, &plan);
-        let by = |name: &str| f.iter().find(|x| x.check == name).unwrap().clone();
+        let by = |name: &str| named(&f, name);
         assert_eq!(by("nic eth0 rfs").severity, Severity::Ok);
         assert_eq!(by("nic eth0 xps").severity, Severity::Ok);
         assert_eq!(by("cpu isolation").severity, Severity::Info);
