@@ -83,7 +83,6 @@ impl TlsWs {
     fn upgrade(&mut self, path: &str) -> Result<(), String> {
         self.send(upgrade_request(path).as_bytes())
             .map_err(|e| format!("TLS handshake or upgrade request: {e}"))?;
-        let mut chunk = [0u8; 4096];
         // A response head is a few hundred bytes: a bounded number of reads.
         for _ in 0..64 {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -95,16 +94,22 @@ impl TlsWs {
                 }
                 return Ok(());
             }
-            let n = self
-                .tls
-                .read(&mut chunk)
+            self.fill()
                 .map_err(|e| format!("reading the upgrade response: {e}"))?;
-            if n == 0 {
-                return Err("connection ended before the upgrade response".into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
         Err("no end of the upgrade response head".into())
+    }
+
+    /// One read (bounded by the socket timeout) appended to `buf`; an error at the end of the
+    /// stream.
+    fn fill(&mut self) -> Result<(), String> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.tls.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("stream ended".into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
     }
 
     /// Writes bytes (frames, masked) through TLS, blocking; rustls's stream may read what the
@@ -179,15 +184,7 @@ impl TlsWs {
                 self.buf.drain(..used);
                 return Ok(frame);
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self
-                .tls
-                .read(&mut chunk)
-                .map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("stream ended".into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.fill().map_err(|e| format!("read: {e}"))?;
         }
         Err("frame not complete after 10,000 reads".into())
     }

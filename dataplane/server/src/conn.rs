@@ -903,13 +903,11 @@ impl Conn {
                     }
                 }
                 Intent::SendClient(v) => self.queue_client_frame(ring, v, now),
-                // Under TLS a pong is sealed and sent in order like any record, one at a time.
-                Intent::SendPong(v) if !self.transport.passes_bytes_through() => {
-                    if let Some(v) = self.client.hold_pong(v, now) {
-                        self.queue_sealed_pong(ring, v, now);
-                    }
+                Intent::SendPong(v) => {
+                    self.client.queue_pong(v, now);
+                    // Under TLS it is sealed here, in order, unless a sealed one is unsent.
+                    self.seal_pong(ring, now);
                 }
-                Intent::SendPong(v) => self.client.queue_pong(v, now),
                 Intent::SendOrigin(v) => {
                     // Under TLS before the handshake is done, rustls holds the bytes (they leave
                     // with the handshake's last flight): the sealed buffer is empty, and the
@@ -970,9 +968,7 @@ impl Conn {
             self.race(ring, &mut res.pools, now);
         }
         // Under TLS, a pong held behind a sealed one goes once that one has been sent.
-        if let Some(v) = self.client.take_held_pong() {
-            self.queue_sealed_pong(ring, v, now);
-        }
+        self.seal_pong(ring, now);
         let buffers_ok = pool.may_rearm(ring);
         // The client's reads feed the origin (data) and the client itself (pongs, Close).
         let client_paused = self.origin.socket.is_paused()
@@ -1159,9 +1155,14 @@ impl Conn {
         }
     }
 
-    /// Under TLS: seals a pong and queues it to the client.
-    fn queue_sealed_pong(&mut self, ring: &mut Ring, frame: Vec<u8>, now: Instant) {
+    /// Under TLS: seals the client's pending pong and queues it, unless an earlier sealed pong
+    /// is still unsent ([`Socket::take_held_pong`]). Over plain TCP the socket sends its pong
+    /// itself: nothing to do.
+    fn seal_pong(&mut self, ring: &mut Ring, now: Instant) {
         let Some(tls) = self.transport.tls_mut() else {
+            return;
+        };
+        let Some(frame) = self.client.take_held_pong() else {
             return;
         };
         let sealed = tls.seal(&frame);

@@ -235,16 +235,17 @@ impl Session {
         }
     }
 
-    /// Whether the client must not be read at `now`: a WebSocket client that sent more frame
-    /// overhead than allowed (until its pause ends), an L4 client before its origin is up
-    /// (nothing is buffered for an unconnected origin).
-    /// The client's transport spent `bytes` of its input on framing of its own (TLS records).
+    /// The client's transport spent `bytes` of its input on framing of its own (TLS records):
+    /// charged to a WebSocket client's overhead budget like frame headers.
     pub fn charge_transport_overhead(&mut self, bytes: usize, now: Instant) {
         if let Session::WebSocket(t) = self {
-            t.charge_transport_overhead(bytes, now);
+            t.charge_overhead(bytes, now);
         }
     }
 
+    /// Whether the client must not be read at `now`: a WebSocket client that sent more frame
+    /// overhead than allowed (until its pause ends), an L4 client before its origin is up
+    /// (nothing is buffered for an unconnected origin).
     pub fn client_paused(&self, now: Instant) -> bool {
         match self {
             Session::WebSocket(t) => t.client_paused_until().is_some_and(|t| t > now),

@@ -132,7 +132,7 @@ pub struct Socket<I = OpId> {
     cancelled: bool,
     sending: bool,
     /// The peer's transport frames bytes into records (TLS): a pong cannot be sent as it is
-    /// nor replaced once sealed, so the owner seals it ([`Socket::hold_pong`]).
+    /// nor replaced once sealed, so the owner seals it ([`Socket::take_held_pong`]).
     records: bool,
     /// Records: bytes still to send up to the end of the last sealed pong (0: none unsent).
     pong_left: u32,
@@ -328,23 +328,10 @@ impl<I: Copy + Eq> Socket<I> {
         }
     }
 
-    /// This socket's transport seals bytes into records (TLS): pongs go through
-    /// [`Socket::hold_pong`].
+    /// This socket's transport seals bytes into records (TLS): its pong is never sent as it is
+    /// but taken by the owner to seal ([`Socket::take_held_pong`]).
     pub fn set_records(&mut self) {
         self.records = true;
-    }
-
-    /// Records: a pong for the owner to seal and queue now ([`Socket::queue_sealed_pong`]), or
-    /// `None` when a sealed pong is still unsent: then this one is held, replacing one held
-    /// before (RFC 6455 §5.5.3), and the client's reads pause ([`Socket::has_pending_pong`])
-    /// until [`Socket::take_held_pong`] gives it back. A client that floods pings and never
-    /// reads so holds one sealed pong and one held, as over plain TCP it holds one.
-    pub fn hold_pong(&mut self, frame: Vec<u8>, now: Instant) -> Option<Vec<u8>> {
-        if self.pong_left == 0 && self.pong.is_none() {
-            return Some(frame);
-        }
-        self.queue_pong(frame, now);
-        None
     }
 
     /// Records: queues a sealed pong and remembers where it ends.
@@ -368,7 +355,11 @@ impl<I: Copy + Eq> Socket<I> {
         Ok(())
     }
 
-    /// Records: the held pong, once the sealed one before it has been sent.
+    /// Records: the pending pong ([`Socket::queue_pong`]) for the owner to seal and queue
+    /// ([`Socket::queue_sealed_pong`]), unless a sealed pong is still unsent: then it stays held,
+    /// a newer one replacing it (RFC 6455 §5.5.3), and the client's reads pause
+    /// ([`Socket::has_pending_pong`]). A client that floods pings and never reads so holds one
+    /// sealed pong and one held, as over plain TCP it holds one.
     pub fn take_held_pong(&mut self) -> Option<Vec<u8>> {
         if !self.records || self.pong_left > 0 || !self.takes_bytes() {
             return None;

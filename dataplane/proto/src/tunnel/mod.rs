@@ -356,14 +356,11 @@ impl Tunnel {
         Some(self.overhead_at + wait)
     }
 
-    /// Bytes of the client's input the transport spent on framing of its own (TLS record
-    /// headers and tags): charged like WebSocket overhead, so a flood of tiny records, each
-    /// costing a decryption, pauses the client as a flood of tiny frames does.
-    pub fn charge_transport_overhead(&mut self, bytes: usize, now: Instant) {
-        self.charge_overhead(bytes, now);
-    }
-
-    fn charge_overhead(&mut self, bytes: usize, now: Instant) {
+    /// Charges `bytes` of client input that carried no payload to the overhead budget: frame
+    /// headers and control frames here, and the transport's own framing (TLS record headers
+    /// and tags, from the caller), so a flood of tiny records, each costing a decryption,
+    /// pauses the client as a flood of tiny frames does.
+    pub fn charge_overhead(&mut self, bytes: usize, now: Instant) {
         let elapsed = now.saturating_duration_since(self.overhead_at);
         let leaked = elapsed.as_nanos() * u128::from(OVERHEAD_RATE) / 1_000_000_000;
         let left = u128::from(self.overhead).saturating_sub(leaked) as u32;

@@ -648,7 +648,7 @@ fn transport_overhead_counts_toward_the_pause() {
     p.client_sends(&small); // 120,000 bytes of headers: under the burst
     assert_eq!(p.tunnel.client_paused_until(), None);
     // The same frames each in a TLS 1.3 record: 22 more bytes apiece.
-    p.tunnel.charge_transport_overhead(20_000 * 22, p.now);
+    p.tunnel.charge_overhead(20_000 * 22, p.now);
     assert!(
         p.tunnel.client_paused_until().is_some(),
         "records' overhead is charged like frames'"

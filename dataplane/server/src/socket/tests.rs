@@ -164,16 +164,16 @@ fn under_records_one_pong_is_sealed_and_one_held_whatever_the_flood() {
     s.set_records();
     ops(&mut s, now, false);
     // The first pong is for the owner to seal and queue at once.
-    let first = s
-        .hold_pong(b"p0".to_vec(), now)
-        .expect("nothing unsent: seal now");
+    s.queue_pong(b"p0".to_vec(), now);
+    let first = s.take_held_pong().expect("nothing unsent: seal now");
     s.queue_sealed_pong([b"sealed-".as_ref(), &first].concat(), now)
         .unwrap();
     assert!(!s.has_pending_pong());
     let sealed = take_send(ops(&mut s, now, false));
     // Later pings while it is unsent: only the latest is held, and the client's reads pause.
     for i in 1..1000u32 {
-        assert!(s.hold_pong(i.to_be_bytes().to_vec(), now).is_none());
+        s.queue_pong(i.to_be_bytes().to_vec(), now);
+        assert!(s.take_held_pong().is_none());
     }
     assert!(
         s.has_pending_pong(),
@@ -212,10 +212,12 @@ fn under_records_a_held_pong_is_dropped_when_the_socket_closes() {
     let mut s = open(now);
     s.set_records();
     ops(&mut s, now, false);
-    let first = s.hold_pong(b"p0".to_vec(), now).unwrap();
+    s.queue_pong(b"p0".to_vec(), now);
+    let first = s.take_held_pong().unwrap();
     s.queue_sealed_pong(first, now).unwrap();
     let sealed = take_send(ops(&mut s, now, false));
-    assert!(s.hold_pong(b"p1".to_vec(), now).is_none());
+    s.queue_pong(b"p1".to_vec(), now);
+    assert!(s.take_held_pong().is_none());
     s.request_close(now);
     s.on_send_completion(sealed, 2, now);
     assert!(
